@@ -1,0 +1,42 @@
+"""Run the real Snakemake workflow on a reduced synthbirds config in a temporary directory."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+WORKFLOW_FILES = ("Snakefile", "workflow", "config", "prompts")
+
+# Small enough for a few minutes on two cores; large enough that the tiny CLIP learns something.
+REDUCED = {
+    "data": {"synthetic": {"n_train": 200, "n_val": 40, "n_test": 80, "n_pretrain": 3000}},
+    "pretrain": {"steps": 60, "batch_size": 64, "width": 32, "layers": 1, "text_layers": 1, "embed_dim": 32,
+                 "patch_size": 8},
+    "finetune": {"methods": ["zeroshot"], "seeds": [0], "epochs": 1, "batch_size": 32},
+}
+
+
+def make_workdir(tmp: Path, overrides: dict) -> Path:
+    for name in WORKFLOW_FILES:
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(src, tmp / name)
+        elif src.exists():
+            shutil.copy(src, tmp / name)
+    (tmp / "override.yaml").write_text(yaml.safe_dump({"synthbirds": overrides}))
+    return tmp
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    # --configfile takes several values: it must come last
+    cmd = [sys.executable, "-m", "snakemake", *args, "--cores", "2", "--configfile", "override.yaml"]
+    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=1800)
+    if check and proc.returncode != 0:
+        logs = "\n".join(f"--- {p}\n{p.read_text()[-3000:]}" for p in sorted((workdir / "logs").rglob("*.log")))
+        raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stderr[-5000:]}\n{logs}")
+    return proc

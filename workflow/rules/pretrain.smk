@@ -1,0 +1,15 @@
+# The synthetic world's tiny CLIP, pre-trained on CPU and saved as an open_clip local-dir: model.
+
+
+rule pretrain:
+    input:
+        "data/{dataset}/pretrain_set.npz",
+    output:
+        directory("data/{dataset}/clip"),
+    params:
+        cfg=dataset_json,
+    threads: workflow.cores
+    log:
+        "logs/{dataset}/pretrain.log",
+    shell:
+        "python -m stages.pretrain --dataset-config {params.cfg} --pretrain-set {input} --out {output} > {log} 2>&1"

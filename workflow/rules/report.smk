@@ -1,0 +1,31 @@
+# The directory target a user types: `snakemake --cores N results/<dataset>`.
+
+
+def report_methods(dataset):
+    ft = DATASETS[dataset]["finetune"]
+    methods = list(dict.fromkeys(["zeroshot"] + ft["methods"]))
+    if ft["wiseft_of"] in methods and ft["wiseft_of"] != "zeroshot":
+        methods.append("wiseft")
+    return methods
+
+
+def report_metrics(wildcards):
+    seeds = ds(wildcards)["finetune"]["seeds"]
+    return [f"results/runs/{wildcards.dataset}/{m}/seed{s}/metrics.json"
+            for m in report_methods(wildcards.dataset) for s in seeds]
+
+
+rule report:
+    input:
+        metrics=report_metrics,
+        model=model_input,
+    output:
+        directory("results/{dataset}"),
+    params:
+        cfg=dataset_json,
+        pretrain=lambda w: f"--pretrain-report data/{w.dataset}/clip/pretrain_report.json" if is_synthetic(w.dataset) else "",
+    log:
+        "logs/{dataset}/report.log",
+    shell:
+        "python -m stages.report --dataset {wildcards.dataset} --dataset-config {params.cfg}"
+        " --metrics {input.metrics} {params.pretrain} --out {output} > {log} 2>&1"
