@@ -119,8 +119,6 @@ def zeroshot_check(model, tokenizer, n: int, image_size: int, seed: int) -> dict
 
 
 def run(synthetic: dict, cfg: dict, pretrain_set: str | Path, out: str | Path, seed: int) -> dict:
-    if cfg["threads"]:
-        torch.set_num_threads(cfg["threads"])
     data = np.load(pretrain_set)
     model_cfg = tiny_clip_config(cfg, synthetic["image_size"])
     torch.manual_seed(seed)

@@ -12,4 +12,5 @@ rule pretrain:
     log:
         "logs/{dataset}/pretrain.log",
     shell:
-        "python -m stages.pretrain --dataset-config {params.cfg} --pretrain-set {input} --out {output} > {log} 2>&1"
+        # torch takes its thread count from OMP_NUM_THREADS: as many as Snakemake granted
+        "OMP_NUM_THREADS={threads} python -m stages.pretrain --dataset-config {params.cfg} --pretrain-set {input} --out {output} > {log} 2>&1"
