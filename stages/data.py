@@ -92,8 +92,8 @@ class GroupDataset(torch.utils.data.Dataset):
         df = read_metadata(root) if metadata is None else metadata
         self.meta = df[df["split"] == SPLITS[split]].reset_index(drop=True)
         self.transform = transform
-        self.y = torch.as_tensor(self.meta["y"].to_numpy())
-        self.place = torch.as_tensor(self.meta["place"].to_numpy())
+        self.y = torch.tensor(self.meta["y"].to_numpy())
+        self.place = torch.tensor(self.meta["place"].to_numpy())
 
     def __len__(self) -> int:
         return len(self.meta)

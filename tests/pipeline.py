@@ -17,6 +17,7 @@ REDUCED = {
     "data": {"synthetic": {"n_train": 200, "n_val": 40, "n_test": 80, "n_pretrain": 3000}},
     "pretrain": {"steps": 60, "batch_size": 64, "width": 32, "layers": 1, "text_layers": 1, "embed_dim": 32,
                  "patch_size": 8},
+    "describe": {"types": ["background"], "n_samples": 2, "min_pool": 3},
     "finetune": {"methods": ["zeroshot"], "seeds": [0], "epochs": 1, "batch_size": 32},
 }
 

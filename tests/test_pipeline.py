@@ -47,3 +47,32 @@ def test_waterbirds_dry_run_lists_the_dag_and_real_run_fails_at_once(tmp_path):
     assert ("metadata.csv not found: put the extracted `waterbird_complete95_forest2water2/` folder"
             in proc.stderr)
     assert not (work / "data/waterbirds/data_check.json").exists()
+
+
+@pytest.mark.slow
+def test_synthbirds_two_methods_with_wiseft(tmp_path):
+    """The whole DAG: world, tiny CLIP, real SmolLM2 pool, embed, fine-tune, evaluate, report."""
+    finetune = {"methods": ["zeroshot", "ft", "starft"], "seeds": [0, 1], "epochs": 1, "batch_size": 32,
+                "lr": 1e-4, "warmup_steps": 2, "wiseft_alphas": [0.0, 0.5, 1.0]}
+    work = make_workdir(tmp_path, {**REDUCED, "finetune": finetune})
+    snakemake(work, "results/synthbirds")
+    out = work / "results/synthbirds"
+    table = pd.read_csv(out / "table_test.csv", index_col=0)
+    assert list(table.index) == ["zeroshot", "ft", "starft", "wiseft"]
+    assert (table["Seeds"] == 2).all()
+    # mean ± std over the two seeds, as the runs' metrics say
+    runs = [json.loads((work / f"results/runs/synthbirds/starft/seed{s}/metrics.json").read_text()) for s in (0, 1)]
+    worst = pd.Series([r["splits"]["test"]["worst_group"] for r in runs])
+    assert table.loc["starft", "Worst-group"] == f"{worst.mean():.1f} ± {worst.std():.1f}"
+    # WiSE-FT at alpha 0 is the zero-shot model, at alpha 1 the fine-tuned ft run
+    wise = json.loads((work / "results/runs/synthbirds/wiseft/seed0/metrics.json").read_text())
+    ft = json.loads((work / "results/runs/synthbirds/ft/seed0/metrics.json").read_text())
+    zs = json.loads((work / "results/runs/synthbirds/zeroshot/seed0/metrics.json").read_text())
+    by_alpha = {p["alpha"]: p["test"] for p in wise["wiseft"]}
+    assert by_alpha[1.0]["average"] == pytest.approx(ft["splits"]["test"]["average"], abs=0.2)
+    assert by_alpha[0.0]["average"] == pytest.approx(zs["splits"]["test"]["average"], abs=0.2)
+    assert (out / "wiseft_test.png").stat().st_size > 1000
+    log = pd.read_csv(work / "results/runs/synthbirds/starft/seed0/train_log.csv")
+    assert {"step", "epoch", "loss", "regularizer", "lambda", "lr", "images_per_s"} <= set(log.columns)
+    pool = pd.read_parquet(work / "data/synthbirds/pools/background.descriptions.parquet")
+    assert len(pool) >= 3 and pool["template"].str.count(r"\{\}").eq(1).all()

@@ -1,0 +1,181 @@
+"""Time one training step of FLYP, of our StarFT and of the released StarFT recipe, on one batch.
+
+    python bench/step_time.py                                  # tiny CLIP on CPU
+    python bench/step_time.py --model ViT-B-16 --batch 128     # random-init ViT-B/16 (no download)
+
+Every variant runs forward, backward and an AdamW step of the same student on the same batch:
+
+  flyp            our FLYP step: contrastive loss; the text encoder sees the C distinct class captions
+  flyp_all        FLYP encoding all B class captions (the FLYP / released code's way), for reference
+  starft          our StarFT step: FLYP + one no-grad teacher image forward on the (augmented) batch,
+                  teacher text features looked up, student text encoder on the distinct captions
+  starft_cached   our StarFT step with `augment: false`: teacher image features cached
+  official        a re-implementation of the released step (src/main.py of alinlab/StarFT): student
+                  image + B class captions, student on B spurious captions, teacher image + B
+                  spurious captions forward every step, then the StarReg loss
+
+The ratios printed are median step times. Same precision for all (bf16 autocast on CUDA); the
+released code itself runs fp32 under DataParallel, which is slower still.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import open_clip
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from stages.finetune import distributed  # noqa: E402
+from stages.finetune.methods import METHODS  # noqa: E402
+from stages.finetune.train import Captions, Student, TeacherImages, compute_loss, prepare_batch  # noqa: E402
+from stages.losses import clip_contrastive_loss, star_regularizer  # noqa: E402
+
+PRESETS = {
+    # the tests' tiny CLIP
+    "tiny": {"embed_dim": 32,
+             "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8, "head_width": 32},
+             "text_cfg": {"context_length": 24, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 1}},
+    # the synthetic world's default CLIP (config `pretrain` defaults: width 96, 4 layers, patch 4)
+    "synth": {"embed_dim": 64,
+              "vision_cfg": {"image_size": 32, "layers": 4, "width": 96, "patch_size": 4, "head_width": 32,
+                             "mlp_ratio": 4.0},
+              "text_cfg": {"context_length": 24, "vocab_size": 49408, "width": 96, "heads": 3, "layers": 2}},
+}
+
+
+def build(model_name: str, device):
+    if model_name in PRESETS:
+        model = open_clip.CLIP(**PRESETS[model_name])
+        tokenizer = open_clip.SimpleTokenizer(context_length=PRESETS[model_name]["text_cfg"]["context_length"])
+    else:
+        model = open_clip.create_model(model_name, pretrained=None)
+        tokenizer = open_clip.get_tokenizer(model_name)
+    return model.to(device), tokenizer
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="tiny", help="'tiny', 'synth' or an open_clip model name (random init)")
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--classes", type=int, default=2)
+    p.add_argument("--pool", type=int, default=58, help="spurious templates per class (released bg pool: 58)")
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    p.add_argument("--threads", type=int, default=0)
+    a = p.parse_args(argv)
+
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    device = torch.device("cuda" if a.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if a.device == "auto" else a.device))
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    dtype = torch.bfloat16 if a.precision == "bf16" or (a.precision == "auto" and cuda) else None
+    autocast = lambda: torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)  # noqa: E731
+    torch.manual_seed(0)
+
+    teacher, tokenizer = build(a.model, device)
+    teacher.eval().requires_grad_(False)
+    student = Student(copy.deepcopy(teacher).train().requires_grad_(True), None)
+    opt = torch.optim.AdamW(student.parameters(), lr=1e-5, weight_decay=0.1, fused=cuda or None)
+    tau0 = float(teacher.logit_scale.exp())
+    ctx = distributed.Context(device=device)
+
+    # Texts: C class captions, then C x K spurious captions (row c * K + k: template k, class c).
+    C, K, B = a.classes, a.pool, a.batch
+    texts = [f"a photo of a class{c}." for c in range(C)] + \
+            [f"a photo of a class{c} in scene number {k}." for c in range(C) for k in range(K)]
+    captions = Captions(tokenizer(texts), torch.arange(C), C + torch.arange(C * K).view(C, K))
+    with torch.no_grad(), autocast():
+        teacher_text = torch.cat([F.normalize(teacher.encode_text(t.to(device)).float(), dim=-1)
+                                  for t in captions.tokens.split(4096)])
+    size = open_clip.get_model_preprocess_cfg(teacher)["size"]
+    size = size if isinstance(size, int) else size[0]
+    y = torch.randint(C, (B,))
+    raw = (torch.randn(B, 3, size, size), y, torch.arange(B), captions.spurious_rows[y, torch.randint(K, (B,))])
+    if cuda:
+        raw = tuple(t.pin_memory() for t in raw)
+    per_step = TeacherImages(teacher, B, cache=False)
+    cached = TeacherImages(teacher, B, cache=True)
+
+    def ours(method: str, teacher_images):
+        def step():
+            batch = prepare_batch(raw, captions, METHODS[method], device)
+            loss = compute_loss(student, teacher_images, teacher_text, tau0, METHODS[method], batch, 0.5, ctx, autocast)[0]
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        return step
+
+    def flyp_all():
+        images, y, _, _ = (t.to(device, non_blocking=True) for t in raw)
+        tokens = captions.tokens[captions.caption_row[raw[1]]].to(device, non_blocking=True)
+        with autocast():
+            image, text, _, scale = student(images, tokens)
+        loss = clip_contrastive_loss(F.normalize(image.float(), dim=-1), F.normalize(text.float(), dim=-1), scale)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    def official():
+        images, y, _, spurious = (t.to(device, non_blocking=True) for t in raw)
+        class_tokens = captions.tokens[captions.caption_row[raw[1]]].to(device, non_blocking=True)
+        spurious_tokens = captions.tokens[raw[3]].to(device, non_blocking=True)
+        with autocast():
+            image, text, _, scale = student(images, class_tokens)        # model(ft_image, ft_text)
+            spurious_text = student.clip.encode_text(spurious_tokens)     # model(None, ft_spurious)
+            with torch.no_grad():                                         # model_orig(ft_image, ft_spurious)
+                t_image = teacher.encode_image(images)
+                t_text = teacher.encode_text(spurious_tokens)
+                t_scale = teacher.logit_scale.exp()
+        n = lambda x: F.normalize(x.float(), dim=-1)  # noqa: E731
+        loss = clip_contrastive_loss(n(image), n(text), scale) + 0.5 * star_regularizer(
+            n(image), n(spurious_text), n(t_image), n(t_text), y, t_scale)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    cached.__call__(raw[0].to(device), raw[2])    # fill the cache once, as epoch 1 would
+    variants = {"flyp": ours("flyp", per_step), "flyp_all": flyp_all, "starft": ours("starft", per_step),
+                "starft_cached": ours("starft", cached), "official": official}
+    times = {name: [] for name in variants}
+    for r in range(a.warmup + a.steps):          # interleaved, so that drifts hit every variant alike
+        for name, step in variants.items():
+            if cuda:
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            step()
+            if cuda:
+                torch.cuda.synchronize()
+            if r >= a.warmup:
+                times[name].append(time.perf_counter() - t0)
+    med = {k: statistics.median(v) * 1000 for k, v in times.items()}
+
+    n_params = sum(p.numel() for p in teacher.parameters()) / 1e6
+    print(f"model {a.model} ({n_params:.1f}M params), batch {B}, {C} classes x {K} spurious templates, "
+          f"device {device}{' ' + torch.cuda.get_device_name(device) if cuda else ''}, "
+          f"precision {'bf16 autocast' if dtype else 'fp32'}, threads {torch.get_num_threads()}, "
+          f"median of {a.steps} steps")
+    for k, v in med.items():
+        print(f"  {k:14s} {v:9.2f} ms/step   {B / v * 1000:8.1f} img/s")
+    print(f"ratio starft / flyp          = {med['starft'] / med['flyp']:.3f}   (goal <= 1.25)")
+    print(f"ratio starft_cached / flyp   = {med['starft_cached'] / med['flyp']:.3f}")
+    print(f"ratio official / starft      = {med['official'] / med['starft']:.3f}   (goal >= 1.5)")
+    print(f"ratio official / flyp        = {med['official'] / med['flyp']:.3f}")
+    print(f"ratio flyp_all / flyp        = {med['flyp_all'] / med['flyp']:.3f}")
+
+
+if __name__ == "__main__":
+    main()

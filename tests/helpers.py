@@ -1,0 +1,98 @@
+"""Shared fixtures of the fine-tuning tests: a tiny open_clip model, a tiny Waterbirds-layout data
+set and spurious pools, all written to a temporary folder (no download, seconds on a CPU)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import open_clip
+import pandas as pd
+import torch
+from PIL import Image
+
+from stages import config as stage_config
+from stages.models import save_local_dir
+
+TINY_MODEL_CFG = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8, "head_width": 32},
+    "text_cfg": {"context_length": 24, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 1},
+}
+CLASSNAMES = ["landbird", "waterbird"]
+POOLS = {
+    "background": ["a photo of a {} in the forest.", "a photo of a {} on a beach.", "a photo of a {} in the snow.",
+                   "a photo of a {} over the lake.", "a photo of a {} in a city."],
+    "texture": ["a photo of a {} with a striped texture.", "a photo of a furry {}.", "a photo of a {} on a beach."],
+}
+COLORS = {"land": (90, 140, 60), "water": (60, 90, 170), "landbird": (200, 160, 40), "waterbird": (240, 240, 240)}
+
+
+def make_tiny_clip(folder: str | Path, seed: int = 0, logit_scale: float | None = None) -> str:
+    """Save a randomly initialised tiny CLIP in local-dir format; return its model name."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    model = open_clip.CLIP(**TINY_MODEL_CFG)
+    if logit_scale is not None:
+        with torch.no_grad():
+            model.logit_scale.fill_(float(np.log(logit_scale)))
+    save_local_dir(model, TINY_MODEL_CFG, folder)
+    return f"local-dir:{folder}"
+
+
+def make_dataset(root: str | Path, n_per_split=(16, 8, 8), size: int = 32, seed: int = 0) -> Path:
+    """A Waterbirds-layout folder: a coloured bird square on a land or water background."""
+    root = Path(root)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for split, n in enumerate(n_per_split):
+        for k in range(n):
+            y = k % 2
+            place = y if (split == 0 and k % 8) else int(rng.integers(2))  # train mostly correlated
+            pixels = np.array(COLORS[["land", "water"][place]], dtype=np.float32) + rng.normal(0, 20, (size, size, 3))
+            x0, y0 = rng.integers(0, size // 2, 2)
+            pixels[y0:y0 + size // 3, x0:x0 + size // 3] = COLORS[CLASSNAMES[y]]
+            name = f"images/{split}_{k:04d}.png"
+            Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(root / name)
+            rows.append({"img_id": len(rows), "img_filename": name, "y": y, "split": split, "place": place,
+                         "place_filename": f"/{['land', 'water'][place]}/x.jpg"})
+    pd.DataFrame(rows).to_csv(root / "metadata.csv", index=False)
+    return root
+
+
+def make_pools(folder: str | Path, pools: dict[str, list[str]] = POOLS) -> list[str]:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for typ, templates in pools.items():
+        path = folder / f"{typ}.descriptions.parquet"
+        pd.DataFrame({"template": templates}).to_parquet(path)
+        paths.append(str(path))
+    return paths
+
+
+def dataset_config(root: str | Path, model_name: str, **finetune) -> dict:
+    """A validated dataset config for the tiny world; `finetune` overrides its finetune section."""
+    ft = {"epochs": 2, "batch_size": 8, "lr": 1e-4, "warmup_steps": 2, "lp_epochs": 2, "lambda": 0.5,
+          "num_workers": 0, "threads": 1, "device": "cpu", "log_every": 1}
+    ft.update(finetune)
+    cfg = {"tiny": {"classnames": CLASSNAMES, "data": {"root": str(root)}, "model": {"name": model_name},
+                    "evaluate": {"templates": ["a photo of a {}.", "This is a picture of a {}."], "device": "cpu",
+                                 "batch_size": 16},
+                    "finetune": ft}}
+    return stage_config.validate(cfg)["tiny"]
+
+
+def tiny_world(tmp: str | Path, **finetune) -> tuple[dict, str]:
+    """Model, data, pools and teacher embeddings in `tmp`: (dataset config, embeddings path)."""
+    from stages import embed
+
+    tmp = Path(tmp)
+    model = make_tiny_clip(tmp / "clip")
+    root = make_dataset(tmp / "data")
+    cfg = dataset_config(root, model, **finetune)
+    out = tmp / "embeddings" / "teacher_text.parquet"
+    embed.run(cfg, make_pools(tmp / "pools"), out)
+    return cfg, str(out)

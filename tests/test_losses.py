@@ -1,0 +1,142 @@
+"""The losses against explicit formulas on small hand-made inputs (float64 loops, no -1e8 trick)."""
+
+import math
+
+import open_clip
+import pytest
+import torch
+import torch.nn.functional as F
+
+from stages.losses import clip_contrastive_loss, diminishing_lambda, kl_regularizer, star_regularizer
+
+
+def unit(*rows):
+    return F.normalize(torch.tensor(rows, dtype=torch.float64), dim=-1)
+
+
+def kl(p, q):
+    return sum(pi * math.log(pi / qi) for pi, qi in zip(p, q) if pi > 0)
+
+
+def softmax(xs):
+    m = max(xs)
+    e = [math.exp(x - m) for x in xs]
+    return [v / sum(e) for v in e]
+
+
+def explicit_star(si, st, ti, tt, labels, scale):
+    """(1/B) sum_i KL(p_i || q_i) with p, q the softmaxes over the captions j of another class."""
+    B = len(labels)
+    total = 0.0
+    for i in range(B):
+        others = [j for j in range(B) if labels[j] != labels[i]]
+        if not others:
+            continue  # every entry masked: uniform vs uniform, KL 0
+        p = softmax([scale * float(ti[i] @ tt[j]) for j in others])
+        q = softmax([scale * float(si[i] @ st[j]) for j in others])
+        total += kl(p, q)
+    return total / B
+
+
+# Hand-made 3-d features: 4 images, 4 spurious captions; the student moved a little.
+TI = unit([1, 0, 0], [0.8, 0.6, 0], [0, 1, 0.2], [0.3, 0.3, 0.9])
+TT = unit([1, 0.2, 0], [0, 1, 0], [0.5, 0.5, 0.5], [0, 0.1, 1])
+SI = unit([0.9, 0.1, 0.1], [0.7, 0.7, 0], [0.1, 1, 0], [0.2, 0.5, 0.8])
+ST = unit([1, 0, 0.3], [0.2, 1, 0], [0.4, 0.6, 0.4], [0.1, 0, 1])
+
+
+def star(labels, scale=5.0, si=SI, st=ST, ti=TI, tt=TT):
+    return star_regularizer(student_image=si, student_text=st, teacher_image=ti, teacher_text=tt,
+                            labels=torch.tensor(labels), logit_scale=scale)
+
+
+@pytest.mark.parametrize("labels", [[0, 0, 1, 1], [0, 1, 0, 1], [0, 0, 1, 2], [0, 1, 2, 3], [2, 0, 0, 0]],
+                         ids=["two-pairs", "interleaved", "class-seen-once", "all-distinct", "one-vs-three"])
+def test_star_regularizer_matches_explicit_formula(labels):
+    got = star(labels)
+    want = explicit_star(SI, ST, TI, TT, labels, 5.0)
+    assert want > 0
+    assert float(got) == pytest.approx(want, rel=1e-6, abs=1e-12)
+
+
+def test_star_regularizer_single_class_batch_is_zero_not_nan():
+    si, st = SI.clone().requires_grad_(), ST.clone().requires_grad_()
+    got = star([1, 1, 1, 1], si=si, st=st)
+    assert float(got.detach()) == 0.0
+    got.backward()
+    assert torch.isfinite(si.grad).all() and torch.isfinite(st.grad).all()
+    assert si.grad.abs().max() == 0
+
+
+def test_star_regularizer_masks_the_diagonal_and_same_class_pairs():
+    # Row i of the loss depends only on the captions of the other classes: moving a class-0 caption
+    # leaves the gradient of the class-0 images unchanged and changes that of the class-1 images.
+    labels = [0, 0, 1, 1]
+
+    def image_grad(st):
+        si = SI.clone().requires_grad_()
+        star(labels, si=si, st=st).backward()
+        return si.grad
+
+    moved = ST.clone()
+    moved[0] = unit([0.0, -1.0, 0.5])[0]
+    before, after = image_grad(ST), image_grad(moved)
+    assert torch.allclose(before[:2], after[:2], atol=1e-15)
+    assert not torch.allclose(before[2:], after[2:], atol=1e-6)
+
+
+def test_star_regularizer_uses_teacher_scale_and_is_zero_at_the_teacher():
+    assert float(star([0, 1, 0, 1], si=TI, st=TT)) == pytest.approx(0.0, abs=1e-15)
+    a, b = star([0, 1, 2, 3], scale=5.0), star([0, 1, 2, 3], scale=50.0)
+    assert float(a) != pytest.approx(float(b), rel=1e-3)
+    assert float(b) == pytest.approx(explicit_star(SI, ST, TI, TT, [0, 1, 2, 3], 50.0), rel=1e-6)
+
+
+def test_star_regularizer_is_permutation_invariant_and_accepts_tensor_scale_and_bf16():
+    labels = torch.tensor([0, 0, 1, 2])
+    perm = torch.tensor([2, 0, 3, 1])
+    a = star(labels.tolist(), scale=torch.tensor(5.0))
+    b = star_regularizer(SI[perm], ST[perm], TI[perm], TT[perm], labels[perm], 5.0)  # positional call
+    assert float(a) == pytest.approx(float(b), rel=1e-9)
+    bf = star_regularizer(SI.bfloat16(), ST.bfloat16(), TI.bfloat16(), TT.bfloat16(), labels, 5.0)
+    assert bf.dtype == torch.float32 and float(bf) == pytest.approx(float(a), rel=0.1)
+
+
+def test_kl_regularizer_has_no_mask_and_uses_the_student_scale():
+    def explicit(student_scale):
+        B = len(SI)
+        return sum(kl(softmax([5.0 * float(TI[i] @ TT[j]) for j in range(B)]),
+                      softmax([student_scale * float(SI[i] @ ST[j]) for j in range(B)])) for i in range(B)) / B
+
+    kw = dict(student_image=SI, student_text=ST, teacher_image=TI, teacher_text=TT, logit_scale=5.0)
+    assert float(kl_regularizer(**kw)) == pytest.approx(explicit(5.0), rel=1e-6)
+    assert float(kl_regularizer(**kw, student_logit_scale=8.0)) == pytest.approx(explicit(8.0), rel=1e-6)
+
+
+def test_contrastive_loss_matches_explicit_formula_and_open_clip():
+    scale = 7.0
+    B = len(SI)
+    logits = [[scale * float(SI[i] @ ST[j]) for j in range(B)] for i in range(B)]
+    i2t = -sum(math.log(softmax(logits[i])[i]) for i in range(B)) / B
+    t2i = -sum(math.log(softmax([logits[j][i] for j in range(B)])[i]) for i in range(B)) / B
+    got = clip_contrastive_loss(SI, ST, scale)
+    assert float(got) == pytest.approx((i2t + t2i) / 2, rel=1e-6)
+    ref = open_clip.loss.ClipLoss()(SI, ST, torch.tensor(scale, dtype=torch.float64))
+    assert float(got) == pytest.approx(float(ref), rel=1e-6)
+
+
+def test_contrastive_loss_treats_same_class_duplicates_as_negatives():
+    text = ST.clone()
+    text[1] = text[0]          # two samples of one class share their caption
+    B, scale = 4, 3.0
+    logits = [[scale * float(SI[i] @ text[j]) for j in range(B)] for i in range(B)]
+    i2t = -sum(math.log(softmax(logits[i])[i]) for i in range(B)) / B
+    t2i = -sum(math.log(softmax([logits[j][i] for j in range(B)])[i]) for i in range(B)) / B
+    assert float(clip_contrastive_loss(SI, text, scale)) == pytest.approx((i2t + t2i) / 2, rel=1e-6)
+
+
+def test_diminishing_schedule():
+    assert [diminishing_lambda(0.5, e, 5) for e in range(5)] == pytest.approx([0.4, 0.3, 0.2, 0.1, 0.0])
+    assert diminishing_lambda(0.5, 3, 5, "constant") == 0.5
+    with pytest.raises(ValueError, match="finetune.schedule"):
+        diminishing_lambda(0.5, 0, 5, "linear")
