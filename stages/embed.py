@@ -30,8 +30,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from .io import atomic_path, versions
-from .models import load_clip, resolve_device, sha256_file
+from .io import atomic_path, sha256_file, versions
+from .models import load_clip, resolve_device
 from .zeroshot import encode_texts
 
 META_KEY = b"starft.embed"

@@ -15,6 +15,8 @@ import open_clip
 import torch
 from safetensors.torch import save_file
 
+from .io import sha256_file
+
 LOCAL_DIR = "local-dir:"
 WEIGHTS_FILE = "open_clip_model.safetensors"
 CONFIG_FILE = "open_clip_config.json"
@@ -50,14 +52,6 @@ def model_identity(name: str, pretrained: str | None = None) -> dict:
             identity["weights_sha256"] = sha256_file(weights)
     identity["fingerprint"] = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
     return identity
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def save_local_dir(model: torch.nn.Module, model_cfg: dict, folder: str | Path,

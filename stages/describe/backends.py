@@ -7,11 +7,12 @@ is tested on) is a thin wrapper around calls whose inputs and outputs the CPU ba
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Protocol
 
 from tqdm.auto import tqdm
+
+from ..io import sha256_file
 
 Conversation = list[dict[str, str]]
 
@@ -23,14 +24,6 @@ class Backend(Protocol):
     def chat(self, conversations: list[Conversation], *, n: int, temperature: float, top_p: float,
              max_tokens: int, seed: int, desc: str = "") -> list[list[str]]:
         """For each conversation, `n` sampled answers (temperature 0: greedy, then n must be 1)."""
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 class TransformersBackend:
