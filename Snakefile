@@ -24,16 +24,18 @@ def ds(wildcards):
     return DATASETS[wildcards.dataset]
 
 
-def params_json(section):
-    """A shell-quoted JSON of one config section, passed to a stage CLI as `--params`.
+def quoted_json(obj):
+    """`obj` as one shell word of JSON, the way every rule hands configuration to a stage CLI.
 
-    As a Snakemake param it also makes a job rerun when its section of the config changes.
+    As a Snakemake param it also makes a job rerun exactly when what it reads changes, so each
+    rule passes only the keys its stage reads.
     """
-    return lambda wildcards: shlex.quote(json.dumps(DATASETS[wildcards.dataset].get(section, {}), sort_keys=True))
+    return shlex.quote(json.dumps(obj, sort_keys=True))
 
 
 def dataset_json(wildcards):
-    return shlex.quote(json.dumps(DATASETS[wildcards.dataset], sort_keys=True))
+    """The whole dataset configuration (for jobs that depend on all of it, like the report)."""
+    return quoted_json(ds(wildcards))
 
 
 def is_synthetic(dataset):
@@ -57,7 +59,7 @@ for _name in DATASETS:
 
 wildcard_constraints:
     dataset="|".join(DATASETS) or "NONE",
-    method="[a-z_]+",
+    method="[a-z][a-z0-9_]*",
     seed=r"\d+",
 
 

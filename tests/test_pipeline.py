@@ -3,6 +3,7 @@ import re
 
 import pandas as pd
 import pytest
+import yaml
 
 from pipeline import REDUCED, make_workdir, snakemake
 
@@ -76,3 +77,12 @@ def test_synthbirds_two_methods_with_wiseft(tmp_path):
     assert {"step", "epoch", "loss", "regularizer", "lambda", "lr", "images_per_s"} <= set(log.columns)
     pool = pd.read_parquet(work / "data/synthbirds/pools/background.descriptions.parquet")
     assert len(pool) >= 3 and pool["template"].str.count(r"\{\}").eq(1).all()
+
+    # Adding a method schedules that method's jobs and the report, nothing else: each rule's params
+    # hold only what its stage reads.
+    (work / "override.yaml").write_text(yaml.safe_dump(
+        {"synthbirds": {**REDUCED, "finetune": {**finetune, "methods": finetune["methods"] + ["flyp"]}}}))
+    dry = snakemake(work, "-n", "results/synthbirds")
+    jobs = re.findall(r"^\s*rule (\w+):|^localrule (\w+):", dry.stdout, flags=re.M)
+    scheduled = sorted(a or b for a, b in jobs)
+    assert scheduled == sorted(["finetune", "finetune", "evaluate", "evaluate", "report"]), dry.stdout[-3000:]

@@ -7,7 +7,7 @@ rule synth_world:
         dataset=directory("data/{dataset}/dataset"),
         pretrain_set="data/{dataset}/pretrain_set.npz",
     params:
-        synthetic=lambda w: shlex.quote(json.dumps(ds(w)["data"]["synthetic"])),
+        synthetic=lambda w: quoted_json(ds(w)["data"]["synthetic"]),
     log:
         "logs/{dataset}/synth_world.log",
     shell:
@@ -22,7 +22,7 @@ rule check_data:
         "data/{dataset}/data_check.json",
     params:
         root=lambda w: ds(w)["data"]["root"],
-        classnames=lambda w: shlex.quote(json.dumps(ds(w)["classnames"])),
+        classnames=lambda w: quoted_json(ds(w)["classnames"]),
     log:
         "logs/{dataset}/check_data.log",
     shell:

@@ -12,7 +12,7 @@ def describe_job_json(wildcards):
     d = ds(wildcards)
     job = {k: d[k] for k in ("seed", "domain", "classnames", "describe")}
     job["synthetic"] = is_synthetic(wildcards.dataset)
-    return shlex.quote(json.dumps(job, sort_keys=True))
+    return quoted_json(job)
 
 
 def describe_inputs(wildcards):

@@ -12,7 +12,7 @@ def embed_json(wildcards):
     ft = {k: d["finetune"][k] for k in ("caption_template", "variants", "device", "threads")}
     cfg = {"classnames": d["classnames"], "model": d["model"], "evaluate": {"templates": d["evaluate"]["templates"]},
            "finetune": ft}
-    return shlex.quote(json.dumps(cfg, sort_keys=True))
+    return quoted_json(cfg)
 
 
 rule embed:

@@ -9,6 +9,16 @@ def run_checkpoint(wildcards):
     return [f"results/runs/{wildcards.dataset}/{source}/seed{wildcards.seed}/checkpoint.pt"]
 
 
+def evaluate_json(wildcards):
+    """Only what an evaluation reads, so that e.g. adding a method does not re-evaluate the others."""
+    d = ds(wildcards)
+    cfg = {k: d[k] for k in ("classnames", "model", "evaluate")}
+    cfg["data"] = {"root": d["data"]["root"]}
+    if wildcards.method == "wiseft":
+        cfg["finetune"] = {k: d["finetune"][k] for k in ("wiseft_alphas", "wiseft_alpha", "wiseft_of")}
+    return quoted_json(cfg)
+
+
 rule evaluate:
     input:
         data_check="data/{dataset}/data_check.json",
@@ -17,7 +27,7 @@ rule evaluate:
     output:
         "results/runs/{dataset}/{method}/seed{seed}/metrics.json",
     params:
-        cfg=dataset_json,
+        cfg=evaluate_json,
         checkpoint=lambda w, input: f"--checkpoint {input.checkpoint}" if input.checkpoint else "",
         wiseft=lambda w: "--wiseft" if w.method == "wiseft" else "",
     resources:

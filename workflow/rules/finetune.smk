@@ -14,13 +14,13 @@ def finetune_json(wildcards):
     d = ds(wildcards)
     cfg = {"classnames": d["classnames"], "data": {"root": d["data"]["root"]}, "model": d["model"],
            "evaluate": {"templates": d["evaluate"]["templates"]}}
-    return shlex.quote(json.dumps(cfg, sort_keys=True))
+    return quoted_json(cfg)
 
 
 def run_json(wildcards):
     """The resolved run configuration: a change of its own hyper-parameters reruns the job, a
     change of another method's or of the seed list does not."""
-    return shlex.quote(json.dumps(ft_methods.run_config(ds(wildcards)["finetune"], wildcards.method), sort_keys=True))
+    return quoted_json(ft_methods.run_config(ds(wildcards)["finetune"], wildcards.method))
 
 
 def finetune_launcher(wildcards):
@@ -41,7 +41,7 @@ rule finetune:
         checkpoint="results/runs/{dataset}/{method}/seed{seed}/checkpoint.pt",
         log="results/runs/{dataset}/{method}/seed{seed}/train_log.csv",
     wildcard_constraints:
-        method="(?!wiseft$)[a-z][a-z_]*",
+        method="(?!wiseft$)[a-z][a-z0-9_]*",
     params:
         cfg=finetune_json,
         run=run_json,

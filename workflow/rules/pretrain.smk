@@ -7,7 +7,8 @@ rule pretrain:
     output:
         directory("data/{dataset}/clip"),
     params:
-        cfg=dataset_json,
+        # only what pre-training reads: a change of e.g. the fine-tuning methods must not retrain
+        cfg=lambda w: quoted_json({k: ds(w)[k] for k in ("seed", "data", "pretrain")}),
     threads: workflow.cores
     log:
         "logs/{dataset}/pretrain.log",
