@@ -2,8 +2,8 @@
 #   snakemake --cores 2 results/synthbirds      (synthetic world, CPU, minutes)
 #   snakemake --cores 8 results/waterbirds      (real data, GPU)
 # Every dataset's configuration is validated against workflow/schemas/config.schema.yaml before
-# any job runs; intermediate files live under data/<dataset>/ and runs/<dataset>/, outside the
-# directory target results/<dataset>/.
+# any job runs; intermediate files live under data/<dataset>/ and results/runs/<dataset>/, outside
+# the directory target results/<dataset>/.
 import json
 import shlex
 from pathlib import Path

@@ -103,7 +103,7 @@ def plot_wiseft(curve: pd.DataFrame, path: Path, title: str) -> None:
 
 def build(runs: list[dict], cfg: dict, dataset: str, out: Path, notes: list[str] | None = None) -> None:
     groups = group_labels(cfg["classnames"], cfg["group_names"])
-    order = ["zeroshot"] + [m for m in cfg["finetune"]["methods"] if m != "zeroshot"] + ["wiseft"]
+    order = list(dict.fromkeys(["zeroshot", *cfg["finetune"]["methods"], "wiseft"]))
     long = long_table(runs, groups)
     splits = [s for s in ("test", "val", "train") if s in set(long["split"])]
     with atomic_dir(out) as tmp:

@@ -3,10 +3,10 @@
 
 def report_methods(dataset):
     ft = DATASETS[dataset]["finetune"]
-    methods = list(dict.fromkeys(["zeroshot"] + ft["methods"]))
+    methods = ["zeroshot"] + ft["methods"]
     if ft["wiseft_of"] in methods and ft["wiseft_of"] != "zeroshot":
         methods.append("wiseft")
-    return methods
+    return list(dict.fromkeys(methods))
 
 
 def report_metrics(wildcards):
