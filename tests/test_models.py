@@ -44,3 +44,17 @@ def test_identity_fingerprints_the_weights(tmp_path):
 def test_missing_local_dir_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="model folder .*nope not found"):
         load_clip(f"local-dir:{tmp_path / 'nope'}")
+
+
+def test_trimmed_text_encoding_equals_full_context():
+    from stages.models import can_trim_text, encode_text, trim_tokens
+
+    torch.manual_seed(0)
+    model = open_clip.CLIP(**tiny_clip_config({**CFG, "text_layers": 2}, 32)).eval()
+    tokens = open_clip.SimpleTokenizer(context_length=24)(
+        ["a photo of a heron in the forest.", "x", "a blurry photo of a very small crow on a sandy beach."])
+    trimmed = trim_tokens(tokens)
+    assert can_trim_text(model) and trimmed.shape == (3, 15)  # the longest caption: 13 words + sot + eot
+    with torch.no_grad():
+        assert torch.allclose(encode_text(model, trimmed), model.encode_text(tokens), atol=1e-5)
+        assert torch.equal(encode_text(model, tokens), model.encode_text(tokens))

@@ -9,6 +9,8 @@ Per step, for a batch of images x_i with labels y_i, class captions t_i and spur
 What makes it cheaper than the released code, with the same numbers:
 - g0(s_j), the frozen teacher's text features, come from the embed stage's table (no teacher text
   forward during training);
+- token batches are cut after their last end-of-text token (captions are ~15 of CLIP's 77 tokens,
+  and the causal text transformer's pooled output does not depend on the padding);
 - the student's text encoder runs once per *distinct* caption of the batch (captions repeat: the
   class captions t_i take C values, the spurious ones at most C x pool size) and the features are
   scattered back to the samples;
@@ -35,7 +37,7 @@ from .. import data as data_mod
 from ..embed import Embeddings, read_embeddings
 from ..io import atomic_path, versions
 from ..losses import clip_contrastive_loss, diminishing_lambda, kl_regularizer, star_regularizer
-from ..models import load_clip
+from ..models import can_trim_text, encode_text, load_clip, trim_tokens
 from ..zeroshot import LinearHead, encode_images
 from . import distributed
 from .data import EpochSampler, FixedTransform, SeededCropTransform, TrainSet
@@ -60,6 +62,7 @@ class Captions:
     tokens: torch.Tensor                 # [N_rows, context] for every row of the table
     caption_row: torch.Tensor            # [C]: row of class c's FLYP caption
     spurious_rows: torch.Tensor | None   # [C, K]: row of spurious template k filled with class c
+    trim: bool = False                   # cut token batches after their last end-of-text token
 
     @classmethod
     def build(cls, emb: Embeddings, tokenizer, classnames: list[str], cfg: dict, path, need_spurious: bool):
@@ -109,7 +112,7 @@ class Student(torch.nn.Module):
 
     def forward(self, images, tokens=None):
         image = self.clip.encode_image(images)
-        text = self.clip.encode_text(tokens) if tokens is not None else None
+        text = encode_text(self.clip, tokens) if tokens is not None else None
         logits = self.head(image) if self.head is not None else None
         return image, text, logits, self.clip.logit_scale.exp()
 
@@ -175,7 +178,8 @@ def prepare_batch(raw, captions: Captions, method: Method, device) -> Batch:
     if rows:
         # On CPU, before the copy: the student's text encoder sees each distinct caption once.
         unique, inverse = torch.unique(torch.cat(rows), return_inverse=True)
-        tokens = captions.tokens[unique].to(device, non_blocking=True)
+        tokens = captions.tokens[unique]
+        tokens = (trim_tokens(tokens) if captions.trim else tokens).to(device, non_blocking=True)
         inverse = inverse.to(device, non_blocking=True)
     return Batch(images.to(device, non_blocking=True), y.to(device, non_blocking=True), index,
                  spurious.to(device, non_blocking=True), tokens, inverse)
@@ -345,6 +349,7 @@ def _train(dataset_cfg, cfg, seed, embeddings, out_dir, progress, ctx: distribut
     tau0 = float(teacher.logit_scale.exp())
     emb = read_embeddings(embeddings, expected_fingerprint=clip.identity["fingerprint"], classnames=classnames)
     captions = Captions.build(emb, clip.tokenizer, classnames, cfg, embeddings, method.regularizer is not None)
+    captions.trim = can_trim_text(teacher)
     teacher_text = emb.embeddings.to(ctx.device)
 
     student_clip = copy.deepcopy(teacher).train()
