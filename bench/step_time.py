@@ -33,31 +33,36 @@ import open_clip
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
 
+from stages import config as stage_config  # noqa: E402
 from stages.finetune import distributed  # noqa: E402
 from stages.finetune.methods import METHODS  # noqa: E402
 from stages.finetune.train import Captions, Student, TeacherImages, compute_loss, prepare_batch  # noqa: E402
 from stages.losses import clip_contrastive_loss, star_regularizer  # noqa: E402
 from stages.models import can_trim_text  # noqa: E402
+from stages.pretrain import tiny_clip_config  # noqa: E402
 
 PRESETS = {
     # the tests' tiny CLIP
     "tiny": {"embed_dim": 32,
              "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8, "head_width": 32},
              "text_cfg": {"context_length": 24, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 1}},
-    # the synthetic world's default CLIP (config `pretrain` defaults: width 96, 4 layers, patch 4)
-    "synth": {"embed_dim": 64,
-              "vision_cfg": {"image_size": 32, "layers": 4, "width": 96, "patch_size": 4, "head_width": 32,
-                             "mlp_ratio": 4.0},
-              "text_cfg": {"context_length": 24, "vocab_size": 49408, "width": 96, "heads": 3, "layers": 2}},
 }
 
 
+def synth_preset() -> dict:
+    """The synthetic world's CLIP as config/synthbirds.yaml pre-trains it."""
+    cfg = stage_config.load(REPO / "config" / "synthbirds.yaml")["synthbirds"]
+    return tiny_clip_config(cfg["pretrain"], cfg["data"]["synthetic"]["image_size"])
+
+
 def build(model_name: str, device):
-    if model_name in PRESETS:
-        model = open_clip.CLIP(**PRESETS[model_name])
-        tokenizer = open_clip.SimpleTokenizer(context_length=PRESETS[model_name]["text_cfg"]["context_length"])
+    preset = synth_preset() if model_name == "synth" else PRESETS.get(model_name)
+    if preset is not None:
+        model = open_clip.CLIP(**preset)
+        tokenizer = open_clip.SimpleTokenizer(context_length=preset["text_cfg"]["context_length"])
     else:
         model = open_clip.create_model(model_name, pretrained=None)
         tokenizer = open_clip.get_tokenizer(model_name)
