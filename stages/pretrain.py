@@ -19,9 +19,12 @@ import torch.nn.functional as F
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from tqdm.auto import tqdm
 
+from .data import group_of
 from .io import atomic_dir, versions
+from .metrics import group_accuracies
 from .models import load_clip, save_local_dir
-from .synthworld import CLASSNAMES, PLACES, SCENE_WORDS, SCENES, generate_pretrain_set
+from .synthworld import (CLASSNAMES, PLACES, SCENE_WORDS, SCENES, generate_pretrain_set, render, sample_groups,
+                         scenes_of, species_of)
 from .zeroshot import zeroshot_weights
 
 CONTEXT_LENGTH = 24
@@ -95,12 +98,9 @@ def train(model: open_clip.CLIP, images: np.ndarray, captions: np.ndarray, cfg: 
 @torch.no_grad()
 def zeroshot_check(model, tokenizer, n: int, image_size: int, seed: int) -> dict:
     """Zero-shot accuracy on a fresh, group-balanced set: class, scene type, and per group."""
-    from .data import group_of
-    from .metrics import group_accuracies
-    from .synthworld import sample_groups, _scenes_of, _species_of, render
     rng = np.random.default_rng(seed + 7)
     ys, places = sample_groups(n, None, rng)
-    images = np.stack([render(rng.choice(_species_of(y)), rng.choice(_scenes_of(p)), image_size, rng)
+    images = np.stack([render(rng.choice(species_of(y)), rng.choice(scenes_of(p)), image_size, rng)
                        for y, p in zip(ys, places)])
     model.eval()
     feats = F.normalize(model.encode_image(to_tensor(images)), dim=-1)

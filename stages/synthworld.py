@@ -182,11 +182,11 @@ def render(sp: Species, scene: str, size: int, rng: np.random.Generator, scale: 
     return (np.clip(img, 0, 1) * 255).astype(np.uint8)
 
 
-def _scenes_of(place):
+def scenes_of(place):
     return [s for s, p in SCENES.items() if p == place]
 
 
-def _species_of(y):
+def species_of(y):
     return [s for s in SPECIES if s.y == y]
 
 
@@ -211,8 +211,8 @@ def generate_dataset(root: str | Path, n_train: int, n_val: int, n_test: int, tr
         for split, (n, corr) in sizes.items():
             ys, places = sample_groups(n, corr, rng)
             for y, place in zip(tqdm(ys, desc=f"SynthBirds {split}"), places):
-                sp = rng.choice(_species_of(y))
-                scene = rng.choice(_scenes_of(place))
+                sp = rng.choice(species_of(y))
+                scene = rng.choice(scenes_of(place))
                 img_id = len(rows) + 1
                 sp_idx = SPECIES.index(sp) + 1
                 name = f"{sp_idx:03d}.{sp.name.capitalize()}/{sp.name.capitalize()}_{img_id:05d}.jpg"
@@ -246,8 +246,8 @@ def generate_pretrain_set(path: str | Path, n: int, correlation: float, image_si
     ys, places = sample_groups(n, correlation, rng)
     other = rng.uniform(0, 1, n) < other_scenes
     for i in tqdm(range(n), desc="pre-training set"):
-        sp = rng.choice(_species_of(ys[i]))
-        scene = rng.choice(_scenes_of(None if other[i] else places[i]))
+        sp = rng.choice(species_of(ys[i]))
+        scene = rng.choice(scenes_of(None if other[i] else places[i]))
         images[i] = render(sp, scene, image_size, rng)
         captions.append(caption(sp, scene, rng))
         species.append(sp.name)
