@@ -23,8 +23,8 @@ from .data import group_of
 from .io import atomic_dir, versions
 from .metrics import group_accuracies
 from .models import load_clip, save_local_dir
-from .synthworld import (CLASSNAMES, PLACES, SCENE_WORDS, SCENES, generate_pretrain_set, render, sample_groups,
-                         scenes_of, species_of)
+from .schedule import warmup_cosine_lr
+from .synthworld import CLASSNAMES, PLACES, SCENE_WORDS, SCENES, render, sample_groups, scenes_of, species_of
 from .zeroshot import zeroshot_weights
 
 CONTEXT_LENGTH = 24
@@ -47,12 +47,6 @@ def to_tensor(images: np.ndarray) -> torch.Tensor:
     mean = torch.tensor(OPENAI_DATASET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(OPENAI_DATASET_STD).view(1, 3, 1, 1)
     return (x - mean) / std
-
-
-def lr_at(step: int, total: int, warmup: int, lr: float) -> float:
-    if step < warmup:
-        return lr * (step + 1) / warmup
-    return 0.5 * lr * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
 
 
 def train(model: open_clip.CLIP, images: np.ndarray, captions: np.ndarray, cfg: dict, seed: int) -> list[dict]:
@@ -78,7 +72,7 @@ def train(model: open_clip.CLIP, images: np.ndarray, captions: np.ndarray, cfg: 
     start = time.perf_counter()
     for step in (bar := tqdm(range(cfg["steps"]), desc="pre-train tiny CLIP")):
         for g in opt.param_groups:
-            g["lr"] = g["lr_mult"] * lr_at(step, cfg["steps"], cfg["warmup_steps"], cfg["lr"])
+            g["lr"] = g["lr_mult"] * warmup_cosine_lr(step, cfg["lr"], cfg["warmup_steps"], cfg["steps"])
         idx = torch.from_numpy(rng.choice(n, bs, replace=False))
         image_features, text_features, scale = model(x_all[idx], tokens[caption_idx[idx]])
         loss = loss_fn(image_features, text_features, scale)

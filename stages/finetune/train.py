@@ -21,7 +21,6 @@ What makes it cheaper than the released code, with the same numbers:
 from __future__ import annotations
 
 import copy
-import math
 import os
 import sys
 import time
@@ -38,6 +37,7 @@ from ..embed import Embeddings, read_embeddings
 from ..io import atomic_path, versions
 from ..losses import clip_contrastive_loss, diminishing_lambda, kl_regularizer, star_regularizer
 from ..models import can_trim_text, encode_text, load_clip, trim_tokens
+from ..schedule import warmup_cosine_lr
 from ..zeroshot import LinearHead, encode_images
 from . import distributed
 from .data import EpochSampler, FixedTransform, SeededCropTransform, TrainSet
@@ -213,14 +213,6 @@ def compute_loss(model, teacher_images: TeacherImages, teacher_text: torch.Tenso
         else:
             reg = kl_regularizer(**kw, logit_scale=tau0, student_logit_scale=scale)
     return loss_ft + lam * reg, loss_ft, reg, scale
-
-
-def lr_at(step: int, base_lr: float, warmup: int, total: int) -> float:
-    """Linear warm-up to base_lr over `warmup` steps, then cosine to 0 at `total` (as FLYP)."""
-    if step < warmup:
-        return base_lr * (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress))) * base_lr
 
 
 class Meter:
@@ -425,7 +417,7 @@ def _train(dataset_cfg, cfg, seed, embeddings, out_dir, progress, ctx: distribut
         lam = diminishing_lambda(cfg["lambda"], epoch, epochs, cfg["schedule"]) if method.regularizer else 0.0
         meter = Meter(ctx)
         for i, raw in enumerate(loader):
-            lr = lr_at(step, cfg["lr"], cfg["warmup_steps"], total_steps)
+            lr = warmup_cosine_lr(step, cfg["lr"], cfg["warmup_steps"], total_steps)
             for group in opt.param_groups:
                 group["lr"] = lr
             batch = prepare_batch(raw, captions, method, ctx.device)
