@@ -1,7 +1,7 @@
-"""The describe stage end to end: the file backend through the CLI (fast), a real SmolLM2
-generation on CPU (slow; CI runs it) and the vLLM backend (only where vllm and CUDA exist)."""
+"""The describe stage end to end: the file backend through the CLI (fast), several pools from one
+backend load, and a real SmolLM2 generation on CPU (slow; CI runs it). The vLLM backend's GPU test
+is tests/test_vllm_gpu.py."""
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -31,7 +31,8 @@ def test_cli_file_backend_writes_the_filtered_list(tmp_path):
     templates = tmp_path / "bg.yaml"
     templates.write_text(yaml.safe_dump(["{} in the forest.", "a photo of a {} on a beach.", "{} in the forest!",
                                          "a photo of a {} near a landbird."]))
-    cfg = write_config(tmp_path, {"backend": "file", "files": {"background": str(templates)}, "min_pool": 2})
+    cfg = write_config(tmp_path, {"backend": "file", "files": {"background": str(templates)}, "min_pool": 2,
+                                  "types": ["background"]})
     out = tmp_path / "pools" / "background.descriptions.parquet"
     main(["generate", "--config", str(cfg), "--dataset", "toy", "--type", "background", "--out", str(out)])
     table = pq.read_table(out)
@@ -46,13 +47,76 @@ def test_cli_file_backend_writes_the_filtered_list(tmp_path):
 def test_cli_fails_on_a_too_small_pool_without_writing(tmp_path):
     templates = tmp_path / "bg.txt"
     templates.write_text("{} in the forest.\n1. Here are more:\n")
-    cfg = write_config(tmp_path, {"backend": "file", "files": {"background": str(templates)}, "min_pool": 5})
+    cfg = write_config(tmp_path, {"backend": "file", "files": {"background": str(templates)}, "min_pool": 5,
+                                  "types": ["background"]})
     out = tmp_path / "pools" / "background.descriptions.parquet"
     with pytest.raises(SystemExit) as err:
         main(["generate", "--config", str(cfg), "--dataset", "toy", "--type", "background", "--out", str(out)])
     assert "has 1 templates, fewer than describe.min_pool=5" in str(err.value)
     assert "[bad_template] '1. Here are more:'" in str(err.value)
     assert not out.exists()
+
+
+class ScriptedBackend:
+    """Answers step 1 with a fixed list and step 2 with a template of the instance: the CLI's
+    plumbing (one load, several pools) without a model."""
+
+    name = "scripted"
+    model_id = "scripted-model"
+    engine = {"scripted": True}
+
+    def chat(self, conversations, *, n, temperature, top_p, max_tokens, seed, desc=""):
+        if temperature > 0:  # the quality list is short: one line
+            lines = "under heavy rain" if desc.startswith("quality") else "on a sandy beach\nnear a frozen lake\nunder heavy rain"
+            return [[lines] * n]
+        return [[f"a photo of a {{}} {c[-1]['content']}."] for c in conversations]
+
+
+@pytest.fixture
+def backend_loads(monkeypatch):
+    loads = []
+
+    def make_backend(params, seed, threads=0):
+        loads.append((params["backend"], seed))
+        return ScriptedBackend()
+
+    monkeypatch.setattr("stages.describe.backends.make_backend", make_backend)
+    return loads
+
+
+TYPES = ["background", "texture", "quality"]
+
+
+def test_cli_writes_every_type_from_one_backend_load(tmp_path, backend_loads):
+    cfg = write_config(tmp_path, {"backend": "transformers", "n_samples": 2, "min_pool": 1, "types": TYPES})
+    out = tmp_path / "pools"
+    main(["generate", "--config", str(cfg), "--dataset", "toy", "--types", *TYPES, "--out-dir", str(out)])
+    assert backend_loads == [("transformers", 7)], "the model is loaded once for all types"
+    for t in TYPES:
+        table = pq.read_table(out / f"{t}.descriptions.parquet")
+        assert set(table.column("spurious_type").to_pylist()) == {t} and table.num_rows >= 1
+        assert read_metadata(out / f"{t}.descriptions.parquet")["engine"] == {"scripted": True}
+        assert (out / f"{t}.preview.md").exists()
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [f"{t}.descriptions.parquet" for t in TYPES] + [f"{t}.preview.md" for t in TYPES])
+
+
+def test_cli_writes_no_pool_when_one_type_is_too_small(tmp_path, backend_loads):
+    cfg = write_config(tmp_path, {"backend": "transformers", "n_samples": 2, "min_pool": 2, "types": TYPES})
+    out = tmp_path / "pools"
+    with pytest.raises(SystemExit) as err:
+        main(["generate", "--config", str(cfg), "--dataset", "toy", "--types", *TYPES, "--out-dir", str(out)])
+    assert "the 'quality' pool has 1 templates, fewer than describe.min_pool=2" in str(err.value)
+    assert "'background' pool" not in str(err.value)
+    assert not out.exists() or not any(out.iterdir()), "no partial set of pools"
+
+
+def test_cli_refuses_a_describe_config_the_engine_would_refuse(tmp_path, backend_loads):
+    cfg = write_config(tmp_path, {"backend": "vllm", "model": "Qwen/Qwen2.5-0.5B-Instruct", "temperature": 0})
+    with pytest.raises(SystemExit) as err:
+        main(["generate", "--config", str(cfg), "--dataset", "toy", "--type", "background"])
+    assert "config key toy.describe.n_samples: temperature 0 is greedy decoding" in str(err.value)
+    assert backend_loads == [], "refused before any model is loaded"
 
 
 @pytest.fixture(scope="module")
@@ -102,36 +166,7 @@ def test_smollm2_generation_on_cpu_has_schema_provenance_and_is_deterministic(sm
     assert sum(meta["rejection_counts"].values()) == len(meta["rejected"])
     # provenance without a timestamp (the byte equality above would not survive one)
     assert set(meta) == {"dataset", "spurious_type", "domain", "classnames", "backend", "model", "seed", "params",
-                         "prompt_sha256", "prompt", "versions", "n_templates", "rejection_counts", "rejected"}
-
-
-def _vllm_and_cuda() -> bool:
-    if importlib.util.find_spec("vllm") is None:
-        return False
-    import torch
-
-    return torch.cuda.is_available()
-
-
-vllm_ready = pytest.mark.skipif(not _vllm_and_cuda(), reason="needs vllm and a CUDA device")
-
-
-@pytest.mark.gpu
-@vllm_ready
-def test_vllm_backend_builds_a_pool(tmp_path):
-    from stages.describe.backends import VLLMBackend
-
-    # STARFT_VLLM_MODEL: an HF id or a local folder; the default is small to keep the test quick
-    model = os.environ.get("STARFT_VLLM_MODEL", "Qwen/Qwen2.5-0.5B-Instruct")
-    describe = {"backend": "vllm", "model": model, "n_samples": 4, "max_tokens": 128, "min_pool": 3,
-                "temperature": 0.8, "top_p": 0.95, "max_words": 12, "files": {}, "gguf_file": None}
-    job = {"seed": 0, "domain": "birds", "classnames": CLASSES, "synthetic": False, "describe": describe}
-    backend = VLLMBackend(model, seed=0)
-    pool = build_pool(job, "background", backend=backend)
-    pool.check_size(3)
-    out = tmp_path / "background.descriptions.parquet"
-    write_outputs(pool, out, tmp_path / "background.preview.md", dataset="toy", job=job)
-    rows = pq.read_table(out).to_pylist()
-    assert rows[0]["backend"] == "vllm" and rows[0]["model"] == model
-    assert all(r["template"].count("{}") == 1 for r in rows)
-    assert "vllm" in read_metadata(out)["versions"]
+                         "prompt_sha256", "prompt", "engine", "sampling", "versions", "n_templates",
+                         "rejection_counts", "rejected"}
+    assert meta["engine"]["device"] == "cpu" and meta["engine"]["dtype"] == "torch.float32"
+    assert meta["sampling"]["instances"]["repetition_penalty"] == 1.0 and meta["sampling"]["templates"]["n"] == 1

@@ -1,3 +1,5 @@
 from .cli import main
 
-main()
+# guarded: a spawned worker process (vLLM) must not run the command again
+if __name__ == "__main__":
+    main()

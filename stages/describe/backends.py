@@ -1,18 +1,20 @@
 """LLM backends behind one small interface: chat conversations in, answer texts out.
 
 Backends only generate. Prompt building, parsing and filtering live in `prompts`, `parse` and
-`pool` and are shared, so the vLLM backend (which cannot be run on the CPU machines this project
-is tested on) is a thin wrapper around calls whose inputs and outputs the CPU backend exercises.
+`pool`, and the sampling parameters in `sampling`, all shared, so the vLLM backend (which cannot
+be run on the CPU machines this project is tested on) is a thin wrapper around calls whose inputs
+and outputs the CPU backend exercises.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Protocol
 
-from tqdm.auto import tqdm
-
 from ..io import sha256_file
+from ..progress import progress
+from .sampling import SamplingSpec, to_generate_kwargs, to_vllm_kwargs
 
 Conversation = list[dict[str, str]]
 
@@ -20,6 +22,7 @@ Conversation = list[dict[str, str]]
 class Backend(Protocol):
     name: str
     model_id: str  # what the `model` column records
+    engine: dict   # how the engine was set up, for the file metadata
 
     def chat(self, conversations: list[Conversation], *, n: int, temperature: float, top_p: float,
              max_tokens: int, seed: int, desc: str = "") -> list[list[str]]:
@@ -39,6 +42,8 @@ class TransformersBackend:
 
         if threads > 0:
             torch.set_num_threads(threads)
+        from ..models import resolve_device
+
         kwargs = {}
         if gguf_file:
             path = Path(model) / gguf_file
@@ -46,17 +51,31 @@ class TransformersBackend:
                 raise ValueError(f"{path}: sha256 {got} differs from describe.gguf_sha256 {gguf_sha256}; "
                                  "delete it and fetch it again (rule fetch_smollm2)")
             kwargs["gguf_file"] = gguf_file
-        self.device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-        self.model_id = f"{model}/{gguf_file}" if gguf_file else model
-        self.tokenizer = AutoTokenizer.from_pretrained(model, **kwargs)
+        device = str(resolve_device(device))
+        tokenizer = AutoTokenizer.from_pretrained(model, **kwargs)
+        # float32 on CPU: bf16 kernels differ between CPUs, and the default must be reproducible.
+        dtype = torch.float32 if device == "cpu" else "auto"
+        llm = AutoModelForCausalLM.from_pretrained(model, dtype=dtype, **kwargs).to(device).eval()
+        self._setup(llm, tokenizer, f"{model}/{gguf_file}" if gguf_file else model, device)
+
+    @classmethod
+    def from_objects(cls, model, tokenizer, model_id: str, device: str = "cpu") -> "TransformersBackend":
+        """A backend around an already loaded model and tokenizer (tests use stand-ins)."""
+        self = cls.__new__(cls)
+        self._setup(model, tokenizer, model_id, device)
+        return self
+
+    def _setup(self, model, tokenizer, model_id: str, device: str) -> None:
+        import torch
+
+        self._torch = torch
+        self.model, self.tokenizer, self.model_id, self.device = model, tokenizer, model_id, device
         # Left padding: every row of a batch then ends where generation starts.
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        # float32 on CPU: bf16 kernels differ between CPUs, and the default must be reproducible.
-        dtype = torch.float32 if self.device == "cpu" else "auto"
-        self.model = AutoModelForCausalLM.from_pretrained(model, dtype=dtype, **kwargs).to(self.device).eval()
-        self._torch = torch
+        self.engine = {"device": device, "dtype": str(getattr(model, "dtype", "unknown")),
+                       "batch_size": self.batch_size}
 
     def chat(self, conversations, *, n, temperature, top_p, max_tokens, seed, desc=""):
         torch = self._torch
@@ -71,19 +90,18 @@ class TransformersBackend:
                 self.bar.update(1)
                 return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
 
-        sampling = dict(do_sample=True, temperature=temperature, top_p=top_p) if temperature > 0 else \
-            dict(do_sample=False, temperature=None, top_p=None, top_k=None)
+        spec = SamplingSpec.make(n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed)
+        sampling = to_generate_kwargs(spec)
         answers: list[list[str]] = []
         batches = [conversations[i:i + self.batch_size] for i in range(0, len(conversations), self.batch_size)]
         for b, batch in enumerate(batches):
             texts = [self.tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=False) for c in batch]
             enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
             # Seeded per batch: the answers depend on the seed and the inputs only.
-            torch.manual_seed(seed + b)
+            torch.manual_seed(spec.seed + b)
             label = f"{desc} [{b + 1}/{len(batches)}]" if len(batches) > 1 else desc
-            with tqdm(total=max_tokens, desc=label, unit="tok", leave=False) as bar, torch.inference_mode():
-                out = self.model.generate(**enc, max_new_tokens=max_tokens, num_return_sequences=n,
-                                          pad_token_id=self.tokenizer.pad_token_id,
+            with progress(total=max_tokens, desc=label, unit="tok", leave=False) as bar, torch.inference_mode():
+                out = self.model.generate(**enc, pad_token_id=self.tokenizer.pad_token_id,
                                           stopping_criteria=StoppingCriteriaList([_Progress(bar)]), **sampling)
             new = out[:, enc["input_ids"].shape[1]:]
             texts_out = self.tokenizer.batch_decode(new, skip_special_tokens=True)
@@ -91,25 +109,46 @@ class TransformersBackend:
         return answers
 
 
+# Set before vllm is imported (vllm reads them when it starts its engine):
+# - spawn: a process that has touched CUDA (torch.cuda.is_available() in a test, a GPU stage run
+#   before in the same process) cannot fork a CUDA worker ("Cannot re-initialize CUDA in forked
+#   subprocess");
+# - no engine-core process: vLLM's documented switch that makes offline scheduling, and so the
+#   sampled answers, reproducible for a seed (docs.vllm.ai, "Reproducibility").
+# setdefault: a user's own setting wins, and the metadata records what was in effect.
+VLLM_ENV_DEFAULTS = {"VLLM_WORKER_MULTIPROC_METHOD": "spawn", "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+VLLM_ENV_RECORDED = (*VLLM_ENV_DEFAULTS, "VLLM_BATCH_INVARIANT", "HF_HUB_OFFLINE")
+
+
+def vllm_environment() -> dict[str, str | None]:
+    for key, value in VLLM_ENV_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    return {key: os.environ.get(key) for key in VLLM_ENV_RECORDED}
+
+
 class VLLMBackend:
     """vLLM on one or more GPUs (`tensor_parallel_size`); `model` is an HF id or a local folder
-    holding config.json, tokenizer and weights. Unverified on the machines this project is built
-    on (no GPU); its test runs where vllm and CUDA are importable."""
+    holding config.json, tokenizer and weights; `engine_args` (describe.vllm_args) go to `LLM`
+    unchanged. Checked on a GPU by `python -m stages.describe check-vllm` (docs/describe.md)."""
 
     name = "vllm"
 
-    def __init__(self, model: str, tensor_parallel_size: int = 1, seed: int = 0):
-        from vllm import LLM
+    def __init__(self, model: str, tensor_parallel_size: int = 1, seed: int = 0, engine_args: dict | None = None):
+        env = vllm_environment()
+        from vllm import LLM, SamplingParams
 
+        self._sampling_params = SamplingParams
         self.model_id = model
-        self.llm = LLM(model=model, tensor_parallel_size=tensor_parallel_size, seed=seed)
+        llm_args = {**(engine_args or {}), "model": model, "tensor_parallel_size": tensor_parallel_size, "seed": seed}
+        self.engine = {"llm_args": llm_args, "env": env}
+        self.llm = LLM(**llm_args)
 
     def chat(self, conversations, *, n, temperature, top_p, max_tokens, seed, desc=""):
-        from vllm import SamplingParams
-
-        params = SamplingParams(n=n, temperature=temperature, top_p=top_p if temperature > 0 else 1.0,
-                                seed=seed, max_tokens=max_tokens)
-        results = self.llm.chat(conversations, params, use_tqdm=True)
+        spec = SamplingSpec.make(n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed)
+        # every field set: with an explicit SamplingParams vLLM ignores generation_config.json,
+        # so anything left out would take vLLM's defaults rather than the model's
+        params = self._sampling_params(**to_vllm_kwargs(spec))
+        results = self.llm.chat(conversations, sampling_params=params, use_tqdm=True)
         return [[o.text for o in r.outputs] for r in results]
 
 
@@ -119,5 +158,6 @@ def make_backend(params: dict, seed: int, threads: int = 0) -> Backend:
         return TransformersBackend(params["model"], params.get("gguf_file"), params.get("gguf_sha256"),
                                    device=params.get("device", "auto"), threads=threads)
     if params["backend"] == "vllm":
-        return VLLMBackend(params["model"], params.get("tensor_parallel_size", 1), seed=seed)
+        return VLLMBackend(params["model"], params.get("tensor_parallel_size", 1), seed=seed,
+                           engine_args=params.get("vllm_args"))
     raise ValueError(f"describe.backend {params['backend']!r} does not generate (the file backend reads files)")

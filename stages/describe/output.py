@@ -62,6 +62,8 @@ def file_metadata(pool: Pool, *, dataset: str, job: dict) -> dict:
         "params": params,  # the whole describe section: sampling, filters, model and file
         "prompt_sha256": pool.prompt_sha256,
         "prompt": pool.prompt,
+        "engine": pool.engine,  # e.g. vLLM's LLM arguments and environment switches
+        "sampling": pool.sampling,  # per step, every sampling parameter the engine got
         "versions": package_versions(pool.backend),
         "n_templates": len(pool.rows),
         "rejection_counts": pool.rejection_counts(),

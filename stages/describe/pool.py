@@ -17,6 +17,7 @@ import yaml
 from . import parse
 from .parse import Filters, Rejected, Rejection
 from .prompts import PromptSpec, instance_messages, prompt_sha256, prompt_text, template_messages
+from .sampling import SamplingSpec
 
 
 class PoolTooSmall(RuntimeError):
@@ -33,6 +34,8 @@ class Pool:
     rows: list[dict] = field(default_factory=list)
     rejections: list[Rejection] = field(default_factory=list)
     prompt: dict = field(default_factory=dict)  # what was asked, for the file metadata
+    engine: dict = field(default_factory=dict)  # how the backend's engine was set up
+    sampling: dict = field(default_factory=dict)  # step -> every sampling parameter both engines got
 
     def rejection_counts(self) -> dict[str, int]:
         return dict(sorted(Counter(r.reason for r in self.rejections).items()))
@@ -68,10 +71,15 @@ def generate_pool(spec: PromptSpec, backend, params: dict, *, domain: str, class
                 prompt={"file": Path(spec.path).name, "instances": instance_messages(spec, domain),
                         "templates": template_messages(spec, "<instance>")})
 
-    # Step 1: n samples of one list request.
-    [answers] = backend.chat([instance_messages(spec, domain)], n=params["n_samples"],
-                             temperature=params["temperature"], top_p=params["top_p"],
-                             max_tokens=params["max_tokens"], seed=seed, desc=f"{spec.type}: instances")
+    # Step 1: n samples of one list request. Step 2 (below): one greedy few-shot conversion per
+    # distinct instance; a template needs about one token per word plus the scaffold, so longer
+    # answers are cut (and then rejected as too long).
+    steps = {"instances": dict(n=params["n_samples"], temperature=params["temperature"], top_p=params["top_p"],
+                               max_tokens=params["max_tokens"], seed=seed),
+             "templates": dict(n=1, temperature=0.0, top_p=1.0, max_tokens=params["max_words"] + 16, seed=seed)}
+    pool.engine = dict(getattr(backend, "engine", {}))
+    pool.sampling = {step: SamplingSpec.make(**kw).as_dict() for step, kw in steps.items()}
+    [answers] = backend.chat([instance_messages(spec, domain)], **steps["instances"], desc=f"{spec.type}: instances")
     example_keys = {parse.dedup_key(x) for x in spec.example_lines()}
     instances: dict[str, tuple[str, int, str]] = {}  # key -> (instance, sample_index, raw_line)
     for sample_index, answer in enumerate(answers):
@@ -85,13 +93,10 @@ def generate_pool(spec: PromptSpec, backend, params: dict, *, domain: str, class
                 continue
             instances[parse.dedup_key(instance)] = (instance, sample_index, raw)
 
-    # Step 2: one greedy few-shot conversion per distinct instance; a template needs about one
-    # token per word plus the scaffold, so longer answers are cut (and then rejected as too long).
     items = list(instances.values())
     templated = []
     if items:
-        templated = backend.chat([template_messages(spec, inst) for inst, _, _ in items], n=1, temperature=0.0,
-                                 top_p=1.0, max_tokens=params["max_words"] + 16, seed=seed,
+        templated = backend.chat([template_messages(spec, inst) for inst, _, _ in items], **steps["templates"],
                                  desc=f"{spec.type}: templates")
     seen: dict[str, str] = {}
     for (instance, sample_index, raw), [answer] in zip(items, templated):

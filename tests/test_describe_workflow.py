@@ -1,0 +1,72 @@
+"""The describe rule in Snakemake's own dry run: one job per dataset writing every type, the GPUs
+each backend requests, and describe config errors before any job."""
+
+import re
+
+import yaml
+
+from pipeline import REDUCED, make_workdir, snakemake
+
+
+def dry_run_jobs(stdout: str) -> list[dict]:
+    """The jobs of `snakemake -n` output: rule, wildcards, resources and outputs of each."""
+    jobs = []
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", stdout):
+        head = re.match(r"(?:local)?rule (\w+):", block)
+        if not head:
+            continue
+        fields = dict(re.findall(r"^\s{4}(\w+): (.*)$", block, flags=re.M))
+        jobs.append({"rule": head.group(1),
+                     "wildcards": dict(kv.split("=", 1) for kv in fields.get("wildcards", "").split(", ") if kv),
+                     "resources": dict(kv.split("=", 1) for kv in fields.get("resources", "").split(", ") if kv),
+                     "output": fields.get("output", "").split(", ")})
+    return jobs
+
+
+def write_overrides(work, synthbirds: dict, waterbirds: dict):
+    (work / "override.yaml").write_text(yaml.safe_dump({"synthbirds": synthbirds, "waterbirds": waterbirds}))
+
+
+def test_one_describe_job_per_dataset_with_the_gpus_its_backend_uses(tmp_path):
+    work = make_workdir(tmp_path, REDUCED)
+    synth = {**REDUCED, "describe": {**REDUCED["describe"], "types": ["background", "texture", "quality"]}}
+    write_overrides(work, synth, {"describe": {"tensor_parallel_size": 2}})
+    targets = [f"data/{d}/pools/{t}.descriptions.parquet" for d in ("synthbirds", "waterbirds")
+               for t in ("background", "texture", "quality")]
+    dry = snakemake(work, "-n", "data/synthbirds/embeddings/teacher_text.parquet", *targets)
+    describe = [j for j in dry_run_jobs(dry.stdout) if j["rule"] == "describe"]
+    assert sorted(j["wildcards"]["dataset"] for j in describe) == ["synthbirds", "waterbirds"], dry.stdout[-3000:]
+    by_dataset = {j["wildcards"]["dataset"]: j for j in describe}
+    for name, job in by_dataset.items():
+        assert sorted(job["output"]) == sorted(f"data/{name}/pools/{t}.{ext}" for t in ("background", "texture", "quality")
+                                               for ext in ("descriptions.parquet", "preview.md"))
+    # vLLM with tensor_parallel_size 2 asks for 2 GPUs; SmolLM2 on device auto (the CPU) for none
+    assert by_dataset["waterbirds"]["resources"]["gpu"] == "2"
+    assert by_dataset["synthbirds"]["resources"]["gpu"] == "0"
+
+
+def test_datasets_with_different_types_get_one_job_each(tmp_path):
+    work = make_workdir(tmp_path, REDUCED)  # synthbirds: [background]; waterbirds: three types
+    write_overrides(work, REDUCED, {"describe": {"backend": "file", "files": {
+        "background": "bg.txt", "texture": "tx.txt", "quality": "q.txt"}}})
+    for f in ("bg.txt", "tx.txt", "q.txt"):
+        (work / f).write_text("a photo of a {} in the forest.\n")
+    dry = snakemake(work, "-n", "data/synthbirds/pools/background.descriptions.parquet",
+                    "data/waterbirds/pools/quality.descriptions.parquet")
+    describe = {j["wildcards"]["dataset"]: j for j in dry_run_jobs(dry.stdout) if j["rule"].startswith("describe")}
+    assert describe["synthbirds"]["output"] == ["data/synthbirds/pools/background.descriptions.parquet",
+                                                "data/synthbirds/pools/background.preview.md"]
+    assert len(describe["waterbirds"]["output"]) == 6
+    assert describe["waterbirds"]["resources"]["gpu"] == "0"  # the file backend
+
+
+def test_describe_config_errors_stop_snakemake_before_any_job(tmp_path):
+    work = make_workdir(tmp_path, REDUCED)
+    write_overrides(work, {**REDUCED, "describe": {**REDUCED["describe"], "temperature": 0}},
+                    {"describe": {"gguf_file": "qwen.gguf"}})
+    proc = snakemake(work, "-n", "results/synthbirds", check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "config key synthbirds.describe.n_samples: temperature 0 is greedy decoding" in out
+    assert "config key waterbirds.describe.gguf_file: backend vllm does not read gguf_file" in out
+    assert not (work / "data").exists()
