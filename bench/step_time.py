@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import functools
 import statistics
 import sys
 import time
@@ -41,7 +42,8 @@ from stages.finetune import distributed  # noqa: E402
 from stages.finetune.methods import METHODS  # noqa: E402
 from stages.finetune.train import Captions, Student, TeacherImages, compute_loss, prepare_batch  # noqa: E402
 from stages.losses import clip_contrastive_loss, star_regularizer  # noqa: E402
-from stages.models import can_trim_text  # noqa: E402
+from stages import models  # noqa: E402
+from stages.models import autocast_dtype, can_trim_text, resolve_device  # noqa: E402
 from stages.pretrain import tiny_clip_config  # noqa: E402
 
 PRESETS = {
@@ -84,14 +86,13 @@ def main(argv=None) -> None:
 
     if a.threads:
         torch.set_num_threads(a.threads)
-    device = torch.device("cuda" if a.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if a.device == "auto" else a.device))
+    device = resolve_device(a.device)
     cuda = device.type == "cuda"
     if cuda:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    dtype = torch.bfloat16 if a.precision == "bf16" or (a.precision == "auto" and cuda) else None
-    autocast = lambda: torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)  # noqa: E731
+    dtype = autocast_dtype(a.precision, device)
+    autocast = functools.partial(models.autocast, device, dtype)
     torch.manual_seed(0)
 
     teacher, tokenizer = build(a.model, device)

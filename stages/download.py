@@ -9,9 +9,8 @@ import tarfile
 import urllib.request
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 from .io import atomic_path
+from .progress import progress
 
 
 def download(url: str, dest: str | Path, sha256: str | None = None) -> Path:
@@ -19,7 +18,8 @@ def download(url: str, dest: str | Path, sha256: str | None = None) -> Path:
     archive = dest / Path(url).name
     with atomic_path(archive) as tmp, urllib.request.urlopen(url) as r, open(tmp, "wb") as f:
         h = hashlib.sha256()
-        with tqdm(total=int(r.headers.get("Content-Length", 0)) or None, unit="B", unit_scale=True) as bar:
+        with progress(desc=Path(url).name, total=int(r.headers.get("Content-Length", 0)) or None, unit="B",
+                      unit_scale=True) as bar:
             while chunk := r.read(1 << 20):
                 f.write(chunk)
                 h.update(chunk)

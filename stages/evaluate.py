@@ -13,12 +13,12 @@ import sys
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from . import data as data_mod
 from .io import versions, write_json
 from .metrics import group_metrics
-from .models import load_clip, resolve_device
+from .models import autocast_dtype as autocast_dtype_of, load_clip, resolve_device
+from .progress import progress
 from .zeroshot import LinearHead, encode_images, zeroshot_weights
 
 
@@ -64,7 +64,6 @@ def run(dataset_cfg: dict, data_check: dict, method: str, seed: int, checkpoint:
         wiseft: bool = False) -> dict:
     ev = dataset_cfg["evaluate"]
     device = resolve_device(ev["device"])
-    autocast_dtype = torch.bfloat16 if device.type == "cuda" else None
     torch.manual_seed(seed)
     clip = load_clip(dataset_cfg["model"]["name"], dataset_cfg["model"]["pretrained"], device=device)
     model, classnames, templates = clip.model, dataset_cfg["classnames"], ev["templates"]
@@ -81,12 +80,18 @@ def run(dataset_cfg: dict, data_check: dict, method: str, seed: int, checkpoint:
               "model": clip.identity, "evaluate": ev, "versions": versions(), "checkpoint": checkpoint}
 
     head_state = None
+    precision = dataset_cfg.get("finetune", {}).get("precision", "auto")
     if checkpoint is not None:
         ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
         theta0 = {k: v.clone() for k, v in model.state_dict().items()}
         model.load_state_dict(ckpt["model"])
         head_state = ckpt.get("head")
         result["train_config"] = ckpt.get("config")
+        result["selected"] = ckpt.get("selected", {"rule": "last", "epoch": ckpt.get("epoch")})
+        precision = ckpt["config"].get("precision", precision)   # the run's own (a variant may override it)
+    # the fine-tuned model is evaluated at the precision it was trained at
+    autocast_dtype = autocast_dtype_of(precision, device)
+    result["precision"] = precision
     if not (wiseft and checkpoint is not None):
         head = make_head(model, clip.tokenizer, classnames, templates, device, head_state)
         result["splits"] = evaluate_splits(model, head, loaders, device, n_groups, train_counts, autocast_dtype)
@@ -104,7 +109,7 @@ def run(dataset_cfg: dict, data_check: dict, method: str, seed: int, checkpoint:
     ft = dataset_cfg["finetune"]
     alphas = sorted(set(ft["wiseft_alphas"]) | {ft["wiseft_alpha"]})
     curve = []
-    for alpha in tqdm(alphas, desc="WiSE-FT"):
+    for alpha in progress(alphas, desc="WiSE-FT"):
         model.load_state_dict(interpolate(theta0, theta1, alpha))
         mixed_head = None if head_state is None else interpolate(zs_state, head_state, alpha)
         h = make_head(model, clip.tokenizer, classnames, templates, device, mixed_head)

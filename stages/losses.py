@@ -13,7 +13,7 @@ import torch.nn.functional as F
 MASKED = -1e8  # the released code's mask value: exp(-1e8 - max) is exactly 0 in float32
 
 
-def _wide(x: torch.Tensor) -> torch.Tensor:
+def widen(x: torch.Tensor) -> torch.Tensor:
     """float32 at least (bf16 features under autocast), float64 kept."""
     return x.to(torch.promote_types(x.dtype, torch.float32))
 
@@ -23,7 +23,7 @@ def clip_contrastive_loss(image: torch.Tensor, text: torch.Tensor, logit_scale) 
 
     Same-class duplicates in the batch are negatives, as in FLYP and open_clip's `ClipLoss`.
     """
-    logits = logit_scale * _wide(image) @ _wide(text).T
+    logits = logit_scale * widen(image) @ widen(text).T
     targets = torch.arange(len(image), device=image.device)
     return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2
 
@@ -39,8 +39,8 @@ def star_regularizer(student_image: torch.Tensor, student_text: torch.Tensor,
     uniform in both softmaxes, so it contributes exactly 0: no NaN.
     """
     same_class = labels[:, None] == labels[None, :]
-    teacher = (logit_scale * _wide(teacher_image) @ _wide(teacher_text).T).masked_fill(same_class, MASKED)
-    student = (logit_scale * _wide(student_image) @ _wide(student_text).T).masked_fill(same_class, MASKED)
+    teacher = (logit_scale * widen(teacher_image) @ widen(teacher_text).T).masked_fill(same_class, MASKED)
+    student = (logit_scale * widen(student_image) @ widen(student_text).T).masked_fill(same_class, MASKED)
     return F.kl_div(F.log_softmax(student, dim=1), F.softmax(teacher, dim=1), reduction="batchmean")
 
 
@@ -54,8 +54,8 @@ def kl_regularizer(student_image: torch.Tensor, student_text: torch.Tensor,
     line with the student's scale is commented out).
     """
     student_scale = logit_scale if student_logit_scale is None else student_logit_scale
-    teacher = logit_scale * _wide(teacher_image) @ _wide(teacher_text).T
-    student = student_scale * _wide(student_image) @ _wide(student_text).T
+    teacher = logit_scale * widen(teacher_image) @ widen(teacher_text).T
+    student = student_scale * widen(student_image) @ widen(student_text).T
     return F.kl_div(F.log_softmax(student, dim=1), F.softmax(teacher, dim=1), reduction="batchmean")
 
 

@@ -73,6 +73,20 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of `finetune.precision`: bf16 on CUDA under "auto", None = full precision."""
+    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
+        return torch.bfloat16
+    if precision in ("auto", "fp32"):
+        return None
+    raise ValueError(f"finetune.precision: unknown precision {precision!r} (auto | fp32 | bf16)")
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    """The autocast context of every forward pass (a no-op when `dtype` is None)."""
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
+
+
 def can_trim_text(model: torch.nn.Module) -> bool:
     """Whether `encode_text` may be given tokens cut after the last end-of-text token.
 

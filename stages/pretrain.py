@@ -17,12 +17,12 @@ import open_clip
 import torch
 import torch.nn.functional as F
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
-from tqdm.auto import tqdm
 
 from .data import group_of
 from .io import atomic_dir, versions
 from .metrics import group_accuracies
 from .models import load_clip, save_local_dir
+from .progress import progress
 from .schedule import warmup_cosine_lr
 from .synthworld import CLASSNAMES, PLACES, SCENE_WORDS, SCENES, render, sample_groups, scenes_of, species_of
 from .zeroshot import zeroshot_weights
@@ -70,7 +70,7 @@ def train(model: open_clip.CLIP, images: np.ndarray, captions: np.ndarray, cfg: 
     log, n, bs = [], len(images), cfg["batch_size"]
     model.train()
     start = time.perf_counter()
-    for step in (bar := tqdm(range(cfg["steps"]), desc="pre-train tiny CLIP")):
+    for step in (bar := progress(range(cfg["steps"]), desc="pre-train tiny CLIP")):
         for g in opt.param_groups:
             g["lr"] = g["lr_mult"] * warmup_cosine_lr(step, cfg["lr"], cfg["warmup_steps"], cfg["steps"])
         idx = torch.from_numpy(rng.choice(n, bs, replace=False))

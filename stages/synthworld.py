@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from PIL import Image
-from tqdm.auto import tqdm
 
 from .data import SPLITS
 from .io import atomic_dir, atomic_path
+from .progress import progress
 
 CLASSNAMES = ("landbird", "waterbird")
 PLACES = ("land", "water")
@@ -210,7 +210,7 @@ def generate_dataset(root: str | Path, n_train: int, n_val: int, n_test: int, tr
         sizes = {"train": (n_train, train_correlation), "val": (n_val, None), "test": (n_test, None)}
         for split, (n, corr) in sizes.items():
             ys, places = sample_groups(n, corr, rng)
-            for y, place in zip(tqdm(ys, desc=f"SynthBirds {split}"), places):
+            for y, place in zip(progress(ys, desc=f"SynthBirds {split}"), places):
                 sp = rng.choice(species_of(y))
                 scene = rng.choice(scenes_of(place))
                 img_id = len(rows) + 1
@@ -245,7 +245,7 @@ def generate_pretrain_set(path: str | Path, n: int, correlation: float, image_si
     captions, species, scenes = [], [], []
     ys, places = sample_groups(n, correlation, rng)
     other = rng.uniform(0, 1, n) < other_scenes
-    for i in tqdm(range(n), desc="pre-training set"):
+    for i in progress(range(n), desc="pre-training set"):
         sp = rng.choice(species_of(ys[i]))
         scene = rng.choice(scenes_of(None if other[i] else places[i]))
         images[i] = render(sp, scene, image_size, rng)

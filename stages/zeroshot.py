@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+
+from .models import autocast
+from .progress import progress
 
 
 def class_prompts(classnames: list[str], templates: list[str]) -> list[list[str]]:
@@ -27,16 +29,21 @@ def zeroshot_weights(model, tokenizer, classnames: list[str], templates: list[st
     """Class embeddings [C, D]: the normalised mean of each class's normalised prompt embeddings."""
     prompts = class_prompts(classnames, templates)
     flat = encode_texts(model, tokenizer, [p for ps in prompts for p in ps], device)
-    per_class = flat.view(len(classnames), len(templates), -1).mean(dim=1)
-    return F.normalize(per_class, dim=-1)
+    return ensemble_prompts(flat.view(len(classnames), len(templates), -1))
+
+
+def ensemble_prompts(features: torch.Tensor) -> torch.Tensor:
+    """Class embeddings [C, D] from normalised prompt features [C, T, D]: CLIP's prompt ensemble,
+    the normalised mean over the T templates."""
+    return F.normalize(features.mean(dim=1), dim=-1)
 
 
 @torch.no_grad()
 def encode_images(model, loader, device, desc: str = "encode images", autocast_dtype=None):
     """Normalised image features with their labels: (features [N, D], y [N], place [N])."""
     feats, ys, places = [], [], []
-    for images, y, place, _ in tqdm(loader, desc=desc, leave=False):
-        with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+    for images, y, place, _ in progress(loader, desc=desc, leave=False):
+        with autocast(device, autocast_dtype):
             f = model.encode_image(images.to(device, non_blocking=True))
         feats.append(F.normalize(f.float(), dim=-1).cpu())
         ys.append(torch.as_tensor(y))

@@ -75,7 +75,7 @@ def make_pools(folder: str | Path, pools: dict[str, list[str]] = POOLS) -> list[
 
 def dataset_config(root: str | Path, model_name: str, **finetune) -> dict:
     """A validated dataset config for the tiny world; `finetune` overrides its finetune section."""
-    ft = {"epochs": 2, "batch_size": 8, "lr": 1e-4, "warmup_steps": 2, "lp_epochs": 2, "lambda": 0.5,
+    ft = {"epochs": 2, "batch_size": 8, "lr": 1e-4, "warmup_steps": 1, "lambda": 0.5,
           "num_workers": 0, "threads": 1, "device": "cpu", "log_every": 1}
     ft.update(finetune)
     cfg = {"tiny": {"classnames": CLASSNAMES, "data": {"root": str(root)}, "model": {"name": model_name},

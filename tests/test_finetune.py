@@ -1,5 +1,7 @@
 """Fine-tune stage on the tiny world: methods, heads, checkpoints, resume, NaN stop, 2-process DDP."""
 
+import contextlib
+import copy
 import json
 import os
 import subprocess
@@ -15,8 +17,9 @@ import yaml
 from helpers import CLASSNAMES, tiny_world
 from stages.embed import read_embeddings
 from stages.finetune import train as train_mod
-from stages.finetune.data import EpochSampler, SeededCropTransform, TrainSet, crop_params
-from stages.finetune.methods import METHODS, FinetuneConfigError, check, run_config
+from stages.finetune.trainset import EpochSampler, SeededCropTransform, TrainSet, crop_params, draw_template
+from stages.finetune import probe
+from stages.finetune.methods import METHODS, FinetuneConfigError, check, check_schedule, run_config
 from stages.models import load_clip
 from stages.zeroshot import LinearHead, zeroshot_weights
 
@@ -151,24 +154,66 @@ def test_zeroshot_and_linear_probe_runs(world, go):
     assert zs["head"] is None and zs["epoch"] == 0
     assert all(torch.equal(zs["model"][k], v) for k, v in teacher.items())
 
-    r = go("lp", tmp / "lp", lp_epochs=20, lp_lr=1e-2)
+    grid = [1e-4, 1e-3, 1e-2]
+    go("lp", tmp / "lp", lp_l2_grid=grid)
     lp = load(tmp / "lp" / "checkpoint.pt")
     assert all(torch.equal(lp["model"][k], v) for k, v in teacher.items())     # the encoder is frozen
-    init = 14.285714 * train_mod.zeroshot_class_weights(read_embeddings(emb), cfg["evaluate"]["templates"], 2, emb)
-    assert not torch.allclose(lp["head"]["linear.weight"], init, atol=1e-3)
-    losses = [row["loss"] for row in r["log"]]
-    assert losses[-1] < losses[0]
+    # one converged fit per strength; the kept one has the best val accuracy (ties: stronger L2)
+    fits = lp["probe"]["fits"]
+    assert [f["l2"] for f in fits] == grid and all(f["converged"] for f in fits)
+    best = max(fits, key=lambda f: (f["val_accuracy"], f["l2"]))
+    assert lp["probe"]["l2"] == best["l2"]
+    # the stored head is the minimiser of its objective on the training features: zero gradient.
+    # L-BFGS stops at a largest gradient entry of 1e-6 in float64; storing the head in float32
+    # moves W (entries up to ~tau0 = 14) by ~1e-6, which moves the gradient by less than that
+    # again (the Hessian of the mean cross-entropy on unit features is below 1 + l2): 1e-4 is safe.
+    clip = load_clip(cfg["model"]["name"])
+    from stages.data import GroupDataset
+    from stages.zeroshot import encode_images
+    loader = torch.utils.data.DataLoader(GroupDataset(cfg["data"]["root"], "train", clip.preprocess_val), batch_size=16)
+    feats, y, _ = encode_images(clip.model.eval(), loader, torch.device("cpu"))
+    w = lp["head"]["linear.weight"].double().requires_grad_(True)
+    b = lp["head"]["linear.bias"].double().requires_grad_(True)
+    loss, _ = probe.objective(w, b, feats.double(), y, best["l2"])
+    assert max(float(g.abs().max()) for g in torch.autograd.grad(loss, [w, b])) < 1e-4
+    log = pd.read_csv(tmp / "lp" / "train_log.csv")
+    assert list(log["l2"]) == grid and log["val_accuracy"].notna().all()
+
+
+def test_probe_is_the_minimum_of_the_regularised_logistic_loss():
+    g = torch.Generator().manual_seed(0)
+    feats = torch.nn.functional.normalize(torch.randn(200, 8, generator=g, dtype=torch.float64), dim=-1)
+    y = (feats[:, 0] + 0.3 * torch.randn(200, generator=g, dtype=torch.float64) > 0).long()
+    w0, b0 = torch.zeros(2, 8, dtype=torch.float64), torch.zeros(2, dtype=torch.float64)
+    w, b, info = probe.fit_logistic(feats, y, w0, b0, l2=1e-2)
+    assert info["grad_max"] <= probe.TOLERANCE * 10
+    # strictly convex up to a common bias shift: every small step away from the solution costs (it
+    # is the minimum), and the classifier does not depend on the start
+    at = probe.objective(w, b, feats, y, 1e-2)[0]
+    for _ in range(20):
+        dw, db = 1e-3 * torch.randn(w.shape, generator=g, dtype=w.dtype), 1e-3 * torch.randn(2, generator=g, dtype=w.dtype)
+        assert probe.objective(w + dw, b + db, feats, y, 1e-2)[0] > at
+    w2, b2, _ = probe.fit_logistic(feats, y, 50 * torch.randn(2, 8, generator=g, dtype=torch.float64), b0 + 3, l2=1e-2)
+    assert torch.allclose(w, w2, atol=1e-5) and torch.allclose(b - b.mean(), b2 - b2.mean(), atol=1e-5)
+    # the grid keeps the strength with the best val accuracy: a huge L2 gives a near-zero W
+    best, fits = probe.fit_probe(feats[:150], y[:150], feats[150:], y[150:], w0, b0, [1e-3, 1e3])
+    assert best.l2 == max(fits, key=lambda f: (f.val_accuracy, f.l2)).l2
+    assert fits[1].weight.abs().max() < fits[0].weight.abs().max() / 100
 
 
 # ---------------------------------------------------------------------------------------------
 # Training runs
 
 
-@pytest.mark.parametrize("method", ["ft", "lpft", "flyp", "flyp_kl", "starft", "starft_ce"])
+REGULARISED = {"flyp_kl": "flyp", "starft": "flyp", "starft_ce": "ft"}   # method -> the same without regulariser
+
+
+@pytest.mark.parametrize("method", ["ft", "flyp", "lpft", "flyp_kl", "starft", "starft_ce"])
 def test_method_trains_and_writes_checkpoint_and_log(world, go, method):
     tmp, cfg, emb = world
     out = tmp / "m" / method
-    go(method, out, epochs=1)
+    # constant lambda: with one diminishing epoch lambda would be 0 and the regulariser untested
+    go(method, out, epochs=1, schedule="constant")
     ckpt = load(out / "checkpoint.pt")
     assert {"model", "head", "method", "epoch", "config", "teacher", "step"} <= set(ckpt)
     assert ckpt["epoch"] == 1 and ckpt["step"] == 2 and ckpt["method"] == method
@@ -179,6 +224,14 @@ def test_method_trains_and_writes_checkpoint_and_log(world, go, method):
     ft = log[log["phase"] == "ft"]
     assert len(ft) == 2 and np.isfinite(ft["loss"]).all()
     assert ft["regularizer"].notna().all() == (METHODS[method].regularizer is not None)
+    assert (ft["lambda"] == (0.5 if METHODS[method].regularizer else 0.0)).all()
+    if method in REGULARISED:
+        # The regulariser acts: after the first step (where student = teacher and its gradient is
+        # exactly 0) it is positive and the weights leave those of the same run without it.
+        assert ft["regularizer"].iloc[-1] > 0
+        base = load(tmp / "m" / REGULARISED[method] / "checkpoint.pt")
+        key = "visual.transformer.resblocks.0.mlp.c_fc.weight"
+        assert (ckpt["model"][key] - base["model"][key]).abs().max() > 1e-6
 
     teacher = load_clip(cfg["model"]["name"]).model.state_dict()
     text_key, image_key = "transformer.resblocks.0.mlp.c_fc.weight", "visual.transformer.resblocks.0.mlp.c_fc.weight"
@@ -282,31 +335,185 @@ def test_cli_with_config_file_and_set(world, tmp_path):
               "--out-dir", str(tmp_path / "run"), "--set", "lamda=2"])
 
 
+def test_set_overrides_are_checked_against_the_schema(world, tmp_path):
+    tmp, cfg, emb = world
+    from stages.finetune.__main__ import main
+    base = ["--dataset-config", json.dumps(cfg), "--method", "starft", "--seed", "0", "--embeddings", emb,
+            "--out-dir", str(tmp_path / "run"), "--no-progress"]
+    with pytest.raises(SystemExit, match=r"finetune\.lr: 'abc' is not of type 'number'"):
+        main([*base, "--set", "lr=abc"])
+    with pytest.raises(SystemExit, match=r"finetune\.epochs: 0 is less than the minimum of 1"):
+        main([*base, "--set", "epochs=0"])
+    with pytest.raises(SystemExit, match=r"finetune\.select: 'best' is not one of"):
+        main([*base, "--set", "select=best"])
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+    with pytest.raises(FinetuneConfigError, match="epochs"):     # the same check for a direct call
+        train_mod.train(cfg, {**run_config(cfg["finetune"], "flyp"), "epochs": 0}, 0, emb, tmp_path / "x")
+
+
+def test_a_warmup_as_long_as_the_run_is_refused_naming_both_numbers():
+    rc = {"name": "flyp", "batch_size": 512, "epochs": 10, "warmup_steps": 500}
+    with pytest.raises(FinetuneConfigError, match=r"warmup_steps=500 is not shorter than the run of flyp: 4795 "
+                                                  r"training images / batch 512 = 9 steps per epoch x 10 epochs = 90 steps"):
+        check_schedule(rc, 4795)
+    assert check_schedule({**rc, "batch_size": 128, "warmup_steps": 37}, 4795) == 370
+    assert check_schedule({**rc, "batch_size": 128, "warmup_steps": 37}, 4795, world_size=4) == 370
+    with pytest.raises(FinetuneConfigError, match="not divisible by the 3 processes"):
+        check_schedule({**rc, "batch_size": 128}, 4795, world_size=3)
+
+
+def test_spurious_captions_are_drawn_by_type_then_template(world):
+    tmp, cfg, emb = world
+    e = read_embeddings(emb)
+    clip = load_clip(cfg["model"]["name"])
+    rc = run_config(cfg["finetune"], "starft")
+    by_type = train_mod.Captions.build(e, clip.tokenizer, CLASSNAMES, rc, emb, True)
+    pooled = train_mod.Captions.build(e, clip.tokenizer, CLASSNAMES, {**rc, "spurious_sampling": "all_templates"}, emb, True)
+    assert pooled.spurious_groups is None
+    # 5 background templates, 3 texture ones, one of them shared with background (column 1)
+    assert by_type.spurious_groups == [[0, 1, 2, 3, 4], [1, 5, 6]]
+    rng = np.random.default_rng(0)
+    n = 20000
+    draws = np.array([draw_template(rng, 7, by_type.spurious_groups) for _ in range(n)])
+    texture_only = np.isin(draws, [5, 6]).mean()          # each type half the time: 2/3 of 1/2
+    assert texture_only == pytest.approx(1 / 3, abs=0.02)  # 5 sigma of a binomial with n = 20000
+    pooled_draws = np.array([draw_template(rng, 7, None) for _ in range(n)])
+    assert np.isin(pooled_draws, [5, 6]).mean() == pytest.approx(2 / 7, abs=0.02)
+    one_pool = train_mod.Captions.build(e, clip.tokenizer, CLASSNAMES, {**rc, "spurious_types": ["texture"]}, emb, True)
+    assert one_pool.spurious_rows.shape == (2, 3) and one_pool.spurious_groups == [[0, 1, 2]]
+
+
+def test_kl_scale_chooses_the_students_logit_scale(world):
+    tmp, cfg, emb = world
+    e = read_embeddings(emb)
+    clip = load_clip(cfg["model"]["name"])
+    teacher = clip.model.eval().requires_grad_(False)
+    tau0 = float(teacher.logit_scale.exp())
+    student = copy.deepcopy(teacher)
+    with torch.no_grad():
+        student.logit_scale.fill_(float(np.log(3 * tau0)))
+        student.visual.proj.mul_(1.1)
+    captions = train_mod.Captions.build(e, clip.tokenizer, CLASSNAMES, run_config(cfg["finetune"], "flyp_kl"), emb, True)
+    y = torch.tensor([0, 1, 0, 1])
+    raw = (torch.randn(4, 3, 32, 32), y, torch.arange(4), captions.spurious_rows[y, torch.tensor([0, 1, 2, 3])])
+    batch = train_mod.prepare_batch(raw, captions, METHODS["flyp_kl"], torch.device("cpu"))
+    ctx = train_mod.distributed.Context()
+    regs = {}
+    for kl_scale in ("student", "teacher"):
+        regs[kl_scale] = train_mod.compute_loss(train_mod.Student(student, None), train_mod.TeacherImages(teacher, 4, False),
+                                                e.embeddings, tau0, METHODS["flyp_kl"], batch, 1.0, ctx,
+                                                contextlib.nullcontext, kl_scale)[2]
+    with torch.no_grad():
+        f = torch.nn.functional.normalize(student.encode_image(raw[0]), dim=-1)
+        f0 = torch.nn.functional.normalize(teacher.encode_image(raw[0]), dim=-1)
+        g = torch.nn.functional.normalize(student.encode_text(captions.tokens[raw[3]]), dim=-1)
+    from stages.losses import kl_regularizer
+    t = e.embeddings[raw[3]]
+    assert float(regs["student"]) == pytest.approx(float(kl_regularizer(f, g, f0, t, tau0, 3 * tau0)), rel=1e-4)
+    assert float(regs["teacher"]) == pytest.approx(float(kl_regularizer(f, g, f0, t, tau0)), rel=1e-4)
+    assert abs(float(regs["student"]) - float(regs["teacher"])) > 1e-3 * float(regs["teacher"])
+
+
+def test_select_val_worst_group_keeps_the_best_epoch(world, go):
+    tmp, cfg, emb = world
+    r = go("flyp", tmp / "sel", epochs=3, lr=1e-3, select="val_worst_group")
+    ckpt = load(tmp / "sel" / "checkpoint.pt")
+    sel = ckpt["selected"]
+    history = [h["val_worst_group"] for h in sel["history"]]
+    assert len(history) == 3 and sel["rule"] == "val_worst_group" and r["selected"] == sel
+    assert sel["epoch"] == 1 + int(np.argmax(history)) and sel["val_worst_group"] == max(history)
+    # the stored weights score what the selection recorded, scored as the evaluate stage scores them
+    from stages import evaluate
+    data_check = {"root": cfg["data"]["root"], "group_counts": {"train": [8, 0, 0, 8]}}
+    m = evaluate.run({**cfg, "evaluate": {**cfg["evaluate"], "splits": ["val"]}}, data_check, "flyp", 0,
+                     str(tmp / "sel" / "checkpoint.pt"))
+    assert m["splits"]["val"]["worst_group"] == pytest.approx(sel["val_worst_group"])
+    assert m["selected"]["epoch"] == sel["epoch"] and m["precision"] == "auto"   # the run's own precision
+    log = pd.read_csv(tmp / "sel" / "train_log.csv")
+    assert log["val_worst_group"].dropna().tolist() == pytest.approx(history)
+
+
+def test_resume_with_changed_pools_starts_afresh(world, go, monkeypatch, capsys, tmp_path):
+    tmp, cfg, emb = world
+    from helpers import POOLS, make_pools
+    from stages import embed
+    other = tmp_path / "other.parquet"
+    embed.run(cfg, make_pools(tmp_path / "pools", {**POOLS, "texture": ["a photo of a striped {}."]}), other)
+    real_save = train_mod.save
+
+    def save_then_crash(path, state):
+        real_save(path, state)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_mod, "save", save_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        go("starft", tmp_path / "run", epochs=2)
+    monkeypatch.setattr(train_mod, "save", real_save)
+    capsys.readouterr()
+    rc = run_config(cfg["finetune"], "starft")
+    rc.update(epochs=2)
+    r = train_mod.train(cfg, rc, 0, str(other), tmp_path / "run", progress=False)
+    assert "inputs (spurious pools" in capsys.readouterr().err and r["steps"] == 4
+
+
 # ---------------------------------------------------------------------------------------------
 # Several processes: torchrun + gloo on CPU
 
 
-def test_two_processes_with_gloo_match_one_process(world, tmp_path):
+def _torchrun(nproc: int, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    launch = [sys.executable] if nproc == 1 else \
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc)]
+    proc = subprocess.run([*launch, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def test_two_processes_give_the_one_process_gradient(world, tmp_path):
+    """DDP + the gathered losses give the one-process loss and gradient of the same global batch.
+
+    tests/ddp_step.py runs one real step (StarFT, the unmasked KL, StarFT with CE) in float64. The
+    two computations differ only in summation order: relative differences of ~1e-15 per sum, ~1e-13
+    after a few hundred terms. A tolerance of 1e-9 of the largest gradient entry leaves a wide
+    margin on any CPU, yet a wrong gather (another batch or order) or a missing all-reduce (each
+    rank's gradient of its own half) changes the gradient by a large fraction of its size.
+    """
+    tmp, cfg, emb = world
+    args = ["tests/ddp_step.py", "--dataset-config", json.dumps(cfg), "--embeddings", emb]
+    _torchrun(1, *args, "--out", str(tmp_path / "one.pt"))
+    _torchrun(2, *args, "--out", str(tmp_path / "two.pt"))
+    one, two = load(tmp_path / "one.pt"), load(tmp_path / "two.pt")
+    for method, a in one.items():
+        b = two[method]
+        assert a["regularizer"] > 1e-6, method          # the student is off its teacher
+        assert torch.allclose(a["loss"], b["loss"], rtol=1e-12, atol=0), method
+        assert torch.allclose(a["regularizer"], b["regularizer"], rtol=1e-10, atol=0), method
+        scale = max(float(g.abs().max()) for g in a["grads"].values())
+        assert scale > 0 and set(a["grads"]) == set(b["grads"])
+        for name, g in a["grads"].items():
+            assert g.dtype == torch.float64
+            assert torch.allclose(g, b["grads"][name], rtol=1e-9, atol=1e-9 * scale), (method, name)
+
+
+def test_torchrun_run_writes_the_same_run_as_one_process(world, tmp_path):
+    """The CLI under torchrun (gloo, 2 processes) trains the same run: same steps, same first loss.
+
+    Only the first step is compared exactly (float32, before any update: the same global batch,
+    so the same loss up to summation order, ~1e-7 relative). Later steps are not: Adam divides
+    gradients by their running RMS, so parameters whose gradient is ~0 (e.g. the attention key
+    biases, which softmax ignores) move by up to +-lr on rounding noise alone, and the runs drift
+    apart at a rate that depends on the CPU. Equality of the gradient itself is the test above.
+    """
     tmp, cfg, emb = world
     rc = run_config(cfg["finetune"], "starft")
     rc.update(epochs=2)               # the first epoch has lambda_0 = 0.25
     args = ["-m", "stages.finetune", "--dataset-config", json.dumps(cfg), "--run-config", json.dumps(rc),
             "--method", "starft", "--seed", "0", "--embeddings", emb, "--no-progress"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                          *args, "--out-dir", str(tmp_path / "two")], cwd=REPO, env=env, capture_output=True,
-                         text=True, timeout=300)
-    assert two.returncode == 0, two.stderr[-3000:]
+    _torchrun(2, *args, "--out-dir", str(tmp_path / "two"))
     train_mod.train(cfg, rc, 0, emb, tmp_path / "one", progress=False)
     a, b = load(tmp_path / "one" / "checkpoint.pt"), load(tmp_path / "two" / "checkpoint.pt")
-    assert a["step"] == b["step"] == 4
-    for k, v in a["model"].items():
-        w = b["model"][k]
-        if k.endswith("attn.in_proj_bias"):
-            # The key bias has a gradient of exactly 0 (softmax is shift-invariant), so in floating
-            # point it is rounding noise, which Adam scales up to +-lr: compare q and v only.
-            d = len(v) // 3
-            v, w = torch.cat([v[:d], v[2 * d:]]), torch.cat([w[:d], w[2 * d:]])
-        assert torch.allclose(v, w, atol=1e-6, rtol=1e-5), (k, (v - w).abs().max())
+    assert a["step"] == b["step"] == 4 and a["inputs"] == b["inputs"]
+    assert all(torch.isfinite(v).all() for v in b["model"].values() if v.is_floating_point())
     la, lb = pd.read_csv(tmp_path / "one" / "train_log.csv"), pd.read_csv(tmp_path / "two" / "train_log.csv")
-    assert np.allclose(la["loss"], lb["loss"], rtol=1e-5) and np.allclose(la["regularizer"], lb["regularizer"], rtol=1e-3, atol=1e-7)
+    assert len(la) == len(lb) == 4
+    assert la["loss"].iloc[0] == pytest.approx(lb["loss"].iloc[0], rel=1e-5)

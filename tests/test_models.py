@@ -58,3 +58,12 @@ def test_trimmed_text_encoding_equals_full_context():
     with torch.no_grad():
         assert torch.allclose(encode_text(model, trimmed), model.encode_text(tokens), atol=1e-5)
         assert torch.equal(encode_text(model, tokens), model.encode_text(tokens))
+
+
+def test_autocast_dtype_follows_finetune_precision():
+    from stages.models import autocast_dtype
+    cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
+    assert autocast_dtype("auto", cpu) is None and autocast_dtype("auto", cuda) == torch.bfloat16
+    assert autocast_dtype("fp32", cuda) is None and autocast_dtype("bf16", cpu) == torch.bfloat16
+    with pytest.raises(ValueError, match="fp16"):
+        autocast_dtype("fp16", cpu)

@@ -16,7 +16,8 @@ def test_synthbirds_zeroshot_report(tmp_path):
     metrics = json.loads((work / "results/runs/synthbirds/zeroshot/seed0/metrics.json").read_text())
     test = metrics["splits"]["test"]
     # the report's zero-shot row carries the evaluated numbers
-    row = next(line for line in report.splitlines() if line.startswith("| zeroshot"))
+    test_section = report[report.index("## test split"):]
+    row = next(line for line in test_section.splitlines() if line.startswith("| zeroshot"))
     assert f"{test['worst_group']:.1f}" in row and f"{test['average']:.1f}" in row
     assert test["worst_group"] == pytest.approx(min(test["group_accuracy"]))
     table = pd.read_csv(work / "results/synthbirds/table_test.csv", index_col=0)
@@ -28,6 +29,19 @@ def test_synthbirds_zeroshot_report(tmp_path):
     assert metrics["model"]["name"] == "local-dir:data/synthbirds/clip"
     assert re.fullmatch(r"[0-9a-f]{64}", metrics["model"]["weights_sha256"])
     assert metrics["evaluate"]["templates"][0] == "This is a picture of a {}."
+    # Snakemake's own report: the tables and figures, each with its caption
+    import zipfile
+    snakemake(work, "--report", "report.zip", "results/synthbirds")
+    with zipfile.ZipFile(work / "report.zip") as z:
+        files = {name.rsplit("/", 1)[-1] for name in z.namelist()}
+        html = z.read("report/report.html").decode()
+    assert {"groups_test.png", "groups_val.png", "table_test.csv", "table_val.csv", "metrics_long.csv"} <= files
+    results = json.loads(re.search(r"var results = (\{.*?\});\n", html).group(1))
+    captions = {key.rsplit("/", 1)[-1]: entry["caption"] for key, entry in results.items()}
+    assert "Per-group accuracy (%) on the <strong>test</strong> split of synthbirds" in captions["groups_test.png"]
+    assert "Results on the <strong>val</strong> split of synthbirds" in captions["table_val.csv"]
+    assert "one row per (method, seed, split)" in captions["metrics_long.csv"]
+    assert "StarFT pipeline" in html  # the workflow description
 
 
 def test_bad_config_fails_before_any_job(tmp_path):

@@ -17,10 +17,11 @@ import sys
 import yaml
 
 from .. import config as stage_config
-from .methods import HPARAMS, RUNTIME, FinetuneConfigError, run_config
+from .methods import HPARAMS, RUNTIME, FinetuneConfigError, run_config, validate_run_config
 
 
 def parse_sets(items: list[str]) -> dict:
+    """`--set KEY=VALUE` overrides, values parsed as YAML (checked against the schema by the caller)."""
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -61,6 +62,7 @@ def main(argv=None) -> None:
             dataset_cfg = json.loads(a.dataset_config)
         cfg = json.loads(a.run_config) if a.run_config else run_config(dataset_cfg["finetune"], a.method)
         cfg.update(parse_sets(a.set))
+        validate_run_config(cfg)
         if (a.embeddings is None or a.out_dir is None) and not a.dataset:
             p.error("without --dataset, give --embeddings and --out-dir")
         embeddings = a.embeddings or f"data/{a.dataset}/embeddings/teacher_text.parquet"

@@ -10,7 +10,12 @@ checkpoint of `finetune.wiseft_of` with its zero-shot weights.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+
+import jsonschema
+
+from .. import config as stage_config
 
 
 class FinetuneConfigError(ValueError):
@@ -41,8 +46,9 @@ METHODS = {
 EVAL_ONLY = ("wiseft",)
 
 # Keys that determine a run's result (a resume checkpoint must agree on all of them) ...
-HPARAMS = ("epochs", "batch_size", "lr", "weight_decay", "warmup_steps", "lp_epochs", "lp_lr", "lambda",
-           "schedule", "augment", "crop_scale", "caption_template", "spurious_types", "precision")
+HPARAMS = ("epochs", "batch_size", "lr", "weight_decay", "warmup_steps", "lp_l2_grid", "lambda", "schedule",
+           "kl_scale", "augment", "crop_scale", "caption_template", "spurious_types", "spurious_sampling", "select",
+           "precision")
 # ... and keys that only say how to run it.
 RUNTIME = ("device", "num_workers", "threads", "processes", "log_every")
 
@@ -68,9 +74,50 @@ def run_config(finetune: dict, name: str) -> dict:
     return cfg
 
 
-def trained_runs(finetune: dict) -> list[str]:
-    """The entries of `finetune.methods` that have a fine-tune job (all but wiseft)."""
-    return [m for m in finetune.get("methods", []) if m not in EVAL_ONLY]
+def validate_run_config(cfg: dict) -> dict:
+    """Check a resolved run configuration (e.g. after `--set`) against the schema's `finetune` keys.
+
+    Raises FinetuneConfigError naming the key, so that `--set lr=abc` or `--set epochs=0` fails like
+    the same value in a config file would.
+    """
+    schema = stage_config.load_schema()
+    keys = HPARAMS + RUNTIME
+    finetune = schema["$defs"]["finetune"]["properties"]
+    sub = {"$defs": schema["$defs"], "type": "object", "properties": {k: finetune[k] for k in keys}}
+    errors = sorted(jsonschema.Draft202012Validator(sub).iter_errors({k: v for k, v in cfg.items() if k in keys}),
+                    key=lambda e: list(e.absolute_path))
+    if errors:
+        raise FinetuneConfigError("; ".join(f"finetune.{'.'.join(map(str, e.absolute_path))}: {e.message}"
+                                            for e in errors))
+    if cfg.get("method") not in METHODS:
+        raise FinetuneConfigError(f"unknown base method {cfg.get('method')!r}; known: {sorted(METHODS)}")
+    return cfg
+
+
+def steps_per_epoch(n_images: int, batch_size: int, world_size: int = 1) -> int:
+    """Optimizer steps of one epoch: DistributedSampler pads to ceil(n / W) per rank, drop_last batches."""
+    return math.ceil(n_images / world_size) // (batch_size // world_size)
+
+
+def check_schedule(cfg: dict, n_images: int, world_size: int = 1) -> int:
+    """The run's total steps; FinetuneConfigError if the batch or the warm-up does not fit the data.
+
+    A warm-up as long as the run keeps the learning rate below its peak for the whole run (in-task
+    Waterbirds at batch 512: 90 steps against the paper's ImageNet warm-up of 500).
+    """
+    batch, epochs, warmup = cfg["batch_size"], cfg["epochs"], cfg["warmup_steps"]
+    if batch % world_size:
+        raise FinetuneConfigError(f"finetune.batch_size={batch} is not divisible by the {world_size} processes")
+    if n_images < batch:
+        raise FinetuneConfigError(f"finetune.batch_size={batch} exceeds the {n_images} training images")
+    steps = steps_per_epoch(n_images, batch, world_size)
+    total = steps * epochs
+    if warmup >= total:
+        raise FinetuneConfigError(
+            f"finetune.warmup_steps={warmup} is not shorter than the run of {cfg['name']}: {n_images} training "
+            f"images / batch {batch} = {steps} steps per epoch x {epochs} epochs = {total} steps; "
+            f"use e.g. warmup_steps: {max(1, total // 10)}")
+    return total
 
 
 def check(finetune: dict, where: str = "finetune") -> None:

@@ -1,4 +1,4 @@
-"""The fine-tuning loop: FLYP or cross-entropy, optionally with StarFT's regulariser (DESIGN.md 1).
+"""The fine-tuning run: FLYP or cross-entropy, optionally with StarFT's regulariser (DESIGN.md 1).
 
 Per step, for a batch of images x_i with labels y_i, class captions t_i and spurious captions s_i:
 
@@ -21,30 +21,33 @@ What makes it cheaper than the released code, with the same numbers:
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from .. import data as data_mod
 from ..embed import Embeddings, read_embeddings
 from ..io import atomic_path, versions
-from ..losses import clip_contrastive_loss, diminishing_lambda, kl_regularizer, star_regularizer
-from ..models import can_trim_text, encode_text, load_clip, trim_tokens
+from ..losses import clip_contrastive_loss, diminishing_lambda, kl_regularizer, star_regularizer, widen
+from ..models import Clip, autocast, autocast_dtype, can_trim_text, encode_text, load_clip, trim_tokens
+from ..progress import progress as progress_bar
 from ..schedule import warmup_cosine_lr
-from ..zeroshot import LinearHead, encode_images
-from . import distributed
-from .data import EpochSampler, FixedTransform, SeededCropTransform, TrainSet
-from .methods import HPARAMS, METHODS, FinetuneConfigError, Method
+from ..zeroshot import LinearHead, encode_images, ensemble_prompts
+from . import distributed, probe
+from .methods import HPARAMS, METHODS, FinetuneConfigError, Method, check_schedule, validate_run_config
+from .trainset import EpochSampler, FixedTransform, SeededCropTransform, TrainSet
 
 CHECKPOINT, RESUME, LOG = "checkpoint.pt", "resume.pt", "train_log.csv"
-LOG_COLUMNS = ("phase", "step", "epoch", "loss", "loss_ft", "regularizer", "lambda", "lr", "logit_scale", "images_per_s")
+LOG_COLUMNS = ("phase", "step", "epoch", "loss", "loss_ft", "regularizer", "lambda", "lr", "logit_scale",
+               "images_per_s", "l2", "val_accuracy", "val_worst_group")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -63,13 +66,14 @@ class Captions:
     caption_row: torch.Tensor            # [C]: row of class c's FLYP caption
     spurious_rows: torch.Tensor | None   # [C, K]: row of spurious template k filled with class c
     trim: bool = False                   # cut token batches after their last end-of-text token
+    spurious_groups: list[list[int]] | None = None   # templates (columns) of each type; None: one group
 
     @classmethod
     def build(cls, emb: Embeddings, tokenizer, classnames: list[str], cfg: dict, path, need_spurious: bool):
         table = emb.table
         caption = table[(table["kind"] == "caption") & (table["template"] == cfg["caption_template"])]
         caption_row = _rows_by_class(caption, len(classnames), path, f"caption template {cfg['caption_template']!r}")
-        spurious_rows = None
+        spurious_rows = groups = None
         if need_spurious:
             types = cfg.get("spurious_types")
             pool = emb.rows("spurious", types)
@@ -82,7 +86,10 @@ class Captions:
             by_template = {t: _rows_by_class(g.drop_duplicates("class_index"), len(classnames), path, f"template {t!r}")
                            for t, g in pool.groupby("template", sort=False)}
             spurious_rows = torch.stack([by_template[t] for t in templates], dim=1)
-        return cls(tokenizer(table["text"].tolist()), caption_row, spurious_rows)
+            if cfg.get("spurious_sampling", "type_then_template") == "type_then_template":
+                column = {t: k for k, t in enumerate(templates)}
+                groups = [sorted({column[t] for t in g["template"]}) for _, g in pool.groupby("type", sort=True)]
+        return cls(tokenizer(table["text"].tolist()), caption_row, spurious_rows, spurious_groups=groups)
 
 
 def _rows_by_class(rows: pd.DataFrame, n_classes: int, path, what: str) -> torch.Tensor:
@@ -94,13 +101,21 @@ def _rows_by_class(rows: pd.DataFrame, n_classes: int, path, what: str) -> torch
 
 
 def zeroshot_class_weights(emb: Embeddings, templates: list[str], n_classes: int, path) -> torch.Tensor:
-    """The teacher's zero-shot head [C, D] from the table (same as zeroshot.zeroshot_weights)."""
+    """The teacher's zero-shot head [C, D] from the table (as zeroshot.zeroshot_weights encodes it)."""
     rows = emb.rows("class_prompt")
-    feats = []
-    for t in templates:
-        idx = _rows_by_class(rows[rows["template"] == t], n_classes, path, f"class prompt {t!r} (evaluate.templates)")
-        feats.append(emb.embeddings[idx])
-    return F.normalize(torch.stack(feats, dim=1).mean(dim=1), dim=-1)
+    feats = [emb.embeddings[_rows_by_class(rows[rows["template"] == t], n_classes, path,
+                                           f"class prompt {t!r} (evaluate.templates)")] for t in templates]
+    return ensemble_prompts(torch.stack(feats, dim=1))
+
+
+def inputs_fingerprint(emb: Embeddings, dataset_cfg: dict) -> str:
+    """What a run reads besides its hyper-parameters: the teacher, every text of the embeddings
+    table (spurious pools, FLYP captions, class prompts), the class names and the data folder.
+    A resume.pt written from other inputs is not resumed."""
+    texts = emb.table[["kind", "type", "template", "text"]].to_dict("list")
+    payload = {"teacher": emb.meta["fingerprint"], "texts": texts, "classnames": dataset_cfg["classnames"],
+               "class_templates": dataset_cfg["evaluate"]["templates"], "data": dataset_cfg["data"]["root"]}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
 class Student(torch.nn.Module):
@@ -129,10 +144,10 @@ class TeacherImages:
     @torch.no_grad()
     def __call__(self, images: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         if not self.cache:
-            return F.normalize(self.model.encode_image(images).float(), dim=-1)
+            return F.normalize(widen(self.model.encode_image(images)), dim=-1)
         missing = ~self.filled[index]                       # on CPU: no device sync
         if missing.any():
-            feats = F.normalize(self.model.encode_image(images[missing.to(images.device)]).float(), dim=-1)
+            feats = F.normalize(widen(self.model.encode_image(images[missing.to(images.device)])), dim=-1)
             if self.features is None:
                 self.features = torch.zeros(len(self.filled), feats.shape[1], device=feats.device)
             self.features[index[missing].to(feats.device)] = feats
@@ -140,10 +155,10 @@ class TeacherImages:
         return self.features[index.to(self.features.device)]
 
 
-def set_trainable(clip: torch.nn.Module, method: Method) -> None:
+def set_trainable(clip: torch.nn.Module, method: Method, kl_scale: str = "student") -> None:
     """Freeze what the method's loss does not reach (DDP needs every trainable parameter used)."""
     uses_text = method.objective == "flyp" or method.regularizer is not None
-    uses_scale = method.objective == "flyp" or method.regularizer == "kl"
+    uses_scale = method.objective == "flyp" or (method.regularizer == "kl" and kl_scale == "student")
     for name, p in clip.named_parameters():
         if name == "logit_scale":
             p.requires_grad_(uses_scale)
@@ -186,22 +201,27 @@ def prepare_batch(raw, captions: Captions, method: Method, device) -> Batch:
 
 
 def compute_loss(model, teacher_images: TeacherImages, teacher_text: torch.Tensor, tau0: float,
-                 method: Method, batch: Batch, lam: float, ctx: distributed.Context, autocast):
-    """(loss, L_ft, L_reg, student logit scale) of one batch; under torchrun, of the global batch."""
+                 method: Method, batch: Batch, lam: float, ctx: distributed.Context, autocast,
+                 kl_scale: str = "student"):
+    """(loss, L_ft, L_reg, student logit scale) of one batch; under torchrun, of the global batch.
+
+    The losses are computed in float32 at least (bf16 features under autocast; float64 kept).
+    `kl_scale` says which scale the student's logits use in the unmasked KL (finetune.kl_scale).
+    """
     with autocast():
         image, text, logits, scale = model(batch.images, batch.tokens)
         teacher_image = teacher_images(batch.images, batch.index) if method.regularizer else None
     b = len(batch.y)
-    image = F.normalize(image.float(), dim=-1)
+    image = F.normalize(widen(image), dim=-1)
     if text is not None:
-        text = F.normalize(text.float(), dim=-1)[batch.inverse]      # one row per (caption, sample)
+        text = F.normalize(widen(text), dim=-1)[batch.inverse]       # one row per (caption, sample)
     gather = lambda x: distributed.gather(ctx, x)                      # noqa: E731
     all_image, all_y = gather(image), gather(batch.y)
 
     if method.objective == "flyp":
         loss_ft = clip_contrastive_loss(all_image, gather(text[:b]), scale)
     else:
-        loss_ft = F.cross_entropy(logits.float(), batch.y)
+        loss_ft = F.cross_entropy(widen(logits), batch.y)
 
     reg = torch.zeros((), device=image.device)
     if method.regularizer is not None:
@@ -211,7 +231,7 @@ def compute_loss(model, teacher_images: TeacherImages, teacher_text: torch.Tenso
         if method.regularizer == "star":
             reg = star_regularizer(**kw, labels=all_y, logit_scale=tau0)
         else:
-            reg = kl_regularizer(**kw, logit_scale=tau0, student_logit_scale=scale)
+            reg = kl_regularizer(**kw, logit_scale=tau0, student_logit_scale=scale if kl_scale == "student" else None)
     return loss_ft + lam * reg, loss_ft, reg, scale
 
 
@@ -243,15 +263,182 @@ class Meter:
 
 
 # ----------------------------------------------------------------------------------------------
+# The run's pieces
+
+
+@dataclass
+class Run:
+    """One run's models, texts and records, built once by `prepare` and passed to every step."""
+
+    cfg: dict
+    seed: int
+    dataset_cfg: dict
+    out_dir: Path
+    ctx: distributed.Context
+    meta: pd.DataFrame                  # the data set's metadata (all splits)
+    clip: Clip                          # the loaded teacher: tokenizer, transforms, identity
+    teacher: torch.nn.Module            # f0, g0: frozen
+    tau0: float                         # the teacher's logit scale
+    captions: Captions
+    teacher_text: torch.Tensor          # g0 of every row of the embeddings table, on the device
+    student_clip: torch.nn.Module       # f, g: fine-tuned
+    head: LinearHead | None
+    inputs: str                         # inputs_fingerprint
+    autocast_dtype: torch.dtype | None
+    log: list = field(default_factory=list)
+    probe: dict | None = None
+
+    @property
+    def method(self) -> Method:
+        return METHODS[self.cfg["method"]]
+
+    @property
+    def resume_path(self) -> Path:
+        return self.out_dir / RESUME
+
+    def autocast(self):
+        return autocast(self.ctx.device, self.autocast_dtype)
+
+    def state(self, epoch: int, step: int, weights: tuple[dict, dict | None], **extra) -> dict:
+        """A checkpoint: the given weights with everything that says where they come from."""
+        model, head = weights
+        return {"model": model, "head": head, "method": self.cfg["method"], "name": self.cfg["name"],
+                "epoch": epoch, "step": step, "seed": self.seed, "config": self.cfg,
+                "teacher": self.clip.identity, "teacher_logit_scale": self.tau0, "inputs": self.inputs,
+                "probe": self.probe, "versions": versions(), "log": self.log, **extra}
+
+    def weights(self) -> tuple[dict, dict | None]:
+        """The student's current weights, copied to the CPU (clone: CPU tensors would be shared)."""
+        return cpu_copy(self.student_clip), cpu_copy(self.head)
+
+
+def cpu_copy(module: torch.nn.Module | None) -> dict | None:
+    return None if module is None else {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
+
+
+def prepare(dataset_cfg: dict, cfg: dict, seed: int, embeddings: Path, out_dir: Path, ctx: distributed.Context,
+            meta: pd.DataFrame) -> Run:
+    """Load the teacher and its text embeddings; make the student (and its head) from the teacher."""
+    method = METHODS[cfg["method"]]
+    threads = cfg.get("threads", 0)
+    if threads:   # the job's threads, shared by the processes of this machine
+        torch.set_num_threads(max(1, threads // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+    if ctx.device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    torch.manual_seed(seed)
+
+    classnames, model_cfg = dataset_cfg["classnames"], dataset_cfg["model"]
+    clip = load_clip(model_cfg["name"], model_cfg.get("pretrained"), device=ctx.device)
+    teacher = clip.model.eval().requires_grad_(False)
+    tau0 = float(teacher.logit_scale.exp())
+    emb = read_embeddings(embeddings, expected_fingerprint=clip.identity["fingerprint"], classnames=classnames)
+    captions = Captions.build(emb, clip.tokenizer, classnames, cfg, embeddings, method.regularizer is not None)
+    captions.trim = can_trim_text(teacher)
+
+    student_clip = copy.deepcopy(teacher).train()
+    head = None
+    if method.has_head:
+        zs = zeroshot_class_weights(emb, dataset_cfg["evaluate"]["templates"], len(classnames), embeddings)
+        head = LinearHead(zs, tau0).to(ctx.device)
+    set_trainable(student_clip, method, cfg.get("kl_scale", "student"))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return Run(cfg, seed, dataset_cfg, out_dir, ctx, meta, clip, teacher, tau0, captions,
+               emb.embeddings.to(ctx.device), student_clip, head, inputs_fingerprint(emb, dataset_cfg),
+               autocast_dtype(cfg.get("precision", "auto"), ctx.device))
+
+
+def split_loader(run: Run, split: str, batch_size: int) -> torch.utils.data.DataLoader:
+    """Un-augmented images of one split (probe features, validation)."""
+    images = data_mod.GroupDataset(run.dataset_cfg["data"]["root"], split, run.clip.preprocess_val, run.meta)
+    return torch.utils.data.DataLoader(images, batch_size=batch_size, num_workers=run.cfg.get("num_workers", 0),
+                                       pin_memory=run.ctx.device.type == "cuda")
+
+
+# ----------------------------------------------------------------------------------------------
+# Linear probe and checkpoint selection
+
+
+def fit_linear_probe(run: Run) -> None:
+    """lp, and LP-FT's first stage: the head becomes the converged probe of module `probe`.
+
+    Every rank fits the same probe on all images: cheap next to fine-tuning, and no gather.
+    """
+    device = run.ctx.device
+    feats = {}
+    for split in ("train", "val"):
+        f, y, _ = encode_images(run.teacher, split_loader(run, split, run.cfg["batch_size"]), device,
+                                desc=f"linear-probe features ({split})", autocast_dtype=run.autocast_dtype)
+        feats[split] = (f.to(device), y.to(device))
+    linear = run.head.linear
+    best, fits = probe.fit_probe(*feats["train"], *feats["val"], linear.weight, linear.bias, run.cfg["lp_l2_grid"])
+    with torch.no_grad():
+        linear.weight.copy_(best.weight)
+        linear.bias.copy_(best.bias)
+    run.probe = {"l2": best.l2, "fits": [f.record() for f in fits]}
+    run.log += [{"phase": "lp", "step": f.iterations, "epoch": 0, "loss": f.objective, "loss_ft": f.cross_entropy,
+                 "l2": f.l2, "val_accuracy": f.val_accuracy} for f in fits]
+    if run.ctx.is_main:
+        unconverged = [f.l2 for f in fits if not f.converged]
+        print(f"linear probe: l2 {best.l2:g} (val accuracy {best.val_accuracy:.2f}) of {len(fits)} strengths"
+              + (f"; not converged in {probe.MAX_ITER} iterations at l2 {unconverged}" if unconverged else ""),
+              file=sys.stderr)
+
+
+@torch.no_grad()
+def val_metrics(run: Run) -> dict:
+    """Group metrics of the student on the val split, with its own head or the zero-shot head of
+    its text encoder, as the evaluate stage scores it."""
+    from ..evaluate import evaluate_splits, make_head
+
+    classnames = run.dataset_cfg["classnames"]
+    head = make_head(run.student_clip, run.clip.tokenizer, classnames, run.dataset_cfg["evaluate"]["templates"],
+                     run.ctx.device, None if run.head is None else run.head.state_dict())
+    loaders = {"val": split_loader(run, "val", run.dataset_cfg["evaluate"]["batch_size"])}
+    train_counts = data_mod.group_counts(run.meta, len(classnames))["train"]
+    metrics = evaluate_splits(run.student_clip, head, loaders, run.ctx.device, len(classnames) * data_mod.N_PLACES,
+                              train_counts, run.autocast_dtype)["val"]
+    run.student_clip.train()
+    return metrics
+
+
+class Selection:
+    """Which weights the checkpoint holds (`finetune.select`): the last epoch's, or those of the
+    epoch with the best val worst-group accuracy (the main process evaluates after each epoch)."""
+
+    def __init__(self, rule: str = "last"):
+        self.rule = rule
+        self.history: list[dict] = []
+        self.best: dict | None = None      # epoch, val_worst_group, model, head
+
+    def after_epoch(self, run: Run, epoch: int) -> None:
+        if self.rule == "last" or not run.ctx.is_main:
+            return
+        m = val_metrics(run)
+        self.history.append({"epoch": epoch + 1, "val_worst_group": m["worst_group"], "val_average": m["average"]})
+        run.log[-1]["val_worst_group"] = m["worst_group"]
+        if self.best is None or m["worst_group"] > self.best["val_worst_group"]:
+            model, head = run.weights()
+            self.best = {"epoch": epoch + 1, "val_worst_group": m["worst_group"], "model": model, "head": head}
+
+    def weights(self, run: Run) -> tuple[dict, dict | None]:
+        return run.weights() if self.best is None else (self.best["model"], self.best["head"])
+
+    def record(self, epochs: int) -> dict:
+        if self.best is None:
+            return {"rule": self.rule, "epoch": epochs}
+        return {"rule": self.rule, "epoch": self.best["epoch"], "val_worst_group": self.best["val_worst_group"],
+                "history": self.history}
+
+    def state_dict(self) -> dict:
+        return {"rule": self.rule, "history": self.history, "best": self.best}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.history, self.best = state["history"], state["best"]
+
+
+# ----------------------------------------------------------------------------------------------
 # Checkpoints
-
-
-def checkpoint_state(clip, head, cfg, teacher_identity, tau0, seed, epoch, step, log) -> dict:
-    cpu = lambda sd: {k: v.detach().cpu() for k, v in sd.items()}  # noqa: E731
-    return {"model": cpu(clip.state_dict()), "head": None if head is None else cpu(head.state_dict()),
-            "method": cfg["method"], "name": cfg["name"], "epoch": epoch, "step": step, "seed": seed,
-            "config": cfg, "teacher": teacher_identity, "teacher_logit_scale": tau0,
-            "versions": versions(), "log": log}
 
 
 def save(path: Path, state: dict) -> None:
@@ -259,60 +446,151 @@ def save(path: Path, state: dict) -> None:
         torch.save(state, tmp)
 
 
-def load_resume(path: Path, cfg: dict, teacher_identity: dict, seed: int) -> dict | None:
-    """The last epoch checkpoint of an interrupted run, if it belongs to this very run."""
+def load_resume(run: Run) -> dict | None:
+    """The last epoch checkpoint of an interrupted run, if it belongs to this very run: same
+    hyper-parameters, seed, teacher and inputs (pools, prompt templates, captions, data folder)."""
+    path = run.resume_path
     if not path.is_file():
         return None
     state = torch.load(path, map_location="cpu", weights_only=False)
-    mine = {k: cfg.get(k) for k in HPARAMS + ("method",)}
-    theirs = {k: state["config"].get(k) for k in HPARAMS + ("method",)}
-    if mine != theirs or state["teacher"]["fingerprint"] != teacher_identity["fingerprint"] or state["seed"] != seed:
-        changed = sorted(k for k in mine if mine[k] != theirs[k])
-        print(f"{path}: from another configuration ({changed or 'teacher or seed'} differ): starting afresh",
-              file=sys.stderr)
+    keys = HPARAMS + ("method",)
+    changed = [k for k in keys if run.cfg.get(k) != state["config"].get(k)]
+    if state["teacher"]["fingerprint"] != run.clip.identity["fingerprint"]:
+        changed.append("teacher")
+    if state["seed"] != run.seed:
+        changed.append("seed")
+    if state.get("inputs") != run.inputs:
+        changed.append("inputs (spurious pools, prompt templates, captions or data folder)")
+    if changed:
+        print(f"{path}: from another configuration ({', '.join(changed)} differ): starting afresh", file=sys.stderr)
         return None
     return state
+
+
+def finish(run: Run, selection: Selection, epochs: int, step: int) -> dict:
+    """Write the checkpoint and the log (main process); drop the resume file."""
+    if run.ctx.is_main:
+        final = run.state(epochs, step, selection.weights(run), selected=selection.record(epochs))
+        save(run.out_dir / CHECKPOINT, final)
+        with atomic_path(run.out_dir / LOG) as tmp:
+            pd.DataFrame(run.log, columns=list(LOG_COLUMNS)).to_csv(tmp, index=False)
+        run.resume_path.unlink(missing_ok=True)
+    distributed.barrier(run.ctx)
+    return {"checkpoint": str(run.out_dir / CHECKPOINT), "epochs": epochs, "steps": step, "log": run.log,
+            "selected": selection.record(epochs)}
+
+
+# ----------------------------------------------------------------------------------------------
+# Fine-tuning
+
+
+def train_loader(run: Run) -> tuple[torch.utils.data.DataLoader, EpochSampler]:
+    """Per-rank batches of B / W samples; the W ranks together hold the global batch."""
+    cfg, ctx = run.cfg, run.ctx
+    transform = SeededCropTransform(run.teacher, cfg["crop_scale"]) if cfg.get("augment", True) \
+        else FixedTransform(run.clip.preprocess_val)
+    images = data_mod.GroupDataset(run.dataset_cfg["data"]["root"], "train", None, run.meta)
+    trainset = TrainSet(images, transform, run.seed, run.captions.spurious_rows, run.captions.spurious_groups)
+    sampler = EpochSampler(trainset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=run.seed)
+    workers = cfg.get("num_workers", 0)
+    loader = torch.utils.data.DataLoader(
+        trainset, batch_size=cfg["batch_size"] // ctx.world_size, sampler=sampler, drop_last=True,
+        num_workers=workers, pin_memory=ctx.device.type == "cuda", persistent_workers=workers > 0,
+        prefetch_factor=4 if workers > 0 else None)
+    return loader, sampler
+
+
+def fine_tune(run: Run, state: dict | None, progress: bool) -> dict:
+    cfg, ctx, method = run.cfg, run.ctx, run.method
+    loader, sampler = train_loader(run)
+    student = Student(run.student_clip, run.head)
+    params = [p for p in student.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"],
+                            fused=ctx.device.type == "cuda" or None)
+    selection = Selection(cfg.get("select", "last"))
+    start_epoch, epochs = 0, cfg["epochs"]
+    if state is not None:
+        run.student_clip.load_state_dict(state["model"])
+        if run.head is not None:
+            run.head.load_state_dict(state["head"])
+        opt.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng"])
+        selection.load_state_dict(state["selection"])
+        start_epoch = state["epoch"]
+        print(f"resuming {cfg['name']} seed {run.seed} from {run.resume_path} (epoch {start_epoch}/{epochs})",
+              file=sys.stderr)
+    model = distributed.wrap(ctx, student)
+    teacher_images = TeacherImages(run.teacher, len(loader.dataset), cache=not cfg.get("augment", True))
+
+    total_steps = len(loader) * epochs
+    step = start_epoch * len(loader)
+    bar = progress_bar(total=total_steps, initial=step, disable=not (progress and ctx.is_main),
+                       desc=f"{cfg['name']} seed {run.seed}", dynamic_ncols=True, mininterval=0.5)
+    for epoch in range(start_epoch, epochs):
+        sampler.set_epoch(epoch)
+        lam = diminishing_lambda(cfg["lambda"], epoch, epochs, cfg["schedule"]) if method.regularizer else 0.0
+        step = train_epoch(run, model, opt, loader, teacher_images, epoch, lam, step, total_steps, bar)
+        selection.after_epoch(run, epoch)
+        if ctx.is_main:
+            row = run.log[-1]
+            print(f"{cfg['name']} seed {run.seed} epoch {epoch + 1}/{epochs}: loss {row['loss']:.4f} "
+                  f"reg {row['regularizer'] or 0:.3e} lambda {lam:.3g} {row['images_per_s']:.0f} img/s"
+                  + (f" val worst-group {row['val_worst_group']:.2f}" if row.get("val_worst_group") is not None else ""),
+                  file=sys.stderr)
+            save(run.resume_path, run.state(epoch + 1, step, run.weights(), optimizer=opt.state_dict(),
+                                            rng=torch.get_rng_state(), selection=selection.state_dict()))
+        distributed.barrier(ctx)
+    bar.close()
+    return finish(run, selection, epochs, step)
+
+
+def train_epoch(run: Run, model, opt, loader, teacher_images: TeacherImages, epoch: int, lam: float, step: int,
+                total_steps: int, bar) -> int:
+    """One pass over the training set; returns the global step count after it."""
+    cfg, ctx, method = run.cfg, run.ctx, run.method
+    log_every = cfg.get("log_every", 10)
+    meter = Meter(ctx)
+    for i, raw in enumerate(loader):
+        lr = warmup_cosine_lr(step, cfg["lr"], cfg["warmup_steps"], total_steps)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        batch = prepare_batch(raw, run.captions, method, ctx.device)
+        loss, loss_ft, reg, scale = compute_loss(model, teacher_images, run.teacher_text, run.tau0, method, batch,
+                                                 lam, ctx, run.autocast, cfg.get("kl_scale", "student"))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        meter.add(step, loss, loss_ft, reg)
+        step += 1
+        bar.update()
+        if meter.n == log_every or i == len(loader) - 1:
+            n, seconds, (mean_loss, mean_ft, mean_reg), bad = meter.flush()
+            if bad is not None:
+                bar.close()
+                kept = run.resume_path if run.resume_path.exists() else "none (failed in the first epoch)"
+                raise NonFiniteLossError(
+                    f"{cfg['name']} seed {run.seed}: non-finite loss at step {bad} (epoch {epoch}, lr {lr:.3g}, "
+                    f"lambda {lam:.3g}); stopped. The last good checkpoint is kept: {kept}. "
+                    f"Lower finetune.lr or check the data.")
+            run.log.append({"phase": "ft", "step": step, "epoch": epoch, "loss": mean_loss, "loss_ft": mean_ft,
+                            "regularizer": mean_reg if method.regularizer else None, "lambda": lam, "lr": lr,
+                            "logit_scale": float(scale.detach()), "images_per_s": n * cfg["batch_size"] / seconds})
+            bar.set_postfix(loss=f"{mean_loss:.4f}", reg=f"{mean_reg:.2e}", refresh=False)
+    return step
 
 
 # ----------------------------------------------------------------------------------------------
 # The run
 
 
-def linear_probe(model, head: LinearHead, images: data_mod.GroupDataset, cfg: dict, seed: int,
-                 ctx: distributed.Context, autocast_dtype) -> list[dict]:
-    """Fit `head` on frozen, un-augmented image features (lp, and LP-FT's first stage).
-
-    AdamW at lp_lr with no weight decay (decay would pull the zero-shot initialisation to 0).
-    Every rank fits the same probe on all images: cheap next to fine-tuning, and no gather.
-    """
-    loader = torch.utils.data.DataLoader(images, batch_size=cfg["batch_size"], num_workers=cfg["num_workers"],
-                                         pin_memory=ctx.device.type == "cuda")
-    feats, y, _ = encode_images(model, loader, ctx.device, desc="linear-probe features", autocast_dtype=autocast_dtype)
-    feats, y = feats.to(ctx.device), y.to(ctx.device)
-    opt = torch.optim.AdamW(head.parameters(), lr=cfg["lp_lr"], weight_decay=0.0)
-    g = torch.Generator().manual_seed(seed)
-    log = []
-    for epoch in range(cfg["lp_epochs"]):
-        total = torch.zeros((), device=ctx.device)
-        for idx in torch.randperm(len(y), generator=g).split(cfg["batch_size"]):
-            idx = idx.to(ctx.device)
-            loss = F.cross_entropy(head(feats[idx]).float(), y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += loss.detach() * len(idx)
-        log.append({"phase": "lp", "step": epoch + 1, "epoch": epoch, "loss": float(total) / len(y),
-                    "loss_ft": float(total) / len(y), "lr": cfg["lp_lr"]})
-    return log
-
-
 def train(dataset_cfg: dict, cfg: dict, seed: int, embeddings: str | Path, out_dir: str | Path,
           progress: bool = True) -> dict:
     """Run one fine-tuning run; write out_dir/checkpoint.pt and out_dir/train_log.csv.
 
-    `cfg` is a resolved run configuration (methods.run_config). Under torchrun every process calls
-    this; rank 0 writes the files.
+    `cfg` is a resolved run configuration (methods.run_config), checked against the schema here.
+    Under torchrun every process calls this; rank 0 writes the files.
     """
+    validate_run_config(cfg)
     ctx = distributed.setup(cfg.get("device", "auto"))
     try:
         return _train(dataset_cfg, cfg, seed, Path(embeddings), Path(out_dir), progress, ctx)
@@ -322,132 +600,15 @@ def train(dataset_cfg: dict, cfg: dict, seed: int, embeddings: str | Path, out_d
 
 def _train(dataset_cfg, cfg, seed, embeddings, out_dir, progress, ctx: distributed.Context) -> dict:
     method = METHODS[cfg["method"]]
-    threads = cfg.get("threads", 0)
-    if threads:   # the job's threads, shared by the processes of this machine
-        torch.set_num_threads(max(1, threads // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
-    cuda = ctx.device.type == "cuda"
-    if cuda:
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    precision = cfg.get("precision", "auto")
-    autocast_dtype = torch.bfloat16 if precision == "bf16" or (precision == "auto" and cuda) else None
-    autocast = lambda: torch.autocast(ctx.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None)  # noqa: E731
-    torch.manual_seed(seed)
-
-    classnames = dataset_cfg["classnames"]
-    model_cfg = dataset_cfg["model"]
-    clip = load_clip(model_cfg["name"], model_cfg.get("pretrained"), device=ctx.device)
-    teacher = clip.model.eval().requires_grad_(False)
-    tau0 = float(teacher.logit_scale.exp())
-    emb = read_embeddings(embeddings, expected_fingerprint=clip.identity["fingerprint"], classnames=classnames)
-    captions = Captions.build(emb, clip.tokenizer, classnames, cfg, embeddings, method.regularizer is not None)
-    captions.trim = can_trim_text(teacher)
-    teacher_text = emb.embeddings.to(ctx.device)
-
-    student_clip = copy.deepcopy(teacher).train()
-    head = None
-    if method.has_head:
-        zs = zeroshot_class_weights(emb, dataset_cfg["evaluate"]["templates"], len(classnames), embeddings)
-        head = LinearHead(zs, tau0).to(ctx.device)
-    set_trainable(student_clip, method)
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    resume_path = out_dir / RESUME
-    state = load_resume(resume_path, cfg, clip.identity, seed)
-    log = state["log"] if state else []
-    root = dataset_cfg["data"]["root"]
-    meta = data_mod.read_metadata(root)
-
-    if method.linear_probe and state is None:
-        log += linear_probe(teacher, head, data_mod.GroupDataset(root, "train", clip.preprocess_val, meta),
-                            cfg, seed, ctx, autocast_dtype)
-
-    def finish(epoch, step):
-        final = checkpoint_state(student_clip, head, cfg, clip.identity, tau0, seed, epoch, step, log)
-        if ctx.is_main:
-            save(out_dir / CHECKPOINT, final)
-            with atomic_path(out_dir / LOG) as tmp:
-                pd.DataFrame(log, columns=list(LOG_COLUMNS)).to_csv(tmp, index=False)
-            resume_path.unlink(missing_ok=True)
-        distributed.barrier(ctx)
-        return {"checkpoint": str(out_dir / CHECKPOINT), "epochs": epoch, "steps": step, "log": log}
-
-    if method.objective is None:            # zeroshot and lp: nothing to fine-tune
-        return finish(0, 0)
-
-    # Data: per-rank batches of B / W samples; the W ranks together hold the global batch.
-    batch_size, world = cfg["batch_size"], ctx.world_size
-    if batch_size % world:
-        raise FinetuneConfigError(f"finetune.batch_size={batch_size} is not divisible by the {world} processes")
-    transform = SeededCropTransform(teacher, cfg["crop_scale"]) if cfg.get("augment", True) \
-        else FixedTransform(clip.preprocess_val)
-    images = data_mod.GroupDataset(root, "train", None, meta)
-    if len(images) < batch_size:
-        raise FinetuneConfigError(f"finetune.batch_size={batch_size} exceeds the {len(images)} training images of {root}")
-    trainset = TrainSet(images, transform, seed, captions.spurious_rows)
-    sampler = EpochSampler(trainset, num_replicas=world, rank=ctx.rank, shuffle=True, seed=seed)
-    workers = cfg.get("num_workers", 0)
-    loader = torch.utils.data.DataLoader(
-        trainset, batch_size=batch_size // world, sampler=sampler, drop_last=True, num_workers=workers,
-        pin_memory=cuda, persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None)
-    steps_per_epoch, epochs = len(loader), cfg["epochs"]
-    total_steps = steps_per_epoch * epochs
-
-    student = Student(student_clip, head)
-    params = [p for p in student.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"], fused=cuda or None)
-    start_epoch = 0
+    meta = data_mod.read_metadata(dataset_cfg["data"]["root"])
+    if method.objective is not None:      # before any model is loaded
+        check_schedule(cfg, int((meta["split"] == data_mod.SPLITS["train"]).sum()), ctx.world_size)
+    run = prepare(dataset_cfg, cfg, seed, embeddings, out_dir, ctx, meta)
+    state = load_resume(run)
     if state is not None:
-        student_clip.load_state_dict(state["model"])
-        if head is not None:
-            head.load_state_dict(state["head"])
-        opt.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["rng"])
-        start_epoch = state["epoch"]
-        print(f"resuming {cfg['name']} seed {seed} from {resume_path} (epoch {start_epoch}/{epochs})", file=sys.stderr)
-    model = distributed.wrap(ctx, student)
-    teacher_images = TeacherImages(teacher, len(images), cache=not cfg.get("augment", True))
-
-    step = start_epoch * steps_per_epoch
-    log_every = cfg.get("log_every", 10)
-    bar = tqdm(total=total_steps, initial=step, disable=not (progress and ctx.is_main), dynamic_ncols=True,
-               desc=f"{cfg['name']} seed {seed}", mininterval=0.5 if sys.stderr.isatty() else 30)
-    for epoch in range(start_epoch, epochs):
-        sampler.set_epoch(epoch)
-        lam = diminishing_lambda(cfg["lambda"], epoch, epochs, cfg["schedule"]) if method.regularizer else 0.0
-        meter = Meter(ctx)
-        for i, raw in enumerate(loader):
-            lr = warmup_cosine_lr(step, cfg["lr"], cfg["warmup_steps"], total_steps)
-            for group in opt.param_groups:
-                group["lr"] = lr
-            batch = prepare_batch(raw, captions, method, ctx.device)
-            loss, loss_ft, reg, scale = compute_loss(model, teacher_images, teacher_text, tau0, method, batch, lam, ctx, autocast)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            meter.add(step, loss, loss_ft, reg)
-            step += 1
-            bar.update()
-            if meter.n == log_every or i == steps_per_epoch - 1:
-                n, seconds, (mean_loss, mean_ft, mean_reg), bad = meter.flush()
-                if bad is not None:
-                    bar.close()
-                    raise NonFiniteLossError(
-                        f"{cfg['name']} seed {seed}: non-finite loss at step {bad} (epoch {epoch}, lr {lr:.3g}, "
-                        f"lambda {lam:.3g}); stopped. The last good checkpoint is kept: "
-                        f"{resume_path if resume_path.exists() else 'none (failed in the first epoch)'}. "
-                        f"Lower finetune.lr or check the data.")
-                log.append({"phase": "ft", "step": step, "epoch": epoch, "loss": mean_loss, "loss_ft": mean_ft,
-                            "regularizer": mean_reg if method.regularizer else None, "lambda": lam, "lr": lr,
-                            "logit_scale": float(scale.detach()), "images_per_s": n * batch_size / seconds})
-                bar.set_postfix(loss=f"{mean_loss:.4f}", reg=f"{mean_reg:.2e}", refresh=False)
-        if ctx.is_main:
-            print(f"{cfg['name']} seed {seed} epoch {epoch + 1}/{epochs}: loss {log[-1]['loss']:.4f} "
-                  f"reg {log[-1]['regularizer'] or 0:.3e} lambda {lam:.3g} {log[-1]['images_per_s']:.0f} img/s",
-                  file=sys.stderr)
-            resume = checkpoint_state(student_clip, head, cfg, clip.identity, tau0, seed, epoch + 1, step, log)
-            resume.update(optimizer=opt.state_dict(), rng=torch.get_rng_state())
-            save(resume_path, resume)
-        distributed.barrier(ctx)
-    bar.close()
-    return finish(epochs, step)
+        run.log, run.probe = state["log"], state.get("probe")
+    elif method.linear_probe:
+        fit_linear_probe(run)
+    if method.objective is None:          # zeroshot and lp: nothing to fine-tune
+        return finish(run, Selection(), 0, 0)
+    return fine_tune(run, state, progress)

@@ -14,8 +14,9 @@ def evaluate_json(wildcards):
     d = ds(wildcards)
     cfg = {k: d[k] for k in ("classnames", "model", "evaluate")}
     cfg["data"] = {"root": d["data"]["root"]}
+    cfg["finetune"] = {"precision": d["finetune"]["precision"]}   # a checkpoint's own precision wins
     if wildcards.method == "wiseft":
-        cfg["finetune"] = {k: d["finetune"][k] for k in ("wiseft_alphas", "wiseft_alpha", "wiseft_of")}
+        cfg["finetune"].update({k: d["finetune"][k] for k in ("wiseft_alphas", "wiseft_alpha", "wiseft_of")})
     return quoted_json(cfg)
 
 

@@ -7,6 +7,18 @@ for _name, _cfg in DATASETS.items():
         ft_methods.check(_cfg["finetune"], f"{_name}.finetune")
     except ft_methods.FinetuneConfigError as e:
         raise WorkflowError(f"config key {e}") from None
+    if is_synthetic(_name):
+        # The synthetic training set's size is known before any job: check every run's schedule
+        # now (for real data the fine-tune stage checks it before loading a model).
+        for _method in _cfg["finetune"]["methods"]:
+            if _method in ft_methods.EVAL_ONLY:
+                continue
+            _run = ft_methods.run_config(_cfg["finetune"], _method)
+            if ft_methods.METHODS[_run["method"]].objective is not None:
+                try:
+                    ft_methods.check_schedule(_run, _cfg["data"]["synthetic"]["n_train"], _cfg["finetune"]["processes"])
+                except ft_methods.FinetuneConfigError as e:
+                    raise WorkflowError(f"config key {_name}.{e}") from None
 
 
 def finetune_json(wildcards):

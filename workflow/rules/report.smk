@@ -15,12 +15,22 @@ def report_metrics(wildcards):
             for m in report_methods(wildcards.dataset) for s in seeds]
 
 
+def report_category(wildcards):
+    """Figures and tables apart in `snakemake --report` (the pattern's wildcard says which)."""
+    return "Figures" if "figure" in wildcards.keys() else "Tables"
+
+
+report: "../report/workflow.rst"
+
+
 rule report:
     input:
         metrics=report_metrics,
         model=model_input,
     output:
-        directory("results/{dataset}"),
+        # `snakemake --report report.html results/<dataset>` shows these with their captions
+        report(directory("results/{dataset}"), patterns=["{figure}.png", "{table}.csv"],
+               caption="../report/results.rst", category="{dataset}", subcategory=report_category),
     params:
         cfg=dataset_json,
         pretrain=lambda w: f"--pretrain-report data/{w.dataset}/clip/pretrain_report.json" if is_synthetic(w.dataset) else "",

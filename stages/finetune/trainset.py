@@ -78,16 +78,26 @@ class FixedTransform:
         return self.transform(image)
 
 
+def draw_template(rng: np.random.Generator, n_templates: int, groups: list[list[int]] | None) -> int:
+    """A sample's spurious template: uniform over all `n_templates`, or, given `groups` (the
+    templates of each spurious type), a type uniformly and then one of its templates uniformly."""
+    if groups is None:
+        return int(rng.integers(n_templates))
+    group = groups[int(rng.integers(len(groups)))]
+    return group[int(rng.integers(len(group)))]
+
+
 class TrainSet(torch.utils.data.Dataset):
     """Items (image, y, index, spurious_row) for keys (epoch, index) given by `EpochSampler`.
 
     `spurious_rows[c, k]` is the row, in the embeddings table, of spurious template k filled with
-    class c; each sample draws k uniformly (-1 when the method needs no spurious caption).
+    class c; each sample draws k by `draw_template` (-1 when the method needs no spurious caption).
     """
 
-    def __init__(self, images: GroupDataset, transform, seed: int, spurious_rows: torch.Tensor | None):
+    def __init__(self, images: GroupDataset, transform, seed: int, spurious_rows: torch.Tensor | None,
+                 spurious_groups: list[list[int]] | None = None):
         self.images, self.transform, self.seed = images, transform, seed
-        self.spurious_rows = spurious_rows
+        self.spurious_rows, self.spurious_groups = spurious_rows, spurious_groups
 
     def __len__(self) -> int:
         return len(self.images)
@@ -98,7 +108,8 @@ class TrainSet(torch.utils.data.Dataset):
         image = self.transform(image, sample_rng(self.seed, epoch, i, CROP_STREAM))
         spurious = -1
         if self.spurious_rows is not None:
-            k = sample_rng(self.seed, epoch, i, CAPTION_STREAM).integers(self.spurious_rows.shape[1])
+            k = draw_template(sample_rng(self.seed, epoch, i, CAPTION_STREAM), self.spurious_rows.shape[1],
+                              self.spurious_groups)
             spurious = int(self.spurious_rows[y, k])
         return image, y, i, spurious
 
