@@ -1,0 +1,173 @@
+"""Images per second per CPU core of the training loader's decode + crop, for several decoders.
+
+    python bench/loader.py                 # 200 JPEGs of 500x375, every decoder available
+    python bench/loader.py --n 500 --seconds 5
+
+One process, one thread (torch.set_num_threads(1)), no DataLoader: the rate is what one loader
+worker (one core) delivers, so `target / rate` is the number of workers (cores) one GPU needs.
+Every path: read the JPEG file, decode, RandomResizedCrop to 224 px (scale 0.9-1, as the paper's
+recipe), float + CLIP normalisation; the output is the [3, 224, 224] float tensor a model eats.
+
+  pil_v1        PIL decode, torchvision.transforms (v1) bicubic crop, ToTensor, Normalize:
+                open_clip's / FLYP's training transform
+  pil_v2        PIL decode, transforms.v2 bicubic crop on the PIL image, then to tensor
+  tv_decode     torchvision.io.decode_jpeg on the CPU, v2 bilinear (antialiased) crop on the
+                uint8 tensor, then float
+  cuda_decode   torchvision.io.decode_jpeg(device="cuda") on batches of files (the CPU only reads
+                bytes), crop and normalise on the GPU; its rate is per GPU, not per core
+                (skipped without CUDA)
+
+The images are synthetic (smooth colour fields plus texture, ~ImageNet's bytes per pixel), written
+to a temporary folder; files are read from the page cache. On a shared machine the numbers are
+noisy: compare the ratios, not the third digit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision
+from PIL import Image
+from torchvision import transforms as v1
+from torchvision.io import ImageReadMode, decode_jpeg, read_file
+from torchvision.transforms import v2
+
+MEAN = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP's normalisation (open_clip's constants)
+STD = (0.26862954, 0.26130258, 0.27577711)
+SIZE, SCALE = 224, (0.9, 1.0)
+FLYP_RATE = 1600  # images/s of FLYP's ViT-B/16 step on one H200 (issue 8)
+
+
+def write_jpegs(folder: Path, n: int, width: int = 500, height: int = 375, seed: int = 0) -> list[Path]:
+    """n photo-like JPEGs (quality 90): low-frequency colour fields plus fine texture, so that
+    they compress like natural images rather than like noise or flat colour."""
+    rng = np.random.default_rng(seed)
+    paths = []
+    for k in range(n):
+        coarse = rng.integers(0, 256, (height // 25 + 1, width // 25 + 1, 3), dtype=np.uint8)
+        field = np.asarray(Image.fromarray(coarse).resize((width, height), Image.BICUBIC), np.float32)
+        texture = rng.normal(0, 12, (height, width, 1)).astype(np.float32)
+        pixels = np.clip(field + texture, 0, 255).astype(np.uint8)
+        path = folder / f"img_{k:04d}.JPEG"
+        Image.fromarray(pixels).save(path, quality=90)
+        paths.append(path)
+    return paths
+
+
+def pil_v1():
+    tf = v1.Compose([v1.RandomResizedCrop(SIZE, scale=SCALE, interpolation=v1.InterpolationMode.BICUBIC),
+                     v1.ToTensor(), v1.Normalize(MEAN, STD)])
+
+    def run(path):
+        with Image.open(path) as im:
+            return tf(im.convert("RGB"))
+    return run
+
+
+def pil_v2():
+    tf = v2.Compose([v2.RandomResizedCrop(SIZE, scale=SCALE, interpolation=v2.InterpolationMode.BICUBIC),
+                     v2.PILToTensor(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(MEAN, STD)])
+
+    def run(path):
+        with Image.open(path) as im:
+            return tf(im.convert("RGB"))
+    return run
+
+
+def tv_decode():
+    tf = v2.Compose([v2.RandomResizedCrop(SIZE, scale=SCALE, antialias=True),  # bilinear
+                     v2.ToDtype(torch.float32, scale=True), v2.Normalize(MEAN, STD)])
+
+    def run(path):
+        return tf(decode_jpeg(read_file(str(path)), mode=ImageReadMode.RGB))
+    return run
+
+
+def time_round_robin(runs: dict, paths, seconds: float) -> dict[str, list[float]]:
+    """Images/s of each decoder, one pass over the files each in turn (after a warm-up pass),
+    until every decoder has had >= 3 passes and >= `seconds`: a load spike from another process
+    then hits all decoders alike instead of whichever was running."""
+    for run in runs.values():
+        for p in paths:
+            run(p)
+    rates = {name: [] for name in runs}
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds * len(runs) or min(map(len, rates.values())) < 3:
+        for name, run in runs.items():
+            t = time.perf_counter()
+            for p in paths:
+                out = run(p)
+            rates[name].append(len(paths) / (time.perf_counter() - t))
+            assert out.shape == (3, SIZE, SIZE) and out.dtype == torch.float32
+    return rates
+
+
+def time_cuda(paths, seconds: float, batch: int = 128) -> list[float]:
+    """Batched GPU decode: the CPU reads the bytes, the GPU decodes, crops and normalises."""
+    device = torch.device("cuda")
+    crop = v2.RandomResizedCrop(SIZE, scale=SCALE, antialias=True)
+    mean = torch.tensor(MEAN, device=device).view(3, 1, 1)
+    std = torch.tensor(STD, device=device).view(3, 1, 1)
+
+    def run_all():
+        out = None
+        for i in range(0, len(paths), batch):
+            data = [read_file(str(p)) for p in paths[i:i + batch]]
+            images = decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
+            out = torch.stack([crop(im) for im in images]).float().div_(255).sub_(mean).div_(std)
+        torch.cuda.synchronize()
+        return out
+
+    run_all()
+    rates, start = [], time.perf_counter()
+    while time.perf_counter() - start < seconds or len(rates) < 3:
+        t = time.perf_counter()
+        out = run_all()
+        rates.append(len(paths) / (time.perf_counter() - t))
+    assert out.shape[1:] == (3, SIZE, SIZE)
+    return rates
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--n", type=int, default=200, help="number of JPEGs (default 200)")
+    p.add_argument("--seconds", type=float, default=3.0, help="minimum timed seconds per decoder")
+    p.add_argument("--target", type=float, default=FLYP_RATE,
+                   help=f"images/s one GPU consumes (default {FLYP_RATE}: FLYP ViT-B/16, H200)")
+    a = p.parse_args(argv)
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = write_jpegs(Path(tmp), a.n)
+        kb = statistics.mean(p.stat().st_size for p in paths) / 1024
+        print(f"{a.n} JPEGs of 500x375 (mean {kb:.0f} KiB), crop to {SIZE} px; torch "
+              f"{torch.__version__}, torchvision {torchvision.__version__}, Pillow {Image.__version__}; "
+              f"1 thread; median of >= 3 passes each, decoders in turn, >= {a.seconds:g} s each\n")
+        runs = {"pil_v1": pil_v1(), "pil_v2": pil_v2(), "tv_decode": tv_decode()}
+        rows = {name: statistics.median(r) for name, r in time_round_robin(runs, paths, a.seconds).items()}
+        cuda = None
+        if torch.cuda.is_available():
+            cuda = statistics.median(time_cuda(paths, a.seconds))
+    base = rows["pil_v1"]
+    print(f"| decoder | images/s per core | vs pil_v1 | cores per GPU at {a.target:g} images/s |")
+    print("|---|---:|---:|---:|")
+    for name, rate in rows.items():
+        print(f"| {name} | {rate:.0f} | {rate / base:.2f}x | {math.ceil(a.target / rate)} |")
+    if cuda is None:
+        print("| cuda_decode | skipped: no CUDA device | | |")
+    else:
+        print(f"| cuda_decode (per GPU, 1 reading core) | {cuda:.0f} | {cuda / base:.2f}x | "
+              f"{'1' if cuda >= a.target else math.ceil(a.target / cuda)} |")
+    best = max(rows, key=rows.get)
+    print(f"\nfeeding {a.target:g} images/s takes {a.target / base:.1f} cores with pil_v1 and "
+          f"{a.target / rows[best]:.1f} with {best} (workers per GPU; the machine is shared: noisy)")
+
+
+if __name__ == "__main__":
+    main()
