@@ -1,0 +1,169 @@
+"""The repository's SLURM profile against a real single-node SLURM.
+
+workflow/scripts/slurm_single_node.sh installs slurm-wlm + munge from Debian if missing and starts
+munged, slurmctld and slurmd (2 fake GPUs); the reduced synthetic world then runs through
+`snakemake --profile workflow/profiles/slurm`, exactly as a user types it, with the partition and
+GPU model set in the profile as the README tells a user to. slurmctld keeps finished jobs for
+MinJobAge, so every job's request is read back with `scontrol show job` (no accounting database).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+import yaml
+
+from pipeline import REDUCED, REPO, make_workdir
+
+SCRIPT = REPO / "workflow/scripts/slurm_single_node.sh"
+PARTITION, GPU_MODEL = "debug", "fake"  # the script's partition and GPU type
+# flyp runs with finetune.processes 2: one SLURM job with 2 (fake) GPUs on one node and torchrun
+# inside it (gloo on the CPU, since the GPUs are not real). Smaller than REDUCED where size only
+# costs time: each SLURM job here spends ~10 s starting Snakemake twice (sbatch, then srun) on two
+# cores, and the DAG is 6 jobs deep.
+CONFIG = {
+    **REDUCED,
+    "data": {"synthetic": {"n_train": 128, "n_val": 32, "n_test": 64, "n_pretrain": 512}},
+    "pretrain": {**REDUCED["pretrain"], "steps": 10, "warmup_steps": 2},
+    "describe": {"backend": "file", "types": ["background"], "files": {"background": "pool.txt"}, "min_pool": 3},
+    "finetune": {**REDUCED["finetune"], "methods": ["zeroshot", "flyp"], "seeds": [0], "epochs": 1, "warmup_steps": 1,
+                 "processes": 2},
+}
+POOL = """\
+# the test's own pool (no LLM): the file backend applies the usual filters
+a photo of a {} in the forest.
+a photo of a {} on a lake.
+a photo of a {} in the snow.
+a photo of a {} in a city street.
+"""
+
+
+def _unavailable(why: str):
+    """CI must run this test: there a missing piece is a failure, locally a skip."""
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(why)
+    pytest.skip(why)
+
+
+@pytest.fixture
+def slurm_cluster(tmp_path_factory):
+    if importlib.util.find_spec("snakemake_executor_plugin_slurm") is None:
+        _unavailable("snakemake-executor-plugin-slurm is not installed: pip install -e '.[slurm]'")
+    if shutil.which("slurmctld") is None and (os.geteuid() != 0 or shutil.which("apt-get") is None):
+        _unavailable("SLURM is not installed and this is no Debian machine where we are root to install it")
+    if os.geteuid() != 0:
+        _unavailable(f"{SCRIPT.name} runs the SLURM daemons as root")
+    state = tmp_path_factory.mktemp("slurm")
+    env = {**os.environ, "SLURM_SINGLE_NODE_DIR": str(state)}
+    try:
+        start = subprocess.run(["bash", str(SCRIPT), "start"], env=env, capture_output=True, text=True, timeout=900)
+        assert start.returncode == 0, f"{SCRIPT.name} start failed:\n{start.stderr[-5000:]}"
+        conf = re.fullmatch(r"export SLURM_CONF=(\S+)\n", start.stdout)
+        assert conf, f"start printed {start.stdout!r}, not one `export SLURM_CONF=...` line"
+        yield {**os.environ, "SLURM_CONF": conf.group(1)}
+    finally:
+        stop = subprocess.run(["bash", str(SCRIPT), "stop"], env=env, capture_output=True, text=True, timeout=120)
+        assert stop.returncode == 0, f"{SCRIPT.name} stop failed:\n{stop.stderr[-3000:]}"
+
+
+def slurm_jobs(env) -> dict[str, dict]:
+    """Every job slurmctld still knows (finished ones for MinJobAge), by id: `scontrol -d show job -o`
+    fields, one job a line (none of the values read here contains a space)."""
+    out = subprocess.run(["scontrol", "-d", "show", "job", "-o"], env=env, capture_output=True, text=True,
+                         check=True).stdout
+    jobs = {}
+    for line in out.splitlines():
+        fields = dict(re.findall(r"(\S+?)=(\S*)", line))
+        jobs[fields["JobId"]] = fields
+    return jobs
+
+
+def megabytes(size: str) -> float:
+    """scontrol's memory sizes ("16000M", "62.50G") in MB."""
+    number, unit = re.fullmatch(r"([\d.]+)([MGT])", size).groups()
+    return float(number) * {"M": 1, "G": 1024, "T": 1024**2}[unit]
+
+
+@pytest.mark.slow
+def test_synthbirds_through_the_slurm_profile(slurm_cluster, tmp_path):
+    t0 = time.monotonic()
+    work = make_workdir(tmp_path, CONFIG)
+    (work / "pool.txt").write_text(POOL)
+    profile = work / "workflow/profiles/slurm/config.yaml"
+    cfg = yaml.safe_load(profile.read_text())
+    assert cfg["executor"] == "slurm"
+    # the edits the README asks of a user: the partition, and a GPU model where one matters (this
+    # cluster has no accounting, and the plugin then submits without an account)
+    cfg["default-resources"]["slurm_partition"] = PARTITION
+    cfg["set-resources"]["finetune"]["gpu_model"] = GPU_MODEL
+    profile.write_text(yaml.safe_dump(cfg))
+
+    # Plugin options a user may give too: the first status check after 2 s instead of 40 s keeps
+    # the test short (MinJobAge stays far above 3x it, so the plugin keeps squeue), and the job logs
+    # are kept to read the jobs' environment.
+    cmd = [sys.executable, "-m", "snakemake", "--profile", "workflow/profiles/slurm", "results/synthbirds",
+           "--slurm-init-seconds-before-status-checks", "2", "--slurm-keep-successful-logs", "--verbose",
+           "--configfile", "override.yaml"]
+    try:
+        proc = subprocess.run(cmd, cwd=work, env=slurm_cluster, capture_output=True, text=True, timeout=600)
+    except subprocess.TimeoutExpired as e:
+        # e.g. a status command that never sees the jobs end: Snakemake then waits forever
+        # always bytes, whatever text= says
+        out = b"".join(x or b"" for x in (e.stdout, e.stderr)).decode(errors="replace")
+        lines = list(dict.fromkeys(out.splitlines()))  # the status loop repeats itself for minutes
+        pytest.fail(f"{' '.join(cmd)} did not finish in 600 s (it takes ~200 s):\n" + "\n".join(lines)[-6000:])
+    output = proc.stdout + proc.stderr
+    sbatch_calls = re.findall(r"sbatch call: (.*)", output)
+    if proc.returncode != 0:
+        log_files = sorted([*(work / "logs").rglob("*.log"), *(work / ".snakemake/slurm_logs").rglob("*.log")])
+        logs = "\n".join(f"--- {p}\n{p.read_text(errors='replace')[-2000:]}" for p in log_files)
+        pytest.fail(f"{' '.join(cmd)} failed ({proc.returncode}):\n{output[-6000:]}\n{logs}")
+    print(f"snakemake through SLURM took {time.monotonic() - t0:.0f} s; sbatch calls:\n" + "\n".join(sbatch_calls))
+
+    # every job went through SLURM, none ran on the submitting process
+    jobs = slurm_jobs(slurm_cluster)
+    by_rule: dict[str, list[dict]] = {}
+    for job in jobs.values():
+        rule = re.match(r"rule_([a-z_0-9]+?)(?:_wildcards_|$)", job["Comment"]).group(1)
+        by_rule.setdefault(rule, []).append(job)
+    expected = {"synth_world": 1, "check_data": 1, "pretrain": 1, "describe": 1, "embed": 1, "finetune": 1,
+                "evaluate": 2, "report": 1}
+    assert {r: len(j) for r, j in by_rule.items()} == expected, sbatch_calls
+    assert all(j["JobState"] == "COMPLETED" for j in jobs.values()), jobs
+    for job in sorted(jobs.values(), key=lambda j: int(j["JobId"])):
+        print(f"job {job['JobId']} {job['Comment']}: submitted {job['SubmitTime'][11:]}, ran {job['RunTime']}")
+
+    # GPUs only through resources: the 2-process run asked for 2 GPUs on one node, and only it
+    (finetune,) = by_rule["finetune"]
+    assert finetune.get("TresPerJob") == f"gres:gpu:{GPU_MODEL}:2", finetune
+    assert finetune["JOB_GRES"] == f"gpu:{GPU_MODEL}:2", finetune
+    assert finetune["NumNodes"] == "1", finetune
+    for rule, rule_jobs in by_rule.items():
+        if rule != "finetune":
+            assert all("TresPerJob" not in j and j["JOB_GRES"] == "(null)" for j in rule_jobs), (rule, rule_jobs)
+    assert not any("--gres" in call for call in sbatch_calls), sbatch_calls
+    # ... and the job saw them, as on a real cluster (the job step logs its environment at --verbose)
+    (job_log,) = (work / ".snakemake/slurm_logs/rule_finetune").rglob(f"{finetune['JobId']}.log")
+    job_env = job_log.read_text()
+    assert re.search(rf"'SLURM_GPUS': '({GPU_MODEL}:)?2'", job_env), job_env[-3000:]
+    assert "'CUDA_VISIBLE_DEVICES': '0,1'" in job_env, job_env[-3000:]
+    # the profile's sizes reached SLURM: finetune's threads as CPUs, its memory and wall time
+    assert finetune["NumCPUs"] == str(cfg["set-threads"]["finetune"]), finetune
+    assert megabytes(finetune["MinMemoryNode"]) == cfg["set-resources"]["finetune"]["mem_mb"], finetune
+    assert finetune["TimeLimit"] == "1-00:00:00", finetune  # runtime: 1440 minutes
+
+    # the same report as a local run
+    out = work / "results/synthbirds"
+    table = pd.read_csv(out / "table_test.csv", index_col=0)
+    assert list(table.index) == ["zeroshot", "flyp"] and (table["Seeds"] == 1).all()
+    assert list(table.columns[:3]) == ["Worst-group", "Average", "Adj. average"]
+    report = (out / "report.md").read_text()
+    assert all(re.search(rf"^\| {m} ", report, flags=re.M) for m in table.index), report
