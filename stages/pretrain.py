@@ -60,11 +60,19 @@ def train(model: open_clip.CLIP, images: np.ndarray, captions: np.ndarray, cfg: 
     x_all = to_tensor(images)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2 and n != "logit_scale"]
-    # The temperature gets its own learning rate: at the weights' rate a short CPU pre-training
-    # leaves it near its initial 14, and a teacher that flat makes the StarFT softmaxes uniform.
     groups = [{"params": decay, "weight_decay": cfg["weight_decay"], "lr_mult": 1.0},
-              {"params": no_decay, "weight_decay": 0.0, "lr_mult": 1.0},
-              {"params": [model.logit_scale], "weight_decay": 0.0, "lr_mult": cfg["logit_scale_lr_mult"]}]
+              {"params": no_decay, "weight_decay": 0.0, "lr_mult": 1.0}]
+    fixed_scale = cfg.get("logit_scale")
+    if fixed_scale is None:
+        # The learned temperature gets its own learning rate: at the weights' rate a short CPU
+        # pre-training leaves it near its initial 14, and a teacher that flat makes the StarFT
+        # softmaxes uniform.
+        groups.append({"params": [model.logit_scale], "weight_decay": 0.0, "lr_mult": cfg["logit_scale_lr_mult"]})
+    else:
+        # A fixed temperature (CLIP's learned one ends at its clamp, 100): set once, never trained.
+        with torch.no_grad():
+            model.logit_scale.fill_(math.log(fixed_scale))
+        model.logit_scale.requires_grad_(False)
     opt = torch.optim.AdamW(groups, lr=cfg["lr"], betas=(0.9, 0.98))
     loss_fn = open_clip.ClipLoss()
     log, n, bs = [], len(images), cfg["batch_size"]
@@ -82,7 +90,7 @@ def train(model: open_clip.CLIP, images: np.ndarray, captions: np.ndarray, cfg: 
         with torch.no_grad():  # CLIP's clamp: a temperature below 1/100 destabilises training
             model.logit_scale.clamp_(0, math.log(100))
         if step % 20 == 0 or step == cfg["steps"] - 1:
-            rec = {"step": step, "loss": float(loss), "logit_scale": float(scale),
+            rec = {"step": step, "loss": float(loss.detach()), "logit_scale": float(scale.detach()),
                    "lr": opt.param_groups[0]["lr"], "images_per_s": (step + 1) * bs / (time.perf_counter() - start)}
             log.append(rec)
             bar.set_postfix(loss=f"{rec['loss']:.3f}", scale=f"{rec['logit_scale']:.1f}")

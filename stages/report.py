@@ -228,7 +228,8 @@ def main(argv=None) -> None:
         z = r["zeroshot"]
         notes.append(
             f"Teacher: the synthetic world's tiny CLIP, pre-trained for {r['pretrain']['steps']} steps "
-            f"({r['train_seconds']:.0f} s), logit scale {r['final_logit_scale']:.1f}; on a fresh balanced set its "
+            f"({r['train_seconds']:.0f} s), logit scale {r['final_logit_scale']:.1f} "
+            f"({'fixed' if r['pretrain'].get('logit_scale') else 'learned'}); on a fresh balanced set its "
             f"zero-shot class accuracy is {z['class_accuracy']:.1f}% (worst group {z['class_worst_group']:.1f}%) "
             f"and its scene (land/water) accuracy {z['scene_accuracy']:.1f}%.")
     build(runs, json.loads(a.dataset_config), a.dataset, Path(a.out), notes)

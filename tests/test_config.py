@@ -6,7 +6,13 @@ from stages.config import ConfigError, load, validate
 
 def test_shipped_configs_validate_and_get_defaults():
     cfg = load("config/synthbirds.yaml", "config/waterbirds.yaml")
-    assert set(cfg) == {"synthbirds", "waterbirds"}
+    assert set(cfg) == {"synthbirds", "synthbirds_sharp", "waterbirds"}
+    # the ablation differs from the demo only by its teacher's fixed logit scale (and its paths)
+    sharp, demo = cfg["synthbirds_sharp"], cfg["synthbirds"]
+    assert sharp["pretrain"] == {**demo["pretrain"], "logit_scale": 100} and demo["pretrain"]["logit_scale"] is None
+    for key in ("finetune", "describe", "evaluate", "seed", "classnames"):
+        assert sharp[key] == demo[key], key
+    assert sharp["data"]["synthetic"] == demo["data"]["synthetic"]
     assert cfg["waterbirds"]["model"] == {"name": "ViT-B-16-quickgelu", "pretrained": "openai"}
     # a section absent from the file is filled with the schema's defaults
     assert cfg["waterbirds"]["pretrain"]["steps"] > 0
