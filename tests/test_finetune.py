@@ -266,9 +266,8 @@ def test_resume_ends_with_the_weights_of_an_uninterrupted_run(world, go, monkeyp
                                   pd.read_csv(tmp / "cut" / "train_log.csv").drop(columns="images_per_s"))
 
 
-def test_resume_from_another_configuration_starts_afresh(world, go, monkeypatch, capsys):
-    tmp, cfg, emb = world
-    out = tmp / "changed"
+def interrupt_after_first_epoch(go, monkeypatch, method, out, **overrides):
+    """Run `method` until its first resume.pt is written, then stop it as a kill would."""
     real_save = train_mod.save
 
     def save_then_crash(path, state):
@@ -277,8 +276,15 @@ def test_resume_from_another_configuration_starts_afresh(world, go, monkeypatch,
 
     monkeypatch.setattr(train_mod, "save", save_then_crash)
     with pytest.raises(KeyboardInterrupt):
-        go("flyp", out, epochs=2)
+        go(method, out, **overrides)
     monkeypatch.setattr(train_mod, "save", real_save)
+    assert (out / "resume.pt").exists()
+
+
+def test_resume_from_another_configuration_starts_afresh(world, go, monkeypatch, capsys):
+    tmp, cfg, emb = world
+    out = tmp / "changed"
+    interrupt_after_first_epoch(go, monkeypatch, "flyp", out, epochs=2)
     r = go("flyp", out, epochs=2, lr=5e-5)
     assert "starting afresh" in capsys.readouterr().err and r["steps"] == 4
 
@@ -439,16 +445,7 @@ def test_resume_with_changed_pools_starts_afresh(world, go, monkeypatch, capsys,
     from stages import embed
     other = tmp_path / "other.parquet"
     embed.run(cfg, make_pools(tmp_path / "pools", {**POOLS, "texture": ["a photo of a striped {}."]}), other)
-    real_save = train_mod.save
-
-    def save_then_crash(path, state):
-        real_save(path, state)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(train_mod, "save", save_then_crash)
-    with pytest.raises(KeyboardInterrupt):
-        go("starft", tmp_path / "run", epochs=2)
-    monkeypatch.setattr(train_mod, "save", real_save)
+    interrupt_after_first_epoch(go, monkeypatch, "starft", tmp_path / "run", epochs=2)
     capsys.readouterr()
     rc = run_config(cfg["finetune"], "starft")
     rc.update(epochs=2)

@@ -348,9 +348,12 @@ def prepare(dataset_cfg: dict, cfg: dict, seed: int, embeddings: Path, out_dir: 
                autocast_dtype(cfg.get("precision", "auto"), ctx.device))
 
 
-def split_loader(run: Run, split: str, batch_size: int) -> torch.utils.data.DataLoader:
-    """Un-augmented images of one split (probe features, validation)."""
-    images = data_mod.GroupDataset(run.dataset_cfg["data"]["root"], split, run.clip.preprocess_val, run.meta)
+def split_loader(run: Run, split: str, batch_size: int, purpose: str) -> torch.utils.data.DataLoader:
+    """Un-augmented images of one split (probe features, validation); `purpose` names the user."""
+    root = run.dataset_cfg["data"]["root"]
+    images = data_mod.GroupDataset(root, split, run.clip.preprocess_val, run.meta)
+    if len(images) == 0:
+        raise FinetuneConfigError(f"{root} has no {split} images, which {purpose} needs")
     return torch.utils.data.DataLoader(images, batch_size=batch_size, num_workers=run.cfg.get("num_workers", 0),
                                        pin_memory=run.ctx.device.type == "cuda")
 
@@ -367,7 +370,8 @@ def fit_linear_probe(run: Run) -> None:
     device = run.ctx.device
     feats = {}
     for split in ("train", "val"):
-        f, y, _ = encode_images(run.teacher, split_loader(run, split, run.cfg["batch_size"]), device,
+        loader = split_loader(run, split, run.cfg["batch_size"], "the linear probe (lp, lpft)")
+        f, y, _ = encode_images(run.teacher, loader, device,
                                 desc=f"linear-probe features ({split})", autocast_dtype=run.autocast_dtype)
         feats[split] = (f.to(device), y.to(device))
     linear = run.head.linear
@@ -394,7 +398,8 @@ def val_metrics(run: Run) -> dict:
     classnames = run.dataset_cfg["classnames"]
     head = make_head(run.student_clip, run.clip.tokenizer, classnames, run.dataset_cfg["evaluate"]["templates"],
                      run.ctx.device, None if run.head is None else run.head.state_dict())
-    loaders = {"val": split_loader(run, "val", run.dataset_cfg["evaluate"]["batch_size"])}
+    loaders = {"val": split_loader(run, "val", run.dataset_cfg["evaluate"]["batch_size"],
+                                   "finetune.select: val_worst_group")}
     train_counts = data_mod.group_counts(run.meta, len(classnames))["train"]
     metrics = evaluate_splits(run.student_clip, head, loaders, run.ctx.device, len(classnames) * data_mod.N_PLACES,
                               train_counts, run.autocast_dtype)["val"]
