@@ -31,32 +31,32 @@ def test_one_describe_job_per_dataset_with_the_gpus_its_backend_uses(tmp_path):
     work = make_workdir(tmp_path, REDUCED)
     synth = {**REDUCED, "describe": {**REDUCED["describe"], "types": ["background", "texture", "quality"]}}
     write_overrides(work, synth, {"describe": {"tensor_parallel_size": 2}})
-    targets = [f"data/{d}/pools/{t}.descriptions.parquet" for d in ("synthbirds", "waterbirds")
-               for t in ("background", "texture", "quality")]
-    dry = snakemake(work, "-n", "data/synthbirds/embeddings/teacher_text.parquet", *targets)
+    dry = snakemake(work, "-n", "-p", "data/synthbirds/embeddings/teacher_text.parquet", "data/waterbirds/pools")
     describe = [j for j in dry_run_jobs(dry.stdout) if j["rule"] == "describe"]
     assert sorted(j["wildcards"]["dataset"] for j in describe) == ["synthbirds", "waterbirds"], dry.stdout[-3000:]
     by_dataset = {j["wildcards"]["dataset"]: j for j in describe}
     for name, job in by_dataset.items():
-        assert sorted(job["output"]) == sorted(f"data/{name}/pools/{t}.{ext}" for t in ("background", "texture", "quality")
-                                               for ext in ("descriptions.parquet", "preview.md"))
+        assert job["output"] == [f"data/{name}/pools"]        # every type's files, one folder
     # vLLM with tensor_parallel_size 2 asks for 2 GPUs; SmolLM2 on device auto (the CPU) for none
     assert by_dataset["waterbirds"]["resources"]["gpu"] == "2"
     assert by_dataset["synthbirds"]["resources"]["gpu"] == "0"
+    # embed reads each configured type's pool from that folder
+    embed = next(j for j in dry_run_jobs(dry.stdout) if j["rule"] == "embed")
+    assert "data/synthbirds/pools/quality.descriptions.parquet" in dry.stdout.split("rule embed:")[1]
+    assert embed["wildcards"] == {"dataset": "synthbirds"}
 
 
-def test_datasets_with_different_types_get_one_job_each(tmp_path):
+def test_datasets_with_different_types_share_one_rule(tmp_path):
     work = make_workdir(tmp_path, REDUCED)  # synthbirds: [background]; waterbirds: three types
     write_overrides(work, REDUCED, {"describe": {"backend": "file", "files": {
         "background": "bg.txt", "texture": "tx.txt", "quality": "q.txt"}}})
     for f in ("bg.txt", "tx.txt", "q.txt"):
         (work / f).write_text("a photo of a {} in the forest.\n")
-    dry = snakemake(work, "-n", "data/synthbirds/pools/background.descriptions.parquet",
-                    "data/waterbirds/pools/quality.descriptions.parquet")
-    describe = {j["wildcards"]["dataset"]: j for j in dry_run_jobs(dry.stdout) if j["rule"].startswith("describe")}
-    assert describe["synthbirds"]["output"] == ["data/synthbirds/pools/background.descriptions.parquet",
-                                                "data/synthbirds/pools/background.preview.md"]
-    assert len(describe["waterbirds"]["output"]) == 6
+    dry = snakemake(work, "-n", "-p", "data/synthbirds/pools", "data/waterbirds/pools")
+    describe = {j["wildcards"]["dataset"]: j for j in dry_run_jobs(dry.stdout) if j["rule"] == "describe"}
+    assert set(describe) == {"synthbirds", "waterbirds"}
+    assert "--types background --threads" in dry.stdout
+    assert "--types background texture quality --threads" in dry.stdout
     assert describe["waterbirds"]["resources"]["gpu"] == "0"  # the file backend
 
 

@@ -2,8 +2,9 @@
 # caption (each pool template filled with each class name), fingerprinted by the teacher.
 
 
-def spurious_pools(wildcards):
-    return [f"data/{wildcards.dataset}/pools/{t}.descriptions.parquet" for t in ds(wildcards)["describe"]["types"]]
+def spurious_pools(wildcards, input):
+    """The pool of every type in the describe job's folder."""
+    return " ".join(f"{input.pools}/{t}.descriptions.parquet" for t in ds(wildcards)["describe"]["types"])
 
 
 def embed_json(wildcards):
@@ -17,16 +18,17 @@ def embed_json(wildcards):
 
 rule embed:
     input:
-        pools=spurious_pools,
+        pools="data/{dataset}/pools",
         model=model_input,
     output:
         "data/{dataset}/embeddings/teacher_text.parquet",
     params:
         cfg=embed_json,
+        pools=spurious_pools,
     threads: 1
     resources:
         gpu=lambda w: 0 if ds(w)["finetune"]["device"] == "cpu" or is_synthetic(w.dataset) else 1,
     log:
         "logs/{dataset}/embed.log",
     shell:
-        "python -m stages.embed --dataset-config {params.cfg} --pools {input.pools} --out {output} > {log} 2>&1"
+        "python -m stages.embed --dataset-config {params.cfg} --pools {params.pools} --out {output} > {log} 2>&1"
