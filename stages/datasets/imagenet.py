@@ -70,27 +70,24 @@ def open_imagenet(root, split, transform=None) -> ClassificationSet:
     return _wnid_folders("imagenet", folder, split, transform, wnids(), class_subset=False)
 
 
-def open_sketch(root, split, transform=None) -> ClassificationSet:
-    check_split("imagenet_sketch", split, ("test",))
-    folder = require_dir(Path(root), "ImageNet-Sketch's sketch/ folder (1000 wnid folders)",
-                         "https://github.com/HaohanWang/ImageNet-Sketch")
-    return _wnid_folders("imagenet_sketch", folder, split, transform, wnids(), class_subset=False)
+def _wnid_test_set(name: str, what: str, url: str, classes):
+    """The reader of a test-only set stored as one folder per wnid under `root`. `classes()` gives
+    its wnids; a set of fewer than ImageNet's 1000 (R, A) restricts the logits to them."""
+    def open_set(root, split, transform=None) -> ClassificationSet:
+        check_split(name, split, ("test",))
+        folder = require_dir(Path(root), what, url)
+        expected = classes()
+        return _wnid_folders(name, folder, split, transform, expected, class_subset=len(expected) < len(wnids()))
+    open_set.__name__ = f"open_{name}"
+    return open_set
 
 
-def open_r(root, split, transform=None) -> ClassificationSet:
-    check_split("imagenet_r", split, ("test",))
-    folder = require_dir(Path(root), "the extracted imagenet-r/ folder (200 wnid folders)",
-                         "https://github.com/hendrycks/imagenet-r")
-    return _wnid_folders("imagenet_r", folder, split, transform, timm_subset("imagenet_r"),
-                         class_subset=True)
-
-
-def open_a(root, split, transform=None) -> ClassificationSet:
-    check_split("imagenet_a", split, ("test",))
-    folder = require_dir(Path(root), "the extracted imagenet-a/ folder (200 wnid folders)",
-                         "https://github.com/hendrycks/natural-adv-examples")
-    return _wnid_folders("imagenet_a", folder, split, transform, timm_subset("imagenet_a"),
-                         class_subset=True)
+open_sketch = _wnid_test_set("imagenet_sketch", "ImageNet-Sketch's sketch/ folder (1000 wnid folders)",
+                             "https://github.com/HaohanWang/ImageNet-Sketch", wnids)
+open_r = _wnid_test_set("imagenet_r", "the extracted imagenet-r/ folder (200 wnid folders)",
+                        "https://github.com/hendrycks/imagenet-r", lambda: timm_subset("imagenet_r"))
+open_a = _wnid_test_set("imagenet_a", "the extracted imagenet-a/ folder (200 wnid folders)",
+                        "https://github.com/hendrycks/natural-adv-examples", lambda: timm_subset("imagenet_a"))
 
 
 def open_v2(root, split, transform=None) -> ClassificationSet:
