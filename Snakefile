@@ -1,27 +1,38 @@
-# StarFT pipeline. Targets a user types:
+# StarFT pipeline. Targets a user types (README "The paper's tables"):
 #   snakemake --cores 2 results/synthbirds      (synthetic world, CPU, minutes)
-#   snakemake --cores 8 results/waterbirds      (real data, GPU)
-# Every dataset's configuration is validated against workflow/schemas/config.schema.yaml before
-# any job runs; intermediate files live under data/<dataset>/ and results/runs/<dataset>/, outside
-# the directory target results/<dataset>/.
+#   snakemake --cores 16 results/imagenet       (the paper's protocol: fine-tune on ImageNet, evaluate on every target)
+#   snakemake --cores 16 results/waterbirds     (zero-shot group shift, and the in-task setting)
+# The configuration (datasets, experiments, reports) is validated against
+# workflow/schemas/config.schema.yaml before any job runs. Per data set: data/<dataset>/; per
+# experiment: data/<experiment>/ (pools, teacher text embeddings) and results/runs/<experiment>/
+# (checkpoints, one eval/<target>.json per run and target), outside the report folder results/<name>/.
 import json
 import shlex
 from pathlib import Path
 
 from stages import config as stage_config
+from stages.datasets import EVAL_SPLITS
+from stages.synthsource import SETS as SOURCE_SETS
 
 configfile: "config/synthbirds.yaml"
-configfile: "config/waterbirds.yaml"
+configfile: "config/synthworld.yaml"
+configfile: "config/paper.yaml"
 
 try:
-    DATASETS = stage_config.validate(config)
+    CONFIG = stage_config.validate(config)
 except stage_config.ConfigError as e:
     raise WorkflowError(str(e)) from None
+DATASETS, EXPERIMENTS, REPORTS = CONFIG["datasets"], CONFIG["experiments"], CONFIG["reports"]
+# what the describe, embed and fine-tune stages read of each experiment (training set resolved)
+JOBS = {name: stage_config.train_job(CONFIG, name) for name in EXPERIMENTS}
+SYNTHETIC = [name for name in DATASETS if stage_config.is_synthetic(CONFIG, name)]
+SOURCES = [name for name, d in DATASETS.items() if "source" in d]
+GENERATED = stage_config.generated_roots(CONFIG)   # data set folders that rules write
 
 
-def ds(wildcards):
-    """The validated configuration of the wildcard's dataset."""
-    return DATASETS[wildcards.dataset]
+def job(wildcards):
+    """The training job of the wildcard's experiment."""
+    return JOBS[wildcards.experiment]
 
 
 def quoted_json(obj):
@@ -33,32 +44,27 @@ def quoted_json(obj):
     return shlex.quote(json.dumps(obj, sort_keys=True))
 
 
-def dataset_json(wildcards):
-    """The whole dataset configuration (for jobs that depend on all of it, like the report)."""
-    return quoted_json(ds(wildcards))
-
-
-def is_synthetic(dataset):
-    return "synthetic" in DATASETS[dataset]["data"]
+def data_check(dataset):
+    return f"data/{dataset}/data_check.json"
 
 
 def model_input(wildcards):
-    """The teacher's files when this workflow builds them (the synthetic world's tiny CLIP)."""
-    return [f"data/{wildcards.dataset}/clip"] if is_synthetic(wildcards.dataset) else []
+    """The teacher's files when this workflow builds them (a synthetic world's tiny CLIP)."""
+    world = stage_config.synthetic_teacher(CONFIG, EXPERIMENTS[wildcards.experiment])
+    return [f"data/{world}/clip"] if world else []
 
 
-for _name in DATASETS:
-    if is_synthetic(_name):
-        # The synthetic world is built by rules with fixed output paths; say so before any job.
-        _expected = {"data.root": f"data/{_name}/dataset", "model.name": f"local-dir:data/{_name}/clip"}
-        _actual = {"data.root": DATASETS[_name]["data"]["root"], "model.name": DATASETS[_name]["model"]["name"]}
-        for _key, _value in _expected.items():
-            if _actual[_key] != _value:
-                raise WorkflowError(f"config key {_name}.{_key}: a synthetic dataset must use {_value!r}, got {_actual[_key]!r}")
+def alternatives(names):
+    return "|".join(sorted(names, key=len, reverse=True)) or "NONE"
 
 
 wildcard_constraints:
-    dataset="|".join(DATASETS) or "NONE",
+    dataset=alternatives(DATASETS),
+    world=alternatives(SYNTHETIC),
+    source=alternatives(SOURCES),
+    experiment=alternatives(EXPERIMENTS),
+    target=alternatives(DATASETS),
+    name=alternatives(list(EXPERIMENTS) + list(REPORTS)),
     method="[a-z][a-z0-9_]*",
     seed=r"\d+",
 

@@ -1,5 +1,5 @@
 """A few fine-tuning steps of the real stage on CUDA (bf16 autocast), with a random-init open_clip
-model saved as a local-dir teacher: embed -> finetune (starft, ft, augment off) -> resume -> evaluate.
+model saved as a local-dir teacher: embed -> finetune (starft, ft, augment off, device decode) -> resume -> evaluate.
 
     python bench/gpu_smoke.py [--model ViT-B-16] [--batch 64]
 """
@@ -19,8 +19,8 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
-from helpers import dataset_config, make_dataset, make_pools, make_tiny_clip  # noqa: E402
-from stages import data, embed, evaluate  # noqa: E402
+from helpers import dataset_config, eval_config, make_dataset, make_pools, make_tiny_clip  # noqa: E402
+from stages import datasets, embed, evaluate  # noqa: E402
 from stages.finetune import train as train_mod  # noqa: E402
 from stages.finetune.methods import run_config  # noqa: E402
 from stages.models import save_local_dir  # noqa: E402
@@ -52,10 +52,11 @@ def main(argv=None) -> None:
     print(f"setup + embed {time.time() - t0:.1f}s", flush=True)
 
     results = {}
-    for name, overrides in [("starft", {}), ("ft", {}), ("starft", {"augment": False})]:
+    for name, suffix, overrides in [("starft", "", {}), ("ft", "", {}), ("starft", "_noaug", {"augment": False}),
+                                    ("starft", "_device_decode", {"decode": "device"})]:
         rc = run_config(cfg["finetune"], name)
         rc.update(overrides)
-        out = tmp / "runs" / (name + ("_noaug" if overrides else ""))
+        out = tmp / "runs" / (name + suffix)
         t = time.time()
         r = train_mod.train(cfg, rc, 0, emb, out, progress=False)
         ft = [row for row in r["log"] if row["phase"] == "ft"]
@@ -87,8 +88,9 @@ def main(argv=None) -> None:
     diff = max((a_[k].float() - b_[k].float()).abs().max().item() for k in a_)
     print(f"resume on {a.device}: max |w_uninterrupted - w_resumed| = {diff:.2e} (bf16/cuDNN need not be bitwise)")
 
-    dc = data.check(root, cfg["classnames"], tmp / "dc.json")
-    m = evaluate.run(cfg, dc, "starft", 0, str(tmp / "runs" / "starft" / "checkpoint.pt"))
+    dc = datasets.check("tiny", "waterbirds", root, templates=cfg["evaluate"]["templates"])
+    m = evaluate.run({**eval_config(cfg), "evaluate": {**cfg["evaluate"], "device": a.device}}, dc, "starft", 0,
+                     str(tmp / "runs" / "starft" / "checkpoint.pt"))
     print(f"evaluate on {a.device}:", {s: round(v["average"], 1) for s, v in m["splits"].items()})
     if a.device == "cuda":
         results.update(gpu=torch.cuda.get_device_name(), max_memory_GiB=round(torch.cuda.max_memory_allocated() / 2**30, 1))

@@ -16,6 +16,12 @@ recipe), float + CLIP normalisation; the output is the [3, 224, 224] float tenso
   cuda_decode   torchvision.io.decode_jpeg(device="cuda") on batches of files (the CPU only reads
                 bytes), crop and normalise on the GPU; its rate is per GPU, not per core
                 (skipped without CUDA)
+  device_decode the training path of `finetune.decode: device` (stages.finetune.decode): read the
+                bytes and collate_encoded (what a loader worker does), then DeviceCropDecoder:
+                one batched decode_jpeg, each sample's seeded crop box, antialiased bicubic resize
+                in float, normalisation. device_decode (cpu): all of it on this one core, a rate
+                per core; device_decode (cuda): decode and crop on the GPU, a rate per GPU with
+                one reading core (skipped without CUDA)
 
 The images are synthetic (smooth colour fields plus texture, ~ImageNet's bytes per pixel), written
 to a temporary folder; files are read from the page cache. On a shared machine the numbers are
@@ -27,9 +33,11 @@ from __future__ import annotations
 import argparse
 import math
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -43,6 +51,7 @@ MEAN = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP's normalisation (open_
 STD = (0.26862954, 0.26130258, 0.27577711)
 SIZE, SCALE = 224, (0.9, 1.0)
 FLYP_RATE = 1600  # images/s of FLYP's ViT-B/16 step on one H200 (issue 8)
+BATCH = 128       # images per batch of the batched (device) paths
 
 
 def write_jpegs(folder: Path, n: int, width: int = 500, height: int = 375, seed: int = 0) -> list[Path]:
@@ -90,26 +99,61 @@ def tv_decode():
     return run
 
 
-def time_round_robin(runs: dict, paths, seconds: float) -> dict[str, list[float]]:
-    """Images/s of each decoder, one pass over the files each in turn (after a warm-up pass),
-    until every decoder has had >= 3 passes and >= `seconds`: a load spike from another process
-    then hits all decoders alike instead of whichever was running."""
-    for run in runs.values():
+def device_decode(device: str):
+    """A pass over the files as `finetune.decode: device` makes it: per batch, read the bytes
+    and collate (a loader worker's share), then DeviceCropDecoder (the training process's)."""
+    if str(Path(__file__).resolve().parent.parent) not in sys.path:
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent))   # run as bench/loader.py
+    from stages.finetune.decode import DeviceCropDecoder, collate_encoded
+
+    # the model only lends its preprocess config: OpenAI CLIP's 224 px, bicubic
+    model = SimpleNamespace(preprocess_cfg={"size": SIZE, "mean": MEAN, "std": STD, "interpolation": "bicubic"})
+    decoder = DeviceCropDecoder(model, SCALE, seed=0, device=device)
+    epoch = [0]
+
+    def run_pass(paths):
+        epoch[0] += 1                                   # new crops every pass, as every epoch
+        out = None
+        for start in range(0, len(paths), BATCH):
+            items = [(torch.from_numpy(np.fromfile(p, np.uint8)), 0, start + k, -1, epoch[0])
+                     for k, p in enumerate(paths[start:start + BATCH])]
+            data, _, index, _, epochs = collate_encoded(items)
+            out = decoder(data, index, epochs)
+        if out.is_cuda:
+            torch.cuda.synchronize()
+        return out
+    return run_pass
+
+
+def per_image(run):
+    """A pass over the files, one image at a time."""
+    def run_pass(paths):
+        out = None
         for p in paths:
-            run(p)
+            out = run(p)
+        return out
+    return run_pass
+
+
+def time_round_robin(runs: dict, paths, seconds: float) -> dict[str, list[float]]:
+    """Images/s of each decoder (a function of the file list, one pass), one pass over the files
+    each in turn (after a warm-up pass), until every decoder has had >= 3 passes and >= `seconds`:
+    a load spike from another process then hits all decoders alike instead of whichever was
+    running."""
+    for run in runs.values():
+        run(paths)
     rates = {name: [] for name in runs}
     start = time.perf_counter()
     while time.perf_counter() - start < seconds * len(runs) or min(map(len, rates.values())) < 3:
         for name, run in runs.items():
             t = time.perf_counter()
-            for p in paths:
-                out = run(p)
+            out = run(paths)
             rates[name].append(len(paths) / (time.perf_counter() - t))
-            assert out.shape == (3, SIZE, SIZE) and out.dtype == torch.float32
+            assert out.shape[-3:] == (3, SIZE, SIZE) and out.dtype == torch.float32
     return rates
 
 
-def time_cuda(paths, seconds: float, batch: int = 128) -> list[float]:
+def time_cuda(paths, seconds: float, batch: int = BATCH) -> list[float]:
     """Batched GPU decode: the CPU reads the bytes, the GPU decodes, crops and normalises."""
     device = torch.device("cuda")
     crop = v2.RandomResizedCrop(SIZE, scale=SCALE, antialias=True)
@@ -149,11 +193,14 @@ def main(argv=None) -> None:
         print(f"{a.n} JPEGs of 500x375 (mean {kb:.0f} KiB), crop to {SIZE} px; torch "
               f"{torch.__version__}, torchvision {torchvision.__version__}, Pillow {Image.__version__}; "
               f"1 thread; median of >= 3 passes each, decoders in turn, >= {a.seconds:g} s each\n")
-        runs = {"pil_v1": pil_v1(), "pil_v2": pil_v2(), "tv_decode": tv_decode()}
+        runs = {"pil_v1": per_image(pil_v1()), "pil_v2": per_image(pil_v2()), "tv_decode": per_image(tv_decode()),
+                "device_decode (cpu)": device_decode("cpu")}
         rows = {name: statistics.median(r) for name, r in time_round_robin(runs, paths, a.seconds).items()}
-        cuda = None
+        cuda = device_cuda = None
         if torch.cuda.is_available():
             cuda = statistics.median(time_cuda(paths, a.seconds))
+            device_cuda = statistics.median(time_round_robin({"cuda": device_decode("cuda")}, paths,
+                                                             a.seconds)["cuda"])
     base = rows["pil_v1"]
     print(f"| decoder | images/s per core | vs pil_v1 | cores per GPU at {a.target:g} images/s |")
     print("|---|---:|---:|---:|")
@@ -164,6 +211,11 @@ def main(argv=None) -> None:
     else:
         print(f"| cuda_decode (per GPU, 1 reading core) | {cuda:.0f} | {cuda / base:.2f}x | "
               f"{'1' if cuda >= a.target else math.ceil(a.target / cuda)} |")
+    if device_cuda is None:
+        print("| device_decode (cuda) | skipped: no CUDA device | | |")
+    else:
+        print(f"| device_decode (cuda, per GPU, 1 reading core) | {device_cuda:.0f} | {device_cuda / base:.2f}x | "
+              f"{'1' if device_cuda >= a.target else math.ceil(a.target / device_cuda)} |")
     best = max(rows, key=rows.get)
     print(f"\nfeeding {a.target:g} images/s takes {a.target / base:.1f} cores with pil_v1 and "
           f"{a.target / rows[best]:.1f} with {best} (workers per GPU; the machine is shared: noisy)")

@@ -56,8 +56,8 @@ PRESETS = {
 
 def synth_preset() -> dict:
     """The synthetic world's CLIP as config/synthbirds.yaml pre-trains it."""
-    cfg = stage_config.load(REPO / "config" / "synthbirds.yaml")["synthbirds"]
-    return tiny_clip_config(cfg["pretrain"], cfg["data"]["synthetic"]["image_size"])
+    world = stage_config.load(REPO / "config" / "synthbirds.yaml")["datasets"]["synthbirds"]
+    return tiny_clip_config(world["pretrain"], world["synthetic"]["image_size"])
 
 
 def build(model_name: str, device):

@@ -7,6 +7,7 @@ unknown key or a wrong type fails with one message naming the key.
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any
 
@@ -42,17 +43,28 @@ def _key_path(error: jsonschema.ValidationError) -> str:
     return ".".join(str(p) for p in error.absolute_path) or "<top level>"
 
 
+# the evaluate keys naming targets, and the role of their targets in the tables
+TARGET_KEYS = {"shifts": "shift", "groups": "group", "zeroshot": "zeroshot"}
+
+
 def validate(config: dict, schema: dict | None = None) -> dict:
-    """Return a deep copy of `config` with defaults filled in; raise ConfigError naming the key."""
+    """Return a deep copy of `config` with defaults filled in; raise ConfigError naming the key.
+
+    Beyond the schema: every data set an experiment or report names exists, report names do not
+    shadow experiments, synthetic data sets live where their rules write them, and a training
+    set's class names and templates are known before any job (stages.datasets.static_*)."""
     schema = schema or load_schema()
     config = copy.deepcopy(config)
     Validator = _with_defaults(jsonschema.Draft202012Validator)
     # Absent optional sections are created first so that their defaults are filled in and
     # every run records a complete configuration.
-    for dataset in config.values():
-        if isinstance(dataset, dict):
-            for section in ("evaluate", "describe", "finetune", "pretrain"):
-                dataset.setdefault(section, {})
+    for experiment in (config.get("experiments") or {}).values():
+        if isinstance(experiment, dict):
+            for section in ("evaluate", "describe", "finetune"):
+                experiment.setdefault(section, {})
+    for dataset in (config.get("datasets") or {}).values():
+        if isinstance(dataset, dict) and "synthetic" in dataset:
+            dataset.setdefault("pretrain", {})
     errors = sorted(Validator(schema).iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
         lines = []
@@ -64,7 +76,118 @@ def validate(config: dict, schema: dict | None = None) -> dict:
             else:
                 lines.append(f"config key {_key_path(e)}: {e.message}")
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines))
+    problems = _cross_references(config)
+    if problems:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
     return config
+
+
+def _cross_references(config: dict) -> list[str]:
+    from . import datasets as readers   # torchvision & open_clip: only once the schema holds
+
+    datasets, experiments = config["datasets"], config["experiments"]
+    known = f"known data sets: {', '.join(sorted(datasets)) or 'none'}"
+    problems = []
+    for name, d in datasets.items():
+        if "synthetic" in d:
+            if d["reader"] != "waterbirds" or d["root"] != f"data/{name}/dataset":
+                problems.append(f"config key datasets.{name}: a synthetic data set is written by the synth_world "
+                                f"rule: reader 'waterbirds', root 'data/{name}/dataset' "
+                                f"(got {d['reader']!r}, {d['root']!r})")
+        elif "pretrain" in d:
+            problems.append(f"config key datasets.{name}.pretrain: only a synthetic data set has a pre-trained teacher")
+        if "source" in d and (d["reader"] != "imagefolder" or d["root"] != f"data/{name}/source"):
+            problems.append(f"config key datasets.{name}: the synthetic source task is written by the synth_source "
+                            f"rule: reader 'imagefolder', root 'data/{name}/source' "
+                            f"(got {d['reader']!r}, {d['root']!r})")
+    for name, e in experiments.items():
+        if e["train"] not in datasets:
+            problems.append(f"config key experiments.{name}.train: unknown data set {e['train']!r}; {known}")
+            continue
+        for key in TARGET_KEYS:
+            for target in e["evaluate"][key]:
+                if target not in datasets:
+                    problems.append(f"config key experiments.{name}.evaluate.{key}: unknown data set {target!r}; "
+                                    f"{known}")
+        train = datasets[e["train"]]
+        if train["classnames"] is None and readers.static_classnames(train["reader"]) is None:
+            problems.append(f"config key datasets.{e['train']}.classnames: experiment {name} trains on it, and "
+                            f"reader {train['reader']!r} knows its class names only from the data: list them")
+        world = re.fullmatch(r"local-dir:data/([^/]+)/clip", e["model"]["name"])
+        if world and not (world[1] in datasets and "synthetic" in datasets[world[1]]):
+            problems.append(f"config key experiments.{name}.model.name: data/{world[1]}/clip is the tiny CLIP the "
+                            f"pretrain rule builds for a synthetic data set, but datasets.{world[1]} is not one")
+    for name, sections in config["reports"].items():
+        if name in experiments:
+            problems.append(f"config key reports.{name}: an experiment has that name (both would be results/{name})")
+        for i, section in enumerate(sections):
+            e = experiments.get(section["experiment"])
+            if e is None:
+                problems.append(f"config key reports.{name}.{i}.experiment: unknown experiment "
+                                f"{section['experiment']!r}")
+                continue
+            lost = sorted(set(section["targets"] or []) - set(target_roles(e)))
+            if lost:
+                problems.append(f"config key reports.{name}.{i}.targets: {lost} are not targets of experiment "
+                                f"{section['experiment']} ({', '.join(target_roles(e))})")
+    return problems
+
+
+def is_synthetic(config: dict, dataset: str) -> bool:
+    return "synthetic" in config["datasets"][dataset]
+
+
+def generated_roots(config: dict) -> dict[str, str]:
+    """Data set folders this workflow writes -> the rule that writes them: a synthetic data set's
+    (synth_world) and a source world's task and shifted sets (synth_source)."""
+    from .synthsource import SETS
+
+    roots = {}
+    for name, d in config["datasets"].items():
+        if "synthetic" in d:
+            roots[f"data/{name}/dataset"] = "synth_world"
+        if "source" in d:
+            roots.update({f"data/{name}/{s}": "synth_source" for s in SETS})
+    return roots
+
+
+def synthetic_teacher(config: dict, experiment: dict) -> str | None:
+    """The synthetic data set whose tiny CLIP is the experiment's teacher (model
+    `local-dir:data/<dataset>/clip`, built by the pretrain rule), or None for a published model."""
+    name = experiment["model"]["name"]
+    for dataset, d in config["datasets"].items():
+        if "synthetic" in d and name == f"local-dir:data/{dataset}/clip":
+            return dataset
+    return None
+
+
+def target_roles(experiment: dict) -> dict[str, str]:
+    """Every data set the experiment's runs are evaluated on, with its role in the tables: its
+    training set first (`id`), then the targets of `evaluate` (a data set listed twice keeps its
+    first role)."""
+    roles = {experiment["train"]: "id"}
+    for key, role in TARGET_KEYS.items():
+        for target in experiment["evaluate"][key]:
+            roles.setdefault(target, role)
+    return roles
+
+
+def train_job(config: dict, name: str) -> dict:
+    """What the describe, embed and fine-tune stages read of an experiment: its own sections, with
+    the training set's reader, folder, class names and class-prompt templates resolved."""
+    from . import datasets as readers
+
+    e = config["experiments"][name]
+    d = config["datasets"][e["train"]]
+    job = {k: copy.deepcopy(e[k]) for k in ("seed", "domain", "model", "describe", "finetune")}
+    job["experiment"] = name
+    job["classnames"] = d["classnames"] or readers.static_classnames(d["reader"])
+    job["data"] = {"dataset": e["train"], "reader": d["reader"], "root": d["root"]}
+    job["evaluate"] = {"templates": d["templates"] or readers.static_templates(d["reader"]),
+                       **{k: e["evaluate"][k] for k in ("batch_size", "device", "num_workers")}}
+    if "synthetic" in d or "source" in d:   # the preview counts the words the world renders
+        job["synthetic"] = True
+    return job
 
 
 def load(*paths: str | Path) -> dict:

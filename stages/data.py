@@ -7,17 +7,12 @@ Groups are g = n_places * y + place (Waterbirds: 0 landbird/land ... 3 waterbird
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 from PIL import Image
-
-from .io import write_json
 
 COLUMNS = ("img_id", "img_filename", "y", "split", "place", "place_filename")
 SPLITS = {"train": 0, "val": 1, "test": 2}
@@ -75,15 +70,6 @@ def read_metadata(root: str | Path, check_images: bool = False) -> pd.DataFrame:
     return df
 
 
-def group_counts(df: pd.DataFrame, n_classes: int) -> dict[str, list[int]]:
-    """Per split, the number of samples in each of the n_classes * N_PLACES groups."""
-    out = {}
-    for name, code in SPLITS.items():
-        counts = np.bincount(df.loc[df["split"] == code, "group"], minlength=n_classes * N_PLACES)
-        out[name] = counts.tolist()
-    return out
-
-
 class GroupDataset(torch.utils.data.Dataset):
     """One split of a Waterbirds-layout data set: items are (image, y, place, index)."""
 
@@ -109,35 +95,3 @@ class GroupDataset(torch.utils.data.Dataset):
         if self.transform is not None:
             image = self.transform(image)
         return image, int(self.y[i]), int(self.place[i]), i
-
-
-def check(root: str | Path, classnames: list[str], out: str | Path) -> dict:
-    """Validate a data set (metadata and every image) and write its group counts."""
-    df = read_metadata(root, check_images=True)
-    n_classes = len(classnames)
-    bad = ~df["y"].isin(range(n_classes))
-    if bad.any():
-        row = int(np.flatnonzero(bad.to_numpy())[0])
-        raise DataError(f"{Path(root) / 'metadata.csv'}: line {row + 2}: y={df['y'].iloc[row]} "
-                        f"but the config names {n_classes} classes {classnames}")
-    summary = {"root": str(root), "n_images": len(df), "classnames": classnames,
-               "group_counts": group_counts(df, n_classes)}
-    write_json(out, summary)
-    return summary
-
-
-def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description="Validate a Waterbirds-layout data set and record its group counts.")
-    p.add_argument("--root", required=True)
-    p.add_argument("--classnames", required=True, help="JSON list")
-    p.add_argument("--out", required=True)
-    a = p.parse_args(argv)
-    try:
-        summary = check(a.root, json.loads(a.classnames), a.out)
-    except DataError as e:
-        sys.exit(f"error: {e}")
-    print(json.dumps(summary["group_counts"]))
-
-
-if __name__ == "__main__":
-    main()

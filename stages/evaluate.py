@@ -1,8 +1,12 @@
-"""Evaluate stage: worst-group, average and adjusted average accuracy of one run.
+"""Evaluate stage: one run (the zero-shot teacher or a fine-tuned checkpoint) on one target.
 
-A run is the zero-shot teacher or a fine-tuned checkpoint; its classifier is either the zero-shot
-head built from the (possibly fine-tuned) text encoder and the class prompts, or the linear head
-stored in the checkpoint. WiSE-FT evaluates theta = (1 - a) * theta0 + a * theta over a grid of a.
+A run is fine-tuned once on its experiment's training set and evaluated on every target: the
+training set itself (role `id`), its distribution shifts, group-shift sets and zero-shot
+classification sets, each target a file of its own. The classifier is the run's linear head when
+the target shares the training label space (ImageNet and its shifts), else the zero-shot head of
+the run's text encoder on the target's class names and templates; the target's reader restricts
+(ImageNet-R/-A) or projects (ObjectNet) the logits. Group-shift sets add worst-group, average and
+adjusted average. WiSE-FT evaluates theta = (1 - a) * theta0 + a * theta over a grid of a.
 """
 
 from __future__ import annotations
@@ -12,9 +16,10 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from . import data as data_mod
+from . import datasets
 from .io import versions, write_json
 from .metrics import group_metrics
 from .models import autocast_dtype as autocast_dtype_of, load_clip, resolve_device
@@ -23,12 +28,13 @@ from .zeroshot import LinearHead, encode_images, zeroshot_weights
 
 
 @torch.no_grad()
-def predict(model, head, loader, device, autocast_dtype=None):
-    """Predicted classes with labels and places. `head` maps normalised image features to logits."""
+def predict(model, head, target: datasets.ClassificationSet, loader, device, autocast_dtype=None):
+    """Predicted labels (in the target's label space) with labels and attributes."""
     model.eval()
-    feats, y, place = encode_images(model, loader, device, autocast_dtype=autocast_dtype)
-    logits = head(feats.to(device)).float().cpu()
-    return logits.argmax(dim=1), y, place
+    feats, y, attribute = encode_images(model, loader, device, desc=f"encode {target.name} {target.split}",
+                                        autocast_dtype=autocast_dtype)
+    logits = head(feats.to(device)).float()
+    return target.predict(logits).cpu(), y, attribute
 
 
 def zeroshot_head(model, tokenizer, classnames, templates, device):
@@ -51,50 +57,78 @@ def interpolate(theta0: dict, theta1: dict, alpha: float) -> dict:
     return {k: ((1 - alpha) * theta0[k] + alpha * v) if v.is_floating_point() else v for k, v in theta1.items()}
 
 
-def evaluate_splits(model, head, loaders: dict, device, n_groups, train_counts, autocast_dtype=None) -> dict:
-    out = {}
-    for split, loader in loaders.items():
-        pred, y, place = predict(model, head, loader, device, autocast_dtype)
-        group = data_mod.group_of(y, place)
-        out[split] = group_metrics(pred.numpy(), y.numpy(), group.numpy(), n_groups, train_counts)
+def split_metrics(target: datasets.ClassificationSet, pred, y, attribute, train_counts) -> dict:
+    """Accuracy of one split, and for a group-shift set its group metrics."""
+    out = {"accuracy": 100 * float((pred == y).float().mean()), "n": len(y)}
+    if target.group_names:
+        group = target.group(y, attribute).numpy()
+        # the literature weights by the training groups; a set without a train split by its own
+        counts = train_counts if train_counts is not None else np.bincount(group, minlength=target.n_groups)
+        out.update(group_metrics(pred.numpy(), y.numpy(), group, target.n_groups, counts))
     return out
 
 
-def run(dataset_cfg: dict, data_check: dict, method: str, seed: int, checkpoint: str | None = None,
+def evaluate_splits(model, head, targets: dict, loaders: dict, device, train_counts, autocast_dtype=None) -> dict:
+    out = {}
+    for split, target in targets.items():
+        pred, y, attribute = predict(model, head, target, loaders[split], device, autocast_dtype)
+        out[split] = split_metrics(target, pred, y, attribute, train_counts)
+    return out
+
+
+def open_target(cfg: dict, data_check: dict, transform) -> dict[str, datasets.ClassificationSet]:
+    """Every evaluated split of the target, with the class names and templates its data check
+    recorded (the reader's, or the config's overrides)."""
+    return {split: datasets.with_overrides(datasets.open(cfg["reader"], cfg["root"], split, transform),
+                                           cfg["target"], data_check["classnames"], data_check["templates"])
+            for split in cfg["splits"]}
+
+
+def run(cfg: dict, data_check: dict, method: str, seed: int, checkpoint: str | None = None,
         wiseft: bool = False) -> dict:
-    ev = dataset_cfg["evaluate"]
+    """The evaluation record of one run on one target: provenance (experiment, target, role,
+    method, seed, checkpoint, selected epoch, train config, teacher identity, versions), the head
+    used ("linear" or "zeroshot"), class, label and group names, and per split `accuracy` and `n`
+    (group-shift targets also worst_group, average, adjusted_average, group_accuracy, group_size);
+    WiSE-FT adds the curve `wiseft`: [{"alpha", "splits"}]."""
+    ev = cfg["evaluate"]
     device = resolve_device(ev["device"])
     torch.manual_seed(seed)
-    clip = load_clip(dataset_cfg["model"]["name"], dataset_cfg["model"]["pretrained"], device=device)
-    model, classnames, templates = clip.model, dataset_cfg["classnames"], ev["templates"]
-    meta = data_mod.read_metadata(dataset_cfg["data"]["root"])
-    loaders = {
-        split: torch.utils.data.DataLoader(
-            data_mod.GroupDataset(dataset_cfg["data"]["root"], split, clip.preprocess_val, meta),
-            batch_size=ev["batch_size"], num_workers=0)
-        for split in ev["splits"]
-    }
-    n_groups = len(classnames) * data_mod.N_PLACES
-    train_counts = data_check["group_counts"]["train"]
-    result = {"dataset": data_check.get("root"), "method": method, "seed": seed,
-              "model": clip.identity, "evaluate": ev, "versions": versions(), "checkpoint": checkpoint}
+    clip = load_clip(cfg["model"]["name"], cfg["model"]["pretrained"], device=device)
+    model, classnames, templates = clip.model, data_check["classnames"], data_check["templates"]
+    targets = open_target(cfg, data_check, clip.preprocess_val)
+    workers = ev["num_workers"]
+    loaders = {split: torch.utils.data.DataLoader(
+        t.dataset, batch_size=ev["batch_size"], num_workers=workers, pin_memory=device.type == "cuda",
+        persistent_workers=wiseft and workers > 0) for split, t in targets.items()}
+    train_counts = (data_check["splits"].get("train") or {}).get("group_counts")
+    first = next(iter(targets.values()))
+    result = {"experiment": cfg["experiment"], "target": cfg["target"], "reader": cfg["reader"],
+              "role": cfg["role"], "method": method, "seed": seed, "checkpoint": checkpoint,
+              "selected": None, "train_config": None, "model": clip.identity, "versions": versions(),
+              "evaluate": ev, "classnames": classnames, "label_names": first.label_names,
+              "group_names": first.group_names}
 
     head_state = None
-    precision = dataset_cfg.get("finetune", {}).get("precision", "auto")
+    precision = cfg["finetune"]["precision"]
     if checkpoint is not None:
         ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
         theta0 = {k: v.clone() for k, v in model.state_dict().items()}
         model.load_state_dict(ckpt["model"])
-        head_state = ckpt.get("head")
+        # a linear head scores only the label space it was trained on; elsewhere the run is
+        # evaluated zero-shot with its own text encoder
+        if ckpt.get("head") is not None and ckpt.get("classnames") == classnames:
+            head_state = ckpt["head"]
         result["train_config"] = ckpt.get("config")
         result["selected"] = ckpt.get("selected", {"rule": "last", "epoch": ckpt.get("epoch")})
         precision = ckpt["config"].get("precision", precision)   # the run's own (a variant may override it)
     # the fine-tuned model is evaluated at the precision it was trained at
     autocast_dtype = autocast_dtype_of(precision, device)
     result["precision"] = precision
+    result["head"] = "zeroshot" if head_state is None else "linear"
     if not (wiseft and checkpoint is not None):
         head = make_head(model, clip.tokenizer, classnames, templates, device, head_state)
-        result["splits"] = evaluate_splits(model, head, loaders, device, n_groups, train_counts, autocast_dtype)
+        result["splits"] = evaluate_splits(model, head, targets, loaders, device, train_counts, autocast_dtype)
         return result
 
     # WiSE-FT: the run's table row is the point at `wiseft_alpha`; the whole curve is kept.
@@ -106,24 +140,26 @@ def run(dataset_cfg: dict, data_check: dict, method: str, seed: int, checkpoint:
                         float(model.logit_scale.exp()))
         zs_state = {k: v.to(device) for k, v in zs.state_dict().items()}
         head_state = {k: v.to(device) for k, v in head_state.items()}
-    ft = dataset_cfg["finetune"]
+    ft = cfg["finetune"]
     alphas = sorted(set(ft["wiseft_alphas"]) | {ft["wiseft_alpha"]})
     curve = []
-    for alpha in progress(alphas, desc="WiSE-FT"):
+    for alpha in progress(alphas, desc=f"WiSE-FT on {cfg['target']}"):
         model.load_state_dict(interpolate(theta0, theta1, alpha))
         mixed_head = None if head_state is None else interpolate(zs_state, head_state, alpha)
         h = make_head(model, clip.tokenizer, classnames, templates, device, mixed_head)
-        curve.append({"alpha": alpha, **evaluate_splits(model, h, loaders, device, n_groups, train_counts, autocast_dtype)})
+        curve.append({"alpha": alpha,
+                      "splits": evaluate_splits(model, h, targets, loaders, device, train_counts, autocast_dtype)})
     result["wiseft"] = curve
     result["wiseft_alpha"] = ft["wiseft_alpha"]
-    result["splits"] = next({k: v for k, v in c.items() if k != "alpha"} for c in curve if c["alpha"] == ft["wiseft_alpha"])
+    result["splits"] = next(c["splits"] for c in curve if c["alpha"] == ft["wiseft_alpha"])
     return result
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description="Worst-group evaluation of a zero-shot or fine-tuned CLIP.")
-    p.add_argument("--dataset-config", required=True, help="JSON of the validated dataset config")
-    p.add_argument("--data-check", required=True, help="data check JSON (training group counts)")
+    p = argparse.ArgumentParser(description="Evaluate a zero-shot or fine-tuned CLIP on one target data set.")
+    p.add_argument("--config", required=True,
+                   help="JSON: experiment, target, role, reader, root, splits, model, evaluate, finetune")
+    p.add_argument("--data-check", required=True, help="the target's data check JSON (class names, groups)")
     p.add_argument("--method", default="zeroshot")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoint", default=None)
@@ -131,14 +167,15 @@ def main(argv=None) -> None:
     p.add_argument("--out", required=True)
     a = p.parse_args(argv)
     try:
-        result = run(json.loads(a.dataset_config), json.loads(Path(a.data_check).read_text()),
+        result = run(json.loads(a.config), json.loads(Path(a.data_check).read_text()),
                      a.method, a.seed, a.checkpoint, a.wiseft)
-    except data_mod.DataError as e:
+    except (datasets.DatasetLayoutError, datasets.DatasetConfigError) as e:
         sys.exit(f"error: {e}")
     write_json(a.out, result)
     for split, m in result["splits"].items():
-        print(f"{a.method} seed {a.seed} {split}: worst-group {m['worst_group']:.2f}  "
-              f"average {m['average']:.2f}  adjusted {m['adjusted_average']:.2f}")
+        groups = (f"  worst-group {m['worst_group']:.2f}  adjusted {m['adjusted_average']:.2f}"
+                  if "worst_group" in m else "")
+        print(f"{a.method} seed {a.seed} {result['target']} {split}: accuracy {m['accuracy']:.2f}{groups}")
 
 
 if __name__ == "__main__":

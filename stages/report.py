@@ -1,10 +1,22 @@
-"""Report stage: paper-style tables (Markdown, CSV, LaTeX) and figures, mean ± std over seeds."""
+"""Report stage: paper-style tables (Markdown, CSV, LaTeX) and figures, mean ± std over seeds.
+
+An experiment fine-tunes once on its `train` data set and evaluates every run on many targets;
+each (run, target) is one evaluation record (`results/runs/<experiment>/<method>/seed<seed>/eval/
+<target>.json`, role `id`, `shift`, `group` or `zeroshot`). A report is a list of *sections*, one
+per experiment: a plain experiment report is one section, a composite report (e.g.
+results/waterbirds) several, a section possibly restricted to some targets of its experiment.
+
+Every table is built the same way: the records' metrics as a long frame (one row per experiment,
+target, method, seed, split), each target at its report split, one column per (target, metric)
+with one row per (method, seed), then mean and std over seeds.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 from pathlib import Path
+from typing import NamedTuple
 
 import matplotlib
 
@@ -18,45 +30,138 @@ from .io import atomic_dir  # noqa: E402
 
 HATCHES = ("", "//", "..", "xx", "\\\\", "oo")  # one per ten methods of method_styles
 METRICS = {"worst_group": "Worst-group", "average": "Average", "adjusted_average": "Adj. average"}
+KEYS = ["experiment", "target", "role", "head", "method", "seed", "split"]
+CURVE_KEYS = ["experiment", "target", "role", "method", "seed", "alpha", "split"]
+VALUES = ["accuracy", "n", *METRICS]
+SHIFT_MEAN = "Shift mean"
+ZEROSHOT_EVAL = (
+    " Targets other than the training set are zero-shot evaluations: each run's (fine-tuned) text encoder "
+    "builds a zero-shot head from the target's class names and templates; a run's linear head is used only "
+    "on targets in the training label space (the records' `head` says which).")
+SELECT = {"last": "the last epoch of each run",
+          "val_worst_group": "each run's epoch of best worst-group accuracy on the training set's val split"}
 
 
-def group_labels(classnames: list[str], group_names: list[str]) -> list[str]:
-    return [f"{c} / {g}" for c in classnames for g in group_names]
+# ---------------------------------------------------------------- records -> frames
+
+def metric_row(metrics: dict, group_names: list[str] | None) -> dict:
+    """One split's metrics; group accuracies as columns named by the record's group names."""
+    row = {k: metrics[k] for k in VALUES if k in metrics}
+    if group_names and "group_accuracy" in metrics:
+        row.update(zip(group_names, metrics["group_accuracy"]))
+    return row
 
 
-def long_table(runs: list[dict], groups: list[str]) -> pd.DataFrame:
-    """One row per (method, seed, split) with every metric, the raw material of all tables."""
-    rows = []
-    for r in runs:
-        for split, m in r["splits"].items():
-            row = {"method": r["method"], "seed": r["seed"], "split": split}
-            row.update({k: m[k] for k in METRICS})
-            row.update({g: a for g, a in zip(groups, m["group_accuracy"])})
-            rows.append(row)
-    return pd.DataFrame(rows)
+def _frame(rows: list[dict], keys: list[str]) -> pd.DataFrame:
+    # fixed leading columns, so that a report without group targets still has `worst_group` (NaN)
+    df = pd.DataFrame(rows)
+    groups = [c for c in df.columns if c not in keys and c not in VALUES]
+    return df.reindex(columns=[*keys, *VALUES, *groups])
 
 
-def summary_table(long: pd.DataFrame, split: str, order: list[str]) -> pd.DataFrame:
-    """Mean and std over seeds per method, methods in `order`; columns are (metric, mean|std)."""
-    df = long[long["split"] == split].drop(columns=["split", "seed"])
-    stats = df.groupby("method").agg(["mean", "std"])
-    counts = df.groupby("method").size().rename("seeds")
-    stats = stats.reindex([m for m in order if m in stats.index])
-    stats[("seeds", "")] = counts
+def long_table(records: list[dict]) -> pd.DataFrame:
+    """One row per (experiment, target, method, seed, split) with every metric: the raw material
+    of all tables, written as metrics_long.csv."""
+    return _frame([{**{k: r.get(k) for k in KEYS[:-1]}, "split": split, **metric_row(m, r.get("group_names"))}
+                   for r in records for split, m in r["splits"].items()], KEYS)
+
+
+def curve_table(records: list[dict]) -> pd.DataFrame:
+    """The WiSE-FT curves of the `wiseft` records: one row per (target, seed, alpha, split)."""
+    return _frame([{**{k: r.get(k) for k in CURVE_KEYS[:-2]}, "alpha": p["alpha"], "split": split,
+                    **metric_row(m, r.get("group_names"))}
+                   for r in records for p in r.get("wiseft") or () for split, m in p["splits"].items()], CURVE_KEYS)
+
+
+def report_split(splits: list[str]) -> str:
+    """The split a table shows: test if evaluated, else the last one (ImageNet's test labels are not public)."""
+    return "test" if "test" in splits else splits[-1]
+
+
+def report_splits(long: pd.DataFrame) -> dict[str, str]:
+    """target -> its report split, from the splits in the records' order."""
+    return {t: report_split(list(dict.fromkeys(s))) for t, s in long.groupby("target", sort=False)["split"]}
+
+
+def at_report_split(long: pd.DataFrame) -> pd.DataFrame:
+    """The rows of each target's report split (works on curve_table too)."""
+    return long[long["split"] == long["target"].map(report_splits(long))]
+
+
+def ordered_targets(rows: pd.DataFrame, roles: tuple[str, ...], listed: list[str] | None = None,
+                    groups_only: bool = False) -> list[str]:
+    """Targets of `roles` present in `rows`, in the config's order (`listed`), then any others."""
+    mask = rows["role"].isin(roles) & (rows["worst_group"].notna() if groups_only else True)
+    present = list(dict.fromkeys(rows.loc[mask, "target"]))
+    return [t for t in listed or () if t in present] + [t for t in present if t not in (listed or ())]
+
+
+def wide_frame(rows: pd.DataFrame, columns: dict[str, tuple[str, str]], by: str = "method") -> pd.DataFrame:
+    """One row per (`by`, seed), one column per label of `columns` (label -> (target, metric));
+    a target or metric the rows lack is a NaN column rather than an error, and a method without
+    any of these cells (evaluated on other targets only) no row."""
+    metrics = list(dict.fromkeys(m for _, m in columns.values()))
+    # unstack refuses duplicate (by, seed, target): two records of one cell would be a bug upstream
+    table = rows.set_index([by, "seed", "target"])[metrics].unstack("target")
+    return pd.DataFrame({label: table[(m, t)] if (m, t) in table.columns else np.nan
+                         for label, (t, m) in columns.items()}, index=table.index).astype(float).dropna(how="all")
+
+
+def summarise(wide: pd.DataFrame, order: list | None = None, by: str = "method") -> pd.DataFrame:
+    """Mean and std over seeds per `by` (methods in `order`); columns (label, mean|std) and seeds."""
+    grouped = wide.groupby(level=by, sort=order is None)
+    stats = grouped.agg(["mean", "std"])
+    if order is not None:
+        stats = stats.reindex([m for m in order if m in stats.index])
+    stats[("seeds", "")] = wide.notna().any(axis=1).groupby(level=by).sum()
     return stats
 
 
+def accuracy_table(rows: pd.DataFrame, targets: list[str], mean_label: str, id_target: str | None = None,
+                   order: list | None = None, by: str = "method") -> pd.DataFrame:
+    """Accuracy of each target and, per seed, its mean over `targets` (the ID column excluded),
+    then mean ± std over seeds: the std of a mean column is that of the per-seed means."""
+    columns = {f"{id_target} (ID)": (id_target, "accuracy")} if id_target else {}
+    columns.update({t: (t, "accuracy") for t in targets})
+    wide = wide_frame(rows, columns, by)
+    # skipna=False: a seed missing a target has no mean rather than a mean of fewer targets
+    wide[mean_label] = wide[targets].mean(axis=1, skipna=False)
+    return summarise(wide, order, by)
+
+
+def group_table(rows: pd.DataFrame, target: str, groups: list[str], order: list | None = None,
+                by: str = "method") -> pd.DataFrame:
+    """Worst-group, average, adjusted average and every group's accuracy of one target."""
+    return summarise(wide_frame(rows, {k: (target, k) for k in [*METRICS, *groups]}, by), order, by)
+
+
+def group_overview(rows: pd.DataFrame, targets: list[str], order: list[str]) -> pd.DataFrame:
+    """Worst-group and average accuracy of every group target side by side."""
+    columns = {f"{t} {METRICS[k].lower()}": (t, k) for t in targets for k in ("worst_group", "average")}
+    return summarise(wide_frame(rows, columns), order)
+
+
 def format_pm(stats: pd.DataFrame, digits: int = 1) -> pd.DataFrame:
-    """'mean ± std' strings (std omitted for a single seed)."""
+    """'mean ± std' strings (std omitted for a single seed, '–' for a cell without runs)."""
+    def cell(m, s):
+        if np.isnan(m):
+            return "–"
+        return f"{m:.{digits}f}" if np.isnan(s) else f"{m:.{digits}f} ± {s:.{digits}f}"
+
     out = pd.DataFrame(index=stats.index)
     for col in dict.fromkeys(c for c, _ in stats.columns if c != "seeds"):
-        mean, std = stats[(col, "mean")], stats[(col, "std")]
-        out[METRICS.get(col, col)] = [
-            f"{m:.{digits}f}" if np.isnan(s) else f"{m:.{digits}f} ± {s:.{digits}f}" for m, s in zip(mean, std)]
+        out[METRICS.get(col, col)] = [cell(m, s) for m, s in zip(stats[(col, "mean")], stats[(col, "std")])]
     out["Seeds"] = stats[("seeds", "")]
     out.index.name = "Method"
     return out
 
+
+def method_order(finetune: dict) -> list[str]:
+    """Rows of every table: zero-shot first, the config's methods, WiSE-FT last."""
+    return list(dict.fromkeys(["zeroshot", *(m for m in finetune["methods"] if m != "wiseft"), "wiseft"]))
+
+
+# ---------------------------------------------------------------- figures
 
 def method_styles(methods: list[str]) -> dict[str, dict]:
     """A bar colour and hatch per method, pairwise distinct, decided once for a whole report.
@@ -75,6 +180,13 @@ def method_styles(methods: list[str]) -> dict[str, dict]:
     return {m: {"color": tuple(c), "hatch": ""} for m, c in zip(methods, colours)}
 
 
+def _save(fig, ax, path: Path, title: str) -> None:
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+
+
 def plot_groups(stats: pd.DataFrame, groups: list[str], path: Path, title: str,
                 styles: dict[str, dict] | None = None) -> None:
     methods = list(stats.index)
@@ -90,19 +202,65 @@ def plot_groups(stats: pd.DataFrame, groups: list[str], path: Path, title: str,
     ax.set_xticks(x, groups)
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(0, 100)
-    ax.set_title(title)
     ax.legend(fontsize=7, ncol=min(7, len(methods)), loc="upper center", bbox_to_anchor=(0.5, -0.12))
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=150)
-    plt.close(fig)
+    _save(fig, ax, path, title)
 
 
-def run_settings(runs: list[dict], order: list[str]) -> pd.DataFrame:
+def plot_wiseft(curve: pd.DataFrame, path: Path, title: str, styles: dict[str, dict] | None = None,
+                ends: tuple[str, str] = ("zeroshot", "ft")) -> None:
+    """The curve in the `wiseft` method's colour; its two ends (alpha 0 and 1) marked in the
+    colours of the methods they are, `ends`, as in the per-group figures."""
+    styles = styles or method_styles(["wiseft", *ends])
+    fig, ax = plt.subplots(figsize=(4.8, 3.4))
+    alpha = curve.index.to_numpy()
+    for key, style in (("worst_group", "-o"), ("average", "--s")):
+        mean, std = curve[(key, "mean")].to_numpy(), np.nan_to_num(curve[(key, "std")].to_numpy())
+        ax.plot(alpha, mean, style, ms=3, label=f"wiseft, {METRICS[key].lower()}", color=styles["wiseft"]["color"])
+        ax.fill_between(alpha, mean - std, mean + std, alpha=0.2, color=styles["wiseft"]["color"])
+        for end, a in zip(ends, (0.0, 1.0)):
+            if end in styles and a in curve.index:
+                ax.plot([a], [curve.loc[a, (key, "mean")]], style[-1], ms=7, color=styles[end]["color"],
+                        label=f"{end} (alpha {a:g})" if key == "worst_group" else None)
+    ax.set_xlabel("alpha (0 = zero-shot, 1 = fine-tuned)")
+    ax.set_ylabel("accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    _save(fig, ax, path, title)
+
+
+def plot_id_vs_shift(stats: pd.DataFrame, id_col: str, path: Path, title: str, styles: dict[str, dict],
+                     curve: pd.DataFrame | None = None, curve_label: str = "WiSE-FT curve") -> None:
+    """Mean shift accuracy against ID accuracy, one point per method (error bars: std over seeds),
+    and the WiSE-FT curve through its per-alpha points: robustness gained at equal ID accuracy
+    shows as a point above the others."""
+    fig, ax = plt.subplots(figsize=(5.4, 4.2))
+    if curve is not None and not curve.empty:
+        x, y = curve[(id_col, "mean")].to_numpy(), curve[(SHIFT_MEAN, "mean")].to_numpy()
+        ax.plot(x, y, "-", marker=".", ms=4, lw=1.2, color=styles["wiseft"]["color"], label=curve_label, zorder=1)
+        for a, xa, ya in zip(curve.index, x, y):
+            if a in (0.0, 1.0):
+                ax.annotate(f"alpha {a:g}", (xa, ya), textcoords="offset points", xytext=(4, -10), fontsize=6)
+    for m in stats.index:
+        ax.errorbar(stats.loc[m, (id_col, "mean")], stats.loc[m, (SHIFT_MEAN, "mean")],
+                    xerr=np.nan_to_num(stats.loc[m, (id_col, "std")]),
+                    yerr=np.nan_to_num(stats.loc[m, (SHIFT_MEAN, "std")]),
+                    fmt="o", ms=6, capsize=2, color=styles[m]["color"], label=m, zorder=2)
+    ax.set_xlabel(f"ID accuracy (%): {id_col.removesuffix(' (ID)')}")
+    ax.set_ylabel("mean accuracy over the shifts (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    _save(fig, ax, path, title)
+
+
+# ---------------------------------------------------------------- text
+
+def run_settings(records: list[dict], order: list[str]) -> pd.DataFrame:
     """One row per method: what its numbers come from (base method, regulariser, spurious
     captions, and which checkpoint of each seed's run is evaluated), from the runs' own records."""
+    runs = {(r["method"], r["seed"]): r for r in records}  # a run has one record per target
     rows = {}
-    for r in sorted(runs, key=lambda r: r["seed"]):
+    for r in sorted(runs.values(), key=lambda r: r["seed"]):
         cfg, method = r.get("train_config"), r["method"]
         if cfg is None:
             rows[method] = {"Method": method, "Trains": "nothing: the teacher", "Regulariser": "–",
@@ -136,103 +294,216 @@ def run_settings(runs: list[dict], order: list[str]) -> pd.DataFrame:
                         columns=["Method", "Trains", "Regulariser", "Spurious captions", "Checkpoint"])
 
 
-def wiseft_curve(runs: list[dict], split: str) -> pd.DataFrame:
-    rows = [{"seed": r["seed"], "alpha": p["alpha"], **{k: p[split][k] for k in METRICS}}
-            for r in runs if "wiseft" in r for p in r["wiseft"]]
-    if not rows:
-        return pd.DataFrame()
-    return pd.DataFrame(rows).drop(columns="seed").groupby("alpha").agg(["mean", "std"])
+def table_note(rows: pd.DataFrame, targets: list[str], cfg: dict, splits: dict[str, str],
+               order: list[str]) -> list[str]:
+    """What a table's numbers are: checkpoints, splits and, off the training set, which head."""
+    ft, train = cfg["finetune"], cfg["train"]
+    select = ft.get("select", "last")
+    shown = [splits[t] for t in targets]
+    split = ("Split: test." if set(shown) == {"test"}
+             else "Splits: " + ", ".join(f"{t} {s}" for t, s in zip(targets, shown)) + ".")
+    note = f"Checkpoints: {SELECT.get(select, select)} (`finetune.select: {select}`). {split}"
+    off = [t for t in targets if t != train]
+    if off:
+        cells = rows[rows["target"].isin(targets) & (rows["head"] == "linear")]
+        linear = [m for m in order if m in set(cells["method"])]
+        on = [t for t in targets if t in set(cells["target"])]
+        heads = ("every cell with the zero-shot head" if not linear else
+                 f"linear head: {', '.join(linear)} on {', '.join(on)}, the zero-shot head elsewhere")
+        note += f" {', '.join(off)}: zero-shot evaluations of the runs fine-tuned on `{train}`; {heads}."
+    return [note, ""]
 
 
-def plot_wiseft(curve: pd.DataFrame, path: Path, title: str, styles: dict[str, dict] | None = None,
-                ends: tuple[str, str] = ("zeroshot", "ft")) -> None:
-    """The curve in the `wiseft` method's colour; its two ends (alpha 0 and 1) marked in the
-    colours of the methods they are, `ends`, as in the per-group figures."""
-    styles = styles or method_styles(["wiseft", *ends])
-    fig, ax = plt.subplots(figsize=(4.8, 3.4))
-    alpha = curve.index.to_numpy()
-    for key, style in (("worst_group", "-o"), ("average", "--s")):
-        mean, std = curve[(key, "mean")].to_numpy(), np.nan_to_num(curve[(key, "std")].to_numpy())
-        ax.plot(alpha, mean, style, ms=3, label=f"wiseft, {METRICS[key].lower()}", color=styles["wiseft"]["color"])
-        ax.fill_between(alpha, mean - std, mean + std, alpha=0.2, color=styles["wiseft"]["color"])
-        for end, a in zip(ends, (0.0, 1.0)):
-            if end in styles and a in curve.index:
-                ax.plot([a], [curve.loc[a, (key, "mean")]], style[-1], ms=7, color=styles[end]["color"],
-                        label=f"{end} (alpha {a:g})" if key == "worst_group" else None)
-    ax.set_xlabel("alpha (0 = zero-shot, 1 = fine-tuned)")
-    ax.set_ylabel("accuracy (%)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=150)
-    plt.close(fig)
+def teacher_note(pretrain: dict, source: str) -> str:
+    """The synthetic world's tiny CLIP: how it was pre-trained and how good a teacher it is."""
+    z = pretrain["zeroshot"]
+    return (f"Teacher (`{source}`): the synthetic world's tiny CLIP, pre-trained for {pretrain['pretrain']['steps']} "
+            f"steps ({pretrain['train_seconds']:.0f} s), logit scale {pretrain['final_logit_scale']:.1f} "
+            f"({'fixed' if pretrain['pretrain'].get('logit_scale') else 'learned'}); on a fresh balanced set its "
+            f"zero-shot class accuracy is {z['class_accuracy']:.1f}% (worst group {z['class_worst_group']:.1f}%) "
+            f"and its scene (land/water) accuracy {z['scene_accuracy']:.1f}%.")
 
 
-def build(runs: list[dict], cfg: dict, dataset: str, out: Path, notes: list[str] | None = None) -> None:
-    groups = group_labels(cfg["classnames"], cfg["group_names"])
-    order = list(dict.fromkeys(["zeroshot", *cfg["finetune"]["methods"], "wiseft"]))
-    styles = method_styles(order)  # one colour per method in every figure of the report
-    long = long_table(runs, groups)
-    splits = [s for s in ("test", "val", "train") if s in set(long["split"])]
+# ---------------------------------------------------------------- writing
+
+class Out(NamedTuple):
+    """Where a section's files go: the report's (temporary) folder and the section's name prefix."""
+    folder: Path
+    prefix: str
+
+    def name(self, stem: str) -> str:
+        return f"{self.prefix}{stem}"
+
+    def path(self, stem: str) -> Path:
+        return self.folder / self.name(stem)
+
+
+def section_prefixes(sections: list[dict]) -> list[str]:
+    """No prefix for a single section; else the experiment's name (numbered if it repeats)."""
+    if len(sections) == 1:
+        return [""]
+    seen: dict[str, int] = {}
+    out = []
+    for s in sections:
+        seen[s["experiment"]] = seen.get(s["experiment"], 0) + 1
+        n = seen[s["experiment"]]
+        out.append(f"{s['experiment']}{'' if n == 1 else n}_")
+    return out
+
+
+def write_table(table: pd.DataFrame, out: Out, stem: str, caption: str) -> list[str]:
+    """CSV and LaTeX files of a formatted table; returns its Markdown lines."""
+    table.to_csv(out.path(f"{stem}.csv"))
+    latex = table.reset_index().to_latex(index=False, escape=True, caption=caption.replace("_", r"\_"),
+                                         label=f"tab:{out.name(stem)}")
+    out.path(f"{stem}.tex").write_text(latex.replace("±", "$\\pm$"))
+    # disable_numparse keeps "10.0" as written instead of re-formatting it as 10
+    return [table.to_markdown(disable_numparse=True), ""]
+
+
+class View(NamedTuple):
+    """One section as its tables see it: records, their report-split rows and where files go."""
+    title: str
+    cfg: dict
+    records: list[dict]
+    rows: pd.DataFrame           # each target's report split
+    curve: pd.DataFrame          # the WiSE-FT curves, likewise
+    splits: dict[str, str]       # target -> report split
+    order: list[str]             # methods, as table rows
+    out: Out
+    styles: dict[str, dict]
+
+    def note(self, targets: list[str]) -> list[str]:
+        return table_note(self.rows, targets, self.cfg, self.splits, self.order)
+
+    def table(self, stats: pd.DataFrame, stem: str, caption: str) -> list[str]:
+        return write_table(format_pm(stats), self.out, stem, f"{self.title}: {caption}")
+
+
+def domain_shift_lines(v: View, shifts: list[str]) -> list[str]:
+    train, out = v.cfg["train"], v.out
+    stats = accuracy_table(v.rows, shifts, SHIFT_MEAN, id_target=train, order=v.order)
+    lines = ["### Domain shift", "",
+             f"Accuracy on `{train}` (ID) and on each distribution shift; **{SHIFT_MEAN}**: each seed's mean over "
+             f"the {len(shifts)} shifts, then mean ± std over seeds.", ""]
+    lines += v.table(stats, "table_domain_shift", "domain shift") + v.note([train, *shifts])
+    wise = v.curve[v.curve["target"].isin([train, *shifts])]
+    wise_stats = None if wise.empty else accuracy_table(wise, shifts, SHIFT_MEAN, id_target=train, by="alpha")
+    if wise_stats is not None:
+        wise_stats.to_csv(out.path("wiseft_id_vs_shift.csv"))
+    plot_id_vs_shift(stats, f"{train} (ID)", out.path("id_vs_shift.png"), f"{v.title}: ID vs shift", v.styles,
+                     wise_stats, f"WiSE-FT of {v.cfg['finetune']['wiseft_of']} (alpha 0 to 1)")
+    return lines + [f"![ID vs mean shift accuracy]({out.name('id_vs_shift.png')})", ""]
+
+
+def group_lines(v: View, targets: list[str]) -> list[str]:
+    ft, out = v.cfg["finetune"], v.out
+    group_names = {r["target"]: r["group_names"] for r in v.records if r.get("group_names")}
+    lines = ["### Group shift", "",
+             "**Worst-group**: the lowest accuracy over the target's groups. **Average**: accuracy over all "
+             "samples of the split. **Adj. average**: group accuracies weighted by the group proportions of the "
+             "target's *training* split (the Waterbirds literature's convention). Per-group columns are the "
+             "target's groups.", ""]
+    if len(targets) > 1:
+        lines += ["#### All group targets", ""]
+        lines += v.table(group_overview(v.rows, targets, v.order), "table_group_shift", "group shift")
+        lines += v.note(targets)
+    for t in targets:
+        groups = group_names[t]
+        stats = group_table(v.rows, t, groups, v.order)
+        lines += [f"#### {t}", ""] + v.table(stats, f"table_group_shift_{t}", t) + v.note([t])
+        plot_groups(stats, groups, out.path(f"groups_{t}.png"), f"{t} {v.splits[t]}: per-group accuracy", v.styles)
+        lines += [f"![per-group accuracy, {t}]({out.name(f'groups_{t}.png')})", ""]
+        wise = v.curve[v.curve["target"] == t]
+        if wise.empty:
+            continue
+        wise_stats = group_table(wise, t, [], by="alpha")
+        wise_stats.to_csv(out.path(f"wiseft_{t}.csv"))
+        plot_wiseft(wise_stats, out.path(f"wiseft_{t}.png"), f"{t} {v.splits[t]}: WiSE-FT of {ft['wiseft_of']}",
+                    v.styles, ends=("zeroshot", ft["wiseft_of"]))
+        lines += [f"theta = (1 - alpha) * theta_zeroshot + alpha * theta_{ft['wiseft_of']}; the `wiseft` row "
+                  f"of the tables is alpha = {ft['wiseft_alpha']}.", "",
+                  f"![WiSE-FT curve, {t}]({out.name(f'wiseft_{t}.png')})", ""]
+    return lines
+
+
+def zeroshot_lines(v: View, targets: list[str]) -> list[str]:
+    return (["### Zero-shot classification", "",
+             "Accuracy on each classification data set; **Mean**: each seed's mean over them, then mean ± std.", ""]
+            + v.table(accuracy_table(v.rows, targets, "Mean", order=v.order), "table_zeroshot",
+                      "zero-shot classification")
+            + v.note(targets))
+
+
+def section_lines(section: dict, out: Out, styles: dict[str, dict]) -> list[str]:
+    """The Markdown of one section; writes its tables and figures under `out`."""
+    cfg, records = section["config"], section["records"]
+    ev = cfg.get("evaluate") or {}
+    long = long_table(records)
+    v = View(section["title"], cfg, records, at_report_split(long), at_report_split(curve_table(records)),
+             report_splits(long), method_order(cfg["finetune"]), out, styles)
+    lines = [f"## {v.title}", "",
+             f"Experiment `{section['experiment']}`: every run fine-tuned on `{cfg['train']}`, then evaluated on "
+             "each target below." + (ZEROSHOT_EVAL if set(v.rows["target"]) - {cfg["train"]} else ""), "",
+             "### Runs", "", "What each row is: its training, regulariser and spurious captions as the runs "
+             "recorded them, and which checkpoint was evaluated (`finetune.select`).", "",
+             run_settings(records, v.order).to_markdown(index=False), ""]
+    shifts = ordered_targets(v.rows, ("shift",), ev.get("shifts"))
+    if shifts:
+        lines += domain_shift_lines(v, shifts)
+    groups = ordered_targets(v.rows, ("id", "group"), [cfg["train"], *(ev.get("groups") or ())], groups_only=True)
+    if groups:
+        lines += group_lines(v, groups)
+    zeroshot = ordered_targets(v.rows, ("zeroshot",), ev.get("zeroshot"))
+    if zeroshot:
+        lines += zeroshot_lines(v, zeroshot)
+    return lines
+
+
+def build(sections: list[dict], name: str, out: Path, notes: list[str] | None = None) -> None:
+    """Write report.md, the tables, figures and metrics_long.csv of `sections` into `out`.
+
+    A section: {"title", "experiment", "config" (the experiment's validated config), "records"
+    (its runs' evaluation records)}.
+    """
+    # one colour per method in every figure of the report, whichever section it is in
+    styles = method_styles(list(dict.fromkeys(m for s in sections for m in method_order(s["config"]["finetune"]))))
     with atomic_dir(out) as tmp:
-        long.sort_values(["split", "method", "seed"]).to_csv(tmp / "metrics_long.csv", index=False)
-        lines = [f"# {dataset}: worst-group evaluation", ""]
-        if notes:
-            lines += notes + [""]
-        lines += [
-            "Accuracies in percent, mean ± std over seeds. **Worst-group**: the lowest accuracy over the "
-            "(class, spurious attribute) groups. **Average**: accuracy over all samples of the split. "
-            "**Adj. average**: group accuracies weighted by the *training* group proportions (the "
-            "Waterbirds literature's convention). Per-group columns are `class / attribute`.", ""]
-        lines += ["## Runs", "", "What each row is: its training, regulariser and spurious captions as the "
-                  "runs recorded them, and which checkpoint was evaluated (`finetune.select`).", "",
-                  run_settings(runs, order).to_markdown(index=False), ""]
-        for split in splits:
-            stats = summary_table(long, split, order)
-            table = format_pm(stats)
-            table.to_csv(tmp / f"table_{split}.csv")
-            latex = table.reset_index().to_latex(index=False, caption=f"{dataset}, {split} split",
-                                                 label=f"tab:{dataset}-{split}")
-            (tmp / f"table_{split}.tex").write_text(latex.replace("±", "$\\pm$"))
-            # disablenumparse keeps "10.0" as written instead of re-formatting it as 10
-            lines += [f"## {split} split", "", table.to_markdown(disable_numparse=True), ""]
-            plot_groups(stats, groups, tmp / f"groups_{split}.png", f"{dataset} {split}: per-group accuracy",
-                        styles)
-            lines += [f"![per-group accuracy, {split}](groups_{split}.png)", ""]
-        curve = wiseft_curve(runs, "test")
-        if not curve.empty:
-            wise_of = cfg["finetune"]["wiseft_of"]
-            plot_wiseft(curve, tmp / "wiseft_test.png", f"{dataset} test: WiSE-FT of {wise_of}", styles,
-                        ends=("zeroshot", wise_of))
-            curve.to_csv(tmp / "wiseft_test.csv")
-            lines += ["## WiSE-FT", "",
-                      f"theta = (1 - alpha) * theta_zeroshot + alpha * theta_{wise_of}; the `wiseft` row "
-                      f"of the tables is alpha = {cfg['finetune']['wiseft_alpha']}.", "",
-                      "![WiSE-FT curve](wiseft_test.png)", ""]
+        # two sections of one experiment (different targets) share runs: each row once
+        long = pd.concat([long_table(s["records"]) for s in sections])
+        long = long.drop_duplicates(subset=["experiment", "target", "method", "seed", "split"])
+        long.sort_values(["experiment", "target", "method", "seed", "split"]).to_csv(
+            tmp / "metrics_long.csv", index=False)
+        lines = [f"# {name}", ""]
+        for note in notes or ():
+            lines += [note, ""]
+        lines += ["Accuracies in percent, mean ± std over seeds (the std of the per-seed values; a mean over "
+                 "targets is each seed's mean, then mean ± std). Each target is reported at its *report split*: "
+                 "test if evaluated, else its last evaluated split.", ""]
+        for section, prefix in zip(sections, section_prefixes(sections)):
+            lines += section_lines(section, Out(tmp, prefix), styles)
         (tmp / "report.md").write_text("\n".join(lines))
 
 
+def load_sections(spec: dict) -> list[dict]:
+    """The CLI's spec ({"sections": [{"title", "experiment", "config", "metrics": [paths]}]}) with
+    each section's records read."""
+    return [{k: s[k] for k in ("title", "experiment", "config")}
+            | {"records": [json.loads(Path(p).read_text()) for p in s["metrics"]]} for s in spec["sections"]]
+
+
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description="Tables and figures of a dataset's runs.")
-    p.add_argument("--dataset", required=True)
-    p.add_argument("--dataset-config", required=True, help="JSON of the validated dataset config")
-    p.add_argument("--metrics", nargs="+", required=True, help="metrics.json files of the runs")
-    p.add_argument("--pretrain-report", default=None, help="the tiny CLIP's pretrain_report.json")
+    p = argparse.ArgumentParser(description="Tables and figures of experiments' evaluation records.")
+    p.add_argument("--name", required=True, help="the report's name (its heading)")
+    p.add_argument("--spec", required=True,
+                   help='JSON (or a JSON file): {"sections": [{"title", "experiment", "config", "metrics": [...]}]}')
+    p.add_argument("--pretrain-report", nargs="+", action="extend", default=[],
+                   help="the synthetic tiny CLIP's pretrain_report.json (one per synthetic teacher)")
     p.add_argument("--out", required=True)
     a = p.parse_args(argv)
-    runs = [json.loads(Path(m).read_text()) for m in a.metrics]
-    notes = []
-    if a.pretrain_report:
-        r = json.loads(Path(a.pretrain_report).read_text())
-        z = r["zeroshot"]
-        notes.append(
-            f"Teacher: the synthetic world's tiny CLIP, pre-trained for {r['pretrain']['steps']} steps "
-            f"({r['train_seconds']:.0f} s), logit scale {r['final_logit_scale']:.1f} "
-            f"({'fixed' if r['pretrain'].get('logit_scale') else 'learned'}); on a fresh balanced set its "
-            f"zero-shot class accuracy is {z['class_accuracy']:.1f}% (worst group {z['class_worst_group']:.1f}%) "
-            f"and its scene (land/water) accuracy {z['scene_accuracy']:.1f}%.")
-    build(runs, json.loads(a.dataset_config), a.dataset, Path(a.out), notes)
+    spec = json.loads(a.spec if a.spec.lstrip().startswith("{") else Path(a.spec).read_text())
+    notes = [teacher_note(json.loads(Path(r).read_text()), r) for r in a.pretrain_report]
+    build(load_sections(spec), a.name, Path(a.out), notes)
     print((Path(a.out) / "report.md").read_text())
 
 

@@ -73,16 +73,32 @@ def make_pools(folder: str | Path, pools: dict[str, list[str]] = POOLS) -> list[
     return paths
 
 
-def dataset_config(root: str | Path, model_name: str, **finetune) -> dict:
-    """A validated dataset config for the tiny world; `finetune` overrides its finetune section."""
+TEMPLATES = ["a photo of a {}.", "This is a picture of a {}."]
+
+
+def config(root: str | Path, model_name: str, **finetune) -> dict:
+    """A validated configuration of the tiny world: data set and experiment `tiny`, trained on it;
+    `finetune` overrides the experiment's finetune section."""
     ft = {"epochs": 2, "batch_size": 8, "lr": 1e-4, "warmup_steps": 1, "lambda": 0.5,
           "num_workers": 0, "threads": 1, "device": "cpu", "log_every": 1}
     ft.update(finetune)
-    cfg = {"tiny": {"classnames": CLASSNAMES, "data": {"root": str(root)}, "model": {"name": model_name},
-                    "evaluate": {"templates": ["a photo of a {}.", "This is a picture of a {}."], "device": "cpu",
-                                 "batch_size": 16},
-                    "finetune": ft}}
-    return stage_config.validate(cfg)["tiny"]
+    cfg = {"datasets": {"tiny": {"reader": "waterbirds", "root": str(root), "templates": TEMPLATES}},
+           "experiments": {"tiny": {"train": "tiny", "model": {"name": model_name},
+                                    "evaluate": {"device": "cpu", "batch_size": 16, "num_workers": 0},
+                                    "finetune": ft}}}
+    return stage_config.validate(cfg)
+
+
+def dataset_config(root: str | Path, model_name: str, **finetune) -> dict:
+    """The training job of the tiny experiment (what describe, embed and fine-tune read)."""
+    return stage_config.train_job(config(root, model_name, **finetune), "tiny")
+
+
+def eval_config(job: dict, splits=("val", "test"), **finetune) -> dict:
+    """What the evaluate rule passes for the tiny experiment's runs on their own training set."""
+    return {"experiment": "tiny", "target": "tiny", "role": "id", "reader": job["data"]["reader"],
+            "root": job["data"]["root"], "splits": list(splits), "model": job["model"],
+            "evaluate": job["evaluate"], "finetune": {"precision": "auto", **finetune}}
 
 
 def tiny_world(tmp: str | Path, **finetune) -> tuple[dict, str]:

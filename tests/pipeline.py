@@ -13,13 +13,25 @@ REPO = Path(__file__).resolve().parent.parent
 WORKFLOW_FILES = ("Snakefile", "workflow", "config", "prompts")
 
 # Small enough for a few minutes on two cores; large enough that the tiny CLIP learns something.
-REDUCED = {
-    "data": {"synthetic": {"n_train": 200, "n_val": 40, "n_test": 80, "n_pretrain": 3000}},
+REDUCED_WORLD = {
+    "synthetic": {"n_train": 200, "n_val": 40, "n_test": 80, "n_pretrain": 3000},
     "pretrain": {"steps": 60, "batch_size": 64, "width": 32, "layers": 1, "text_layers": 1, "embed_dim": 32,
                  "patch_size": 8},
+}
+REDUCED_RUNS = {
     "describe": {"types": ["background"], "n_samples": 2, "min_pool": 3},
     "finetune": {"methods": ["zeroshot"], "seeds": [0], "epochs": 1, "batch_size": 32},
 }
+
+
+def reduced(**experiment) -> dict:
+    """The config override of a reduced synthbirds: its world and its experiment, whose sections
+    (describe, finetune, ...) `experiment` replaces."""
+    return {"datasets": {"synthbirds": REDUCED_WORLD},
+            "experiments": {"synthbirds": {**REDUCED_RUNS, **experiment}}}
+
+
+REDUCED = reduced()
 
 
 def make_workdir(tmp: Path, overrides: dict) -> Path:
@@ -29,7 +41,7 @@ def make_workdir(tmp: Path, overrides: dict) -> Path:
             shutil.copytree(src, tmp / name)
         elif src.exists():
             shutil.copy(src, tmp / name)
-    (tmp / "override.yaml").write_text(yaml.safe_dump({"synthbirds": overrides}))
+    (tmp / "override.yaml").write_text(yaml.safe_dump(overrides))
     return tmp
 
 

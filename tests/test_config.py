@@ -1,53 +1,103 @@
 import pytest
 import yaml
 
-from stages.config import ConfigError, load, validate
+from stages.config import ConfigError, generated_roots, load, target_roles, train_job, validate
 
 
 def test_shipped_configs_validate_and_get_defaults():
-    cfg = load("config/synthbirds.yaml", "config/waterbirds.yaml")
-    assert set(cfg) == {"synthbirds", "synthbirds_sharp", "waterbirds"}
-    # the ablation differs from the demo only by its teacher's fixed logit scale (and its paths)
-    sharp, demo = cfg["synthbirds_sharp"], cfg["synthbirds"]
-    assert sharp["pretrain"] == {**demo["pretrain"], "logit_scale": 100} and demo["pretrain"]["logit_scale"] is None
-    for key in ("finetune", "describe", "evaluate", "seed", "classnames"):
-        assert sharp[key] == demo[key], key
-    assert sharp["data"]["synthetic"] == demo["data"]["synthetic"]
-    assert cfg["waterbirds"]["model"] == {"name": "ViT-B-16-quickgelu", "pretrained": "openai"}
-    # a section absent from the file is filled with the schema's defaults
-    assert cfg["waterbirds"]["pretrain"]["steps"] > 0
-    assert "This is a picture of a {}." in cfg["synthbirds"]["evaluate"]["templates"]
+    cfg = load("config/synthbirds.yaml", "config/synthworld.yaml", "config/paper.yaml")
+    assert set(cfg["experiments"]) == {"synthbirds", "synthbirds_flat", "synthworld", "imagenet", "waterbirds_intask"}
+    # the ablation differs from the demo only by its teacher's learned logit scale (and its paths)
+    ds = cfg["datasets"]
+    assert ds["synthbirds_flat"]["pretrain"] == {**ds["synthbirds"]["pretrain"], "logit_scale": None}
+    assert ds["synthbirds"]["pretrain"]["logit_scale"] == 100
+    assert ds["synthbirds_flat"]["synthetic"] == ds["synthbirds"]["synthetic"]
+    flat, demo = cfg["experiments"]["synthbirds_flat"], cfg["experiments"]["synthbirds"]
+    for key in ("finetune", "describe", "evaluate", "seed"):
+        assert flat[key] == demo[key], key
+    imagenet = cfg["experiments"]["imagenet"]
+    assert imagenet["model"] == {"name": "ViT-B-16-quickgelu", "pretrained": "openai"}
+    # the paper's protocol: trained on ImageNet, evaluated on its five shifts, two group-shift
+    # sets and four zero-shot sets
+    roles = target_roles(imagenet)
+    assert roles["imagenet"] == "id" and len(roles) == 12
+    assert [t for t, r in roles.items() if r == "shift"] == ["imagenet_v2", "imagenet_sketch", "imagenet_r",
+                                                             "imagenet_a", "objectnet"]
+    assert cfg["reports"]["waterbirds"][0] == {"experiment": "imagenet", "targets": ["waterbirds"],
+                                               "title": cfg["reports"]["waterbirds"][0]["title"]}
+    # the training job resolves class names and templates from the reader (open_clip's ImageNet)
+    job = train_job(cfg, "imagenet")
+    assert len(job["classnames"]) == 1000 and len(job["evaluate"]["templates"]) == 80
+    assert train_job(cfg, "synthbirds")["evaluate"]["templates"][0] == "This is a picture of a {}."
+    # the synthetic protocol is the same kind of experiment: its source task's class names are the
+    # world's, and the rules write its shifted sets where their data sets are read
+    from stages.synthsource import CLASSNAMES
+    assert train_job(cfg, "synthworld")["classnames"] == list(CLASSNAMES)
+    assert {r: role for r, role in target_roles(cfg["experiments"]["synthworld"]).items()} == {
+        "synthsource": "id", "synth_v2": "shift", "synth_sketch": "shift", "synth_rendition": "shift",
+        "synth_hard": "shift", "synthworld": "group"}
+    roots = generated_roots(cfg)
+    assert all(roots[cfg["datasets"][d]["root"]] == "synth_source" for d in ("synthsource", "synth_v2", "synth_hard"))
+    assert roots["data/synthbirds/dataset"] == "synth_world" and "data/imagenet" not in roots
 
 
 def base():
-    return {"toy": {"classnames": ["a", "b"], "data": {"root": "x"}, "model": {"name": "RN50"}}}
+    return {"datasets": {"d": {"reader": "waterbirds", "root": "x"}},
+            "experiments": {"toy": {"train": "d", "model": {"name": "RN50"}}}}
 
 
 def test_unknown_key_is_named():
     cfg = base()
-    cfg["toy"]["finetune"] = {"lrr": 1e-5}
-    with pytest.raises(ConfigError, match=r"toy\.finetune.*unknown key.*'lrr'"):
+    cfg["experiments"]["toy"]["finetune"] = {"lrr": 1e-5}
+    with pytest.raises(ConfigError, match=r"experiments\.toy\.finetune.*unknown key.*'lrr'"):
         validate(cfg)
 
 
 def test_wrong_type_is_named():
     cfg = base()
-    cfg["toy"]["finetune"] = {"epochs": "ten"}
-    with pytest.raises(ConfigError, match=r"toy\.finetune\.epochs.*'ten' is not of type 'integer'"):
+    cfg["experiments"]["toy"]["finetune"] = {"epochs": "ten"}
+    with pytest.raises(ConfigError, match=r"experiments\.toy\.finetune\.epochs.*'ten' is not of type 'integer'"):
         validate(cfg)
 
 
 def test_missing_required_key():
     cfg = base()
-    del cfg["toy"]["model"]
+    del cfg["experiments"]["toy"]["model"]
     with pytest.raises(ConfigError, match="'model' is a required property"):
+        validate(cfg)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda c: c["experiments"]["toy"].update(train="nope"),
+     r"experiments\.toy\.train: unknown data set 'nope'; known data sets: d"),
+    (lambda c: c["experiments"]["toy"].update(evaluate={"shifts": ["v2"]}),
+     r"experiments\.toy\.evaluate\.shifts: unknown data set 'v2'"),
+    (lambda c: c["datasets"].update(c101={"reader": "caltech101", "root": "y"}) or c["experiments"]["toy"].update(train="c101"),
+     r"datasets\.c101\.classnames: experiment toy trains on it, and reader 'caltech101' knows its class names only from the data"),
+    (lambda c: c.update(reports={"toy": [{"experiment": "toy", "title": "t"}]}),
+     r"reports\.toy: an experiment has that name"),
+    (lambda c: c.update(reports={"r": [{"experiment": "toy", "title": "t", "targets": ["x"]}]}),
+     r"reports\.r\.0\.targets: \['x'\] are not targets of experiment toy"),
+    (lambda c: c["datasets"].update(w={"reader": "imagenet", "root": "data/w/dataset", "synthetic": {}}),
+     r"datasets\.w: a synthetic data set is written by the synth_world rule"),
+    (lambda c: c["datasets"].update(s={"reader": "waterbirds", "root": "data/s/source", "source": {}}),
+     r"datasets\.s: the synthetic source task is written by the synth_source rule: reader 'imagefolder'"),
+    (lambda c: c["experiments"]["toy"].update(model={"name": "local-dir:data/d/clip"}),
+     r"experiments\.toy\.model\.name: data/d/clip is the tiny CLIP the pretrain rule builds for a synthetic data set"),
+    (lambda c: c["datasets"]["d"].update(classnames=["only one"]), r"datasets\.d\.classnames: .* is too short"),
+    (lambda c: c["datasets"]["d"].update(templates=["no slot"]), r"datasets\.d\.templates\.0: 'no slot' does not match"),
+])
+def test_cross_references_are_named(change, message):
+    cfg = base()
+    change(cfg)
+    with pytest.raises(ConfigError, match=message):
         validate(cfg)
 
 
 def test_validate_does_not_modify_input(tmp_path):
     cfg = base()
     out = validate(cfg)
-    assert "finetune" not in cfg["toy"] and "finetune" in out["toy"]
+    assert "finetune" not in cfg["experiments"]["toy"] and "finetune" in out["experiments"]["toy"]
     p = tmp_path / "c.yaml"
     p.write_text(yaml.safe_dump(cfg))
     assert load(p) == out

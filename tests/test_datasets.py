@@ -2,39 +2,23 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import open_clip
 import pytest
 import torch
-import scipy.io as sio
 from PIL import Image
 
-from stages import datasets
-from stages.datasets import DatasetLayoutError, imagenet, objectnet
+from stages import data, datasets
+from stages.datasets import DatasetLayoutError, DatasetMissing, imagenet, objectnet, transfer
+from tests import trees
 from tests.helpers import make_dataset
+from tests.trees import folder_tree, jpeg
 
 WNIDS = imagenet.wnids()
 GOLDFISH = "n01443537"  # ImageNet index 1; in ImageNet-R and -A
 TENCH = "n01440764"     # ImageNet index 0; in neither R nor A
-
-
-def jpeg(path: Path, value: int = 128, size=(8, 6)) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.new("RGB", size, (value, value, value)).save(path)
-    return path
-
-
-def folder_tree(root: Path, folders, images: dict[str, int] | None = None, ext=".JPEG") -> Path:
-    """Every folder of `folders`, with images[folder] images in the listed ones only."""
-    for f in folders:
-        (root / f).mkdir(parents=True, exist_ok=True)
-    for f, n in (images or {}).items():
-        for k in range(n):
-            jpeg(root / f / f"{f}_{k}{ext}")
-    return root
 
 
 def labels(ds) -> list[int]:
@@ -155,39 +139,8 @@ def test_loader_batches_the_four_fields(tmp_path):
 
 # ---- ObjectNet ------------------------------------------------------------------------------
 
-def ilsvrc_id(index: int) -> int:
-    """A made-up but bijective sorted-wnid index -> ILSVRC-2012 id, so that a reader skipping
-    pytorch_to_imagenet_2012_id.json gets the classes wrong."""
-    return (7 * index + 3) % 1000
-
-
-# folder -> (ObjectNet label, ImageNet indices)
-OBJECTNET = {"banana": ("Banana", [954]), "alarm_clock": ("Alarm clock", [409, 530]),
-             "chair": ("Chair", [423, 559, 765])}
-
-
-def objectnet_tree(root: Path, border=(255, 0, 0)) -> Path:
-    maps = root / "mappings"
-    maps.mkdir(parents=True)
-    folder_to_label = {f: lab for f, (lab, _) in OBJECTNET.items()}
-    folder_to_label["air_freshener"] = "Air freshener"  # an ObjectNet class without ImageNet twin
-    (maps / "folder_to_objectnet_label.json").write_text(json.dumps(folder_to_label))
-    (maps / "objectnet_to_imagenet_1k.json").write_text(json.dumps(
-        {lab: "; ".join(f"imagenet name {ilsvrc_id(i)}" for i in idx) for lab, idx in OBJECTNET.values()}))
-    (maps / "imagenet_to_label_2012_v2").write_text("".join(f"imagenet name {i}\n" for i in range(1000)))
-    (maps / "pytorch_to_imagenet_2012_id.json").write_text(
-        json.dumps({str(p): ilsvrc_id(p) for p in range(1000)}))
-    rng = np.random.default_rng(0)
-    for f in [*OBJECTNET, "air_freshener"]:
-        pixels = rng.integers(0, 200, (10, 12, 3), dtype=np.uint8)
-        pixels[0, :], pixels[-1, :], pixels[:, 0], pixels[:, -1] = border, border, border, border
-        (root / "images" / f).mkdir(parents=True)
-        Image.fromarray(pixels).save(root / "images" / f / f"{f}_0.png")
-    return root
-
-
 def test_objectnet_maps_folders_through_its_files_and_crops_the_border(tmp_path):
-    root = objectnet_tree(tmp_path / "objectnet-1.0")
+    root = trees.write_objectnet(tmp_path / "objectnet-1.0")
     folders, names, heads = objectnet.read_mappings(root)
     assert folders == ["alarm_clock", "banana", "chair"]
     assert names == ["alarm clock", "banana", "chair"]
@@ -207,7 +160,7 @@ def test_objectnet_maps_folders_through_its_files_and_crops_the_border(tmp_path)
 
 
 def test_objectnet_projects_imagenet_logits_to_its_classes(tmp_path):
-    ds = datasets.open("objectnet", objectnet_tree(tmp_path / "objectnet-1.0"), "test")
+    ds = datasets.open("objectnet", trees.write_objectnet(tmp_path / "objectnet-1.0"), "test")
     logits = torch.zeros(2, 1000)
     logits[0, 530], logits[0, 954], logits[0, 0] = 4.0, 3.0, 9.0  # 0 maps to no ObjectNet class
     logits[1, 765], logits[1, 409], logits[1, 423] = 2.0, 1.0, -1.0
@@ -218,13 +171,13 @@ def test_objectnet_projects_imagenet_logits_to_its_classes(tmp_path):
 
 
 def test_objectnet_layout_errors(tmp_path):
-    root = objectnet_tree(tmp_path / "objectnet-1.0")
+    root = trees.write_objectnet(tmp_path / "objectnet-1.0")
     (root / "mappings" / "objectnet_to_imagenet_1k.json").unlink()
     with pytest.raises(DatasetLayoutError, match="objectnet_to_imagenet_1k.json") as e:
         datasets.open("objectnet", root, "test")
     assert str(root / "mappings") in str(e.value)
 
-    root = objectnet_tree(tmp_path / "b" / "objectnet-1.0")
+    root = trees.write_objectnet(tmp_path / "b" / "objectnet-1.0")
     for p in (root / "images" / "banana").iterdir():
         p.unlink()
     (root / "images" / "banana").rmdir()
@@ -253,34 +206,9 @@ def test_waterbirds_wraps_the_pipeline_reader(tmp_path):
         assert ds.group(y, place) == 2 * meta.y[i] + meta.place[i]
 
 
-CELEBA_ATTRIBUTES = (
-    "5_o_Clock_Shadow Arched_Eyebrows Attractive Bags_Under_Eyes Bald Bangs Big_Lips Big_Nose "
-    "Black_Hair Blond_Hair Blurry Brown_Hair Bushy_Eyebrows Chubby Double_Chin Eyeglasses Goatee "
-    "Gray_Hair Heavy_Makeup High_Cheekbones Male Mouth_Slightly_Open Mustache Narrow_Eyes No_Beard "
-    "Oval_Face Pale_Skin Pointy_Nose Receding_Hairline Rosy_Cheeks Sideburns Smiling Straight_Hair "
-    "Wavy_Hair Wearing_Earrings Wearing_Hat Wearing_Lipstick Wearing_Necklace Wearing_Necktie Young"
-).split()
-
-
-def celeba_tree(root: Path, rows) -> Path:
-    """rows: (blond -1/1, male -1/1, partition)."""
-    blond, male = CELEBA_ATTRIBUTES.index("Blond_Hair"), CELEBA_ATTRIBUTES.index("Male")
-    attr_lines, part_lines = [str(len(rows)), " ".join(CELEBA_ATTRIBUTES)], []
-    for k, (b, m, p) in enumerate(rows):
-        name = f"{k + 1:06d}.jpg"
-        values = ["-1"] * 40
-        values[blond], values[male] = str(b), str(m)
-        attr_lines.append(f"{name} " + " ".join(f"{v:>2}" for v in values))  # published: aligned
-        part_lines.append(f"{name} {p}")
-        jpeg(root / "img_align_celeba" / name, value=10 * k)
-    (root / "list_attr_celeba.txt").write_text("\n".join(attr_lines) + "\n")
-    (root / "list_eval_partition.txt").write_text("\n".join(part_lines) + "\n")
-    return root
-
-
 def test_celeba_labels_attributes_and_groups(tmp_path):
     rows = [(1, -1, 0), (-1, 1, 2), (1, 1, 2), (-1, -1, 2), (1, -1, 2), (-1, 1, 1)]
-    root = celeba_tree(tmp_path / "celeba", rows)
+    root = trees.write_celeba(tmp_path / "celeba", rows)
     ds = datasets.open("celeba", root, "test")
     got = [ds.dataset[i][1:3] for i in range(len(ds.dataset))]
     assert got == [(0, 1), (1, 1), (0, 0), (1, 0)]  # files 2..5, Blond_Hair and Male as 0/1
@@ -293,73 +221,146 @@ def test_celeba_labels_attributes_and_groups(tmp_path):
 
 
 def test_celeba_layout_errors(tmp_path):
-    root = celeba_tree(tmp_path / "celeba", [(1, -1, 0)])
+    root = trees.write_celeba(tmp_path / "celeba", [(1, -1, 0)])
     (root / "list_eval_partition.txt").unlink()
     with pytest.raises(DatasetLayoutError, match="list_eval_partition.txt") as e:
         datasets.open("celeba", root, "train")
     assert str(root) in str(e.value)
 
-    root = celeba_tree(tmp_path / "c2", [(1, -1, 0)])
+    root = trees.write_celeba(tmp_path / "c2", [(1, -1, 0)])
     text = (root / "list_attr_celeba.txt").read_text().replace("Blond_Hair", "Blonde")
     (root / "list_attr_celeba.txt").write_text(text)
     with pytest.raises(DatasetLayoutError, match="Blond_Hair"):
         datasets.open("celeba", root, "train")
 
 
-# ---- transfer sets through torchvision --------------------------------------------------------
+# ---- transfer sets --------------------------------------------------------------------------
 
-def test_caltech101(tmp_path):
-    cats = tmp_path / "caltech101" / "101_ObjectCategories"
-    for c, n in [("BACKGROUND_Google", 1), ("Faces_easy", 1), ("accordion", 2), ("car_side", 1)]:
-        for k in range(n):
-            jpeg(cats / c / f"image_{k + 1:04d}.jpg")
+def paths(ds) -> list[str]:
+    return [str(Path(ds.dataset.path(i)).relative_to(ds.root)) for i in range(len(ds.dataset))]
+
+
+def test_caltech101_all_has_torchvisions_labels(tmp_path):
+    counts = {"BACKGROUND_Google": 1, "Faces_easy": 1, "accordion": 2, "car_side": 1}
+    trees.write_caltech101(tmp_path, counts)
     ds = datasets.open("caltech101", tmp_path, "all")
     assert ds.classnames == ["centered face", "accordion", "side of a car"]  # no background class
-    assert labels(ds) == [0, 1, 1, 2]
+    assert [ds.dataset[i][1] for i in range(4)] == [0, 1, 1, 2]
     assert ds.dataset[0][2:] == (-1, 0)
+    from torchvision.datasets import Caltech101
+    tv = Caltech101(tmp_path)
+    assert ds.labels_and_attributes()[0].tolist() == tv.y
+    assert paths(ds) == [f"{tv.categories[y]}/image_{k:04d}.jpg" for y, k in zip(tv.y, tv.index)]
 
 
-def test_sun397(tmp_path):
-    sun = tmp_path / "SUN397"
-    sun.mkdir()
-    (sun / "ClassName.txt").write_text("/a/abbey\n/a/apartment_building/outdoor\n")
-    jpeg(sun / "a" / "abbey" / "sun_aaa.jpg")
-    jpeg(sun / "a" / "apartment_building" / "outdoor" / "sun_bbb.jpg")
-    jpeg(sun / "a" / "apartment_building" / "outdoor" / "sun_ccc.jpg")
+def test_caltech101_train_is_the_first_30_images_of_each_class(tmp_path):
+    counts = {"BACKGROUND_Google": 40, "Faces_easy": 32, "accordion": 31, "car_side": 3}
+    trees.write_caltech101(tmp_path, counts)
+    train, test, every = (datasets.open("caltech101", tmp_path, s) for s in ("train", "test", "all"))
+    assert len(train.dataset) == 30 + 30 + 3 and len(test.dataset) == 2 + 1
+    assert paths(test) == ["Faces_easy/image_0031.jpg", "Faces_easy/image_0032.jpg",
+                           "accordion/image_0031.jpg"]
+    assert test.labels_and_attributes()[0].tolist() == [0, 0, 1]
+    assert "Faces_easy/image_0030.jpg" in paths(train) and "car_side/image_0003.jpg" in paths(train)
+    assert sorted(paths(train) + paths(test)) == sorted(paths(every))
+    assert not any(p.startswith("BACKGROUND") for p in paths(every))
+    assert train.classnames == test.classnames == every.classnames
+
+    trees.write_caltech101(tmp_path / "small", {"BACKGROUND_Google": 1, "accordion": 30})
+    with pytest.raises(DatasetLayoutError, match="no images in split 'test'.*first 30") as e:
+        datasets.open("caltech101", tmp_path / "small", "test")
+    assert str(tmp_path / "small" / "caltech101" / "101_ObjectCategories") in str(e.value)
+
+
+def test_sun397_all_has_torchvisions_labels(tmp_path):
+    trees.write_sun397(tmp_path)
     ds = datasets.open("sun397", tmp_path, "all")
-    assert ds.classnames == ["abbey", "apartment building outdoor"]
-    assert labels(ds) == [0, 1, 1]
+    assert ds.classnames == ["abbey", "apartment building outdoor", "beach"]
+    assert len(ds.dataset) == 3 * 5 and paths(ds) == sorted(paths(ds))
+    from torchvision.datasets import SUN397
+    tv = SUN397(tmp_path)
+    tv_label = {str(p.relative_to(tmp_path / "SUN397")): y for p, y in zip(tv._image_files, tv._labels)}
+    assert dict(zip(paths(ds), ds.labels_and_attributes()[0].tolist())) == tv_label
+
+
+@pytest.mark.parametrize("where", ["Partitions", "SUN397/Partitions"])
+def test_sun397_train_and_test_are_partition_1(tmp_path, where):
+    trees.write_sun397(tmp_path, partitions=where)
+    listed = {s: (tmp_path / where / f).read_text().split() for s, f in transfer.SUN_PARTITIONS.items()}
+    assert len(listed["train"]) == len(listed["test"]) == 3 * 2
+    for split in ("train", "test"):
+        ds = datasets.open("sun397", tmp_path, split)
+        assert ["/" + p for p in paths(ds)] == listed[split]
+        assert ds.labels_and_attributes()[0].tolist() == [0, 0, 1, 1, 2, 2]
+        assert ds.dataset[2][1] == 1 and ds.classnames[1] == "apartment building outdoor"
+    train, test = (set(paths(datasets.open("sun397", tmp_path, s))) for s in ("train", "test"))
+    assert not train & test and train | test < set(paths(datasets.open("sun397", tmp_path, "all")))
+
+
+def test_sun397_partition_errors(tmp_path):
+    trees.write_sun397(tmp_path, partitions=None)
+    assert len(datasets.open("sun397", tmp_path, "all").dataset) == 15  # "all" needs no partitions
+    with pytest.raises(DatasetMissing) as e:
+        datasets.open("sun397", tmp_path, "train")
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith(f"{tmp_path / 'SUN397' / 'Partitions' / 'Training_01.txt'} (or "
+                                              f"{tmp_path / 'Partitions' / 'Training_01.txt'}) not found")
+    assert transfer.SUN_PARTITIONS_URL in msg
+
+    parts = tmp_path / "Partitions"
+    parts.mkdir()
+    (parts / "Testing_01.txt").write_text("/a/abbey/sun_notthere.jpg\n")
+    with pytest.raises(DatasetLayoutError, match="1 of the 1 images it lists not found.*sun_notthere") as e:
+        datasets.open("sun397", tmp_path, "test")
+    assert str(parts / "Testing_01.txt") in str(e.value)
+    (parts / "Testing_01.txt").write_text("/c/castle/sun_x.jpg\n")
+    with pytest.raises(DatasetLayoutError, match="'castle', not one of the 3"):
+        datasets.open("sun397", tmp_path, "test")
 
 
 def test_stanford_cars(tmp_path):
-    base = tmp_path / "stanford_cars"
-    (base / "devkit").mkdir(parents=True)
-    names = np.array(["AM General Hummer SUV 2000", "Acura RL Sedan 2012"], dtype=object)
-    sio.savemat(base / "devkit" / "cars_meta.mat", {"class_names": names})
-    annos = np.array([("00001.jpg", 2), ("00002.jpg", 1)], dtype=[("fname", object), ("class", np.uint8)])
-    sio.savemat(base / "devkit" / "cars_train_annos.mat", {"annotations": annos})
-    for f in ("00001.jpg", "00002.jpg"):
-        jpeg(base / "cars_train" / f)
+    trees.write_stanford_cars(tmp_path)
     ds = datasets.open("stanford_cars", tmp_path, "train")
-    assert ds.classnames == list(names)
-    assert [ds.dataset[i][1] for i in range(2)] == [1, 0]  # the .mat's classes count from 1
+    assert ds.classnames == trees.CARS_NAMES
+    assert [ds.dataset[i][1] for i in range(6)] == [0, 1, 2, 0, 1, 2]  # the .mat's classes count from 1
+    test = datasets.open("stanford_cars", tmp_path, "test")
+    assert test.labels_and_attributes()[0].tolist() == [2, 1, 0, 0]
+    assert test.labels_and_attributes()[1].tolist() == [-1] * 4
 
 
-def test_flowers102_labels(tmp_path, monkeypatch):
-    from torchvision.datasets import Flowers102
-    # torchvision checks the .mat files' md5 against the published ones: a test tree cannot match
-    monkeypatch.setattr(Flowers102, "_check_integrity", lambda self: True)
-    base = tmp_path / "flowers-102"
-    base.mkdir()
-    sio.savemat(base / "setid.mat",
-                {"trnid": np.array([1, 3]), "valid": np.array([2]), "tstid": np.array([4])})
-    sio.savemat(base / "imagelabels.mat", {"labels": np.array([1, 5, 102, 7])})
-    for k in range(1, 5):
-        jpeg(base / "jpg" / f"image_{k:05d}.jpg")
+def test_flowers102_labels_without_torchvisions_md5_check(tmp_path, monkeypatch):
+    trees.write_flowers102(tmp_path, labels=[1, 5, 102, 7, 3, 9],
+                           sets={"trnid": [1, 3], "valid": [2, 5], "tstid": [6, 4]})
     ds = datasets.open("flowers102", tmp_path, "train")
     assert len(ds.classnames) == 102 and ds.classnames[0] == "pink primrose"
     assert [ds.dataset[i][1] for i in range(2)] == [0, 101]
     assert ds.templates == ["a photo of a {}, a type of flower."]
+    assert datasets.open("flowers102", tmp_path, "test").labels_and_attributes()[0].tolist() == [8, 6]
+    # the same labels and images as torchvision's reader, once its md5 check is out of the way
+    # (a split of one image is read here too; torchvision's squeezes it to a scalar and fails)
+    trees.write_flowers102(tmp_path / "one", sets={"trnid": [1], "valid": [2], "tstid": [3]})
+    assert datasets.open("flowers102", tmp_path / "one", "val").labels_and_attributes()[0].tolist() == [1]
+    from torchvision.datasets import Flowers102
+    monkeypatch.setattr(Flowers102, "_check_integrity", lambda self: True)
+    for split in ("train", "val", "test"):
+        tv, ours = Flowers102(tmp_path, split=split), datasets.open("flowers102", tmp_path, split)
+        assert ours.labels_and_attributes()[0].tolist() == tv._labels
+        assert [ours.dataset.path(i) for i in range(len(tv))] == list(map(str, tv._image_files))
+
+
+def test_flowers102_layout_errors(tmp_path):
+    trees.write_flowers102(tmp_path)
+    (tmp_path / "flowers-102" / "jpg" / "image_00011.jpg").unlink()
+    with pytest.raises(DatasetLayoutError, match="1 of the 3 images it lists not found.*image_00011") as e:
+        datasets.open("flowers102", tmp_path, "test")
+    assert str(tmp_path / "flowers-102" / "setid.mat") in str(e.value)
+    assert len(datasets.open("flowers102", tmp_path, "train").dataset) == 6
+    trees.write_flowers102(tmp_path / "b", sets={"trnid": [1, 13], "valid": [2], "tstid": [3]})
+    with pytest.raises(DatasetLayoutError, match="trnid holds image ids outside 1 ... 12"):
+        datasets.open("flowers102", tmp_path / "b", "train")
+    (tmp_path / "b" / "flowers-102" / "imagelabels.mat").unlink()
+    with pytest.raises(DatasetLayoutError, match="missing imagelabels.mat"):
+        datasets.open("flowers102", tmp_path / "b", "train")
 
 
 # ---- every reader: a missing data set is one line naming the folder and where it is published --
@@ -376,6 +377,7 @@ def test_missing_data_set_is_one_line(tmp_path, kind):
     with pytest.raises(DatasetLayoutError) as e:
         datasets.open(kind, root, SPLIT.get(kind, "test"))
     msg = str(e.value)
+    assert isinstance(e.value, DatasetMissing)  # not there at all, as opposed to a wrong layout
     assert "\n" not in msg and "published at http" in msg
     assert msg.startswith(str(root / SUBFOLDER.get(kind, "")).rstrip("/") + " not found")
 
@@ -391,3 +393,138 @@ def test_empty_torchvision_set_names_the_folder(tmp_path):
 def test_unknown_kind_lists_the_known_ones():
     with pytest.raises(ValueError, match="unknown data set kind 'imagenet_c'.*imagenet_r"):
         datasets.open("imagenet_c", "x", "test")
+
+
+# ---- the reader tables and label arrays, on every reader's published-layout tree ----------------
+
+@pytest.fixture(scope="module")
+def roots(tmp_path_factory) -> dict[str, Path]:
+    return trees.write_all(tmp_path_factory.mktemp("trees"))
+
+
+def test_tables_cover_every_reader():
+    for table in (datasets.SPLITS, datasets.EVAL_SPLITS, datasets.STATIC_CLASSNAMES):
+        assert list(table) == list(datasets.READERS)
+    for reader, splits in datasets.EVAL_SPLITS.items():
+        assert splits and set(splits) <= set(datasets.SPLITS[reader]), reader
+    assert datasets.EVAL_SPLITS["imagenet"] == ["val"]
+    assert datasets.EVAL_SPLITS["waterbirds"] == datasets.EVAL_SPLITS["celeba"] == ["val", "test"]
+    for reader in ("imagenet_v2", "imagenet_sketch", "imagenet_r", "imagenet_a", "objectnet",
+                   "caltech101", "flowers102", "stanford_cars", "sun397"):
+        assert datasets.EVAL_SPLITS[reader] == ["test"], reader
+    assert datasets.SPLITS["sun397"] == datasets.SPLITS["caltech101"] == ["train", "test", "all"]
+    assert datasets.SPLITS["waterbirds"] == ["train", "val", "test"]
+
+
+@pytest.mark.parametrize("reader", list(datasets.READERS))
+def test_every_listed_split_opens_and_no_other(roots, reader):
+    for split in datasets.SPLITS[reader]:
+        assert len(datasets.open(reader, roots[reader], split).dataset) > 0, split
+    with pytest.raises(ValueError, match="unknown split 'bogus'"):
+        datasets.open(reader, roots[reader], "bogus")
+
+
+@pytest.mark.parametrize("reader", list(datasets.READERS))
+def test_static_classnames_are_what_the_reader_reads(roots, reader):
+    names = datasets.static_classnames(reader)
+    read = datasets.open(reader, roots[reader], datasets.SPLITS[reader][-1]).classnames
+    if reader in ("caltech101", "flowers102", "stanford_cars", "sun397", "imagefolder"):
+        assert names is None
+    else:
+        assert names == read
+    if reader.startswith("imagenet") or reader == "objectnet":
+        assert names == list(open_clip.IMAGENET_CLASSNAMES) and len(names) == 1000
+    with pytest.raises(ValueError, match="unknown data set kind"):
+        datasets.static_classnames("imagenet_c")
+
+
+@pytest.mark.parametrize("reader", list(datasets.READERS))
+def test_labels_and_attributes_match_the_items_without_loading_images(roots, reader, monkeypatch):
+    for split in datasets.SPLITS[reader]:
+        ds = datasets.open(reader, roots[reader], split)
+        items = [ds.dataset[i][1:3] for i in range(len(ds.dataset))]
+        with monkeypatch.context() as m:
+            m.setattr(Image, "open", lambda *a, **k: pytest.fail("an image was opened"))
+            labels, attributes = ds.labels_and_attributes()
+        assert labels.dtype == attributes.dtype == np.int64
+        assert list(zip(labels.tolist(), attributes.tolist())) == items, split
+        assert (attributes >= 0).all() if ds.group_names else (attributes == -1).all()
+        labels[:] = -5  # a copy: the data set's own arrays stay as they were
+        assert ds.labels_and_attributes()[0].tolist() == [y for y, _ in items]
+
+
+def test_labels_and_attributes_name_a_data_set_without_label_arrays(tmp_path):
+    class Opaque(torch.utils.data.Dataset):
+        def __len__(self):
+            return 1
+
+    ds = datasets.ClassificationSet(name="odd", root=tmp_path, split="test", dataset=Opaque(),
+                                    classnames=["a"], templates=["{}"])
+    with pytest.raises(TypeError, match=f"odd \\({tmp_path}\\): Opaque keeps no label arrays"):
+        ds.labels_and_attributes()
+
+
+def test_waterbirds_tree_is_a_valid_waterbirds_layout(roots):
+    data.read_metadata(roots["waterbirds"], check_images=True)
+    record = datasets.check("waterbirds", "waterbirds", roots["waterbirds"])
+    assert {s: r["group_counts"] for s, r in record["splits"].items()} == trees.WATERBIRDS_COUNTS
+    ds = datasets.open("waterbirds", roots["waterbirds"], "train")
+    image, y, place, _ = ds.dataset[0]
+    pixels = np.asarray(image)
+    assert np.abs(pixels[0, 0].astype(int) - trees.WATERBIRDS_BACKGROUNDS[place]).max() < 12
+    assert np.abs(pixels[8, 8].astype(int) - trees.colour(y)).max() < 12
+
+
+def test_trees_colour_images_by_class(roots):
+    ds = datasets.open("imagenet", roots["imagenet"], "val")
+    for i in range(len(ds.dataset)):
+        image, y, _, _ = ds.dataset[i]
+        assert np.abs(np.asarray(image)[5, 5].astype(int) - trees.colour(y)).max() < 12
+    assert sorted(set(ds.labels_and_attributes()[0].tolist())) == list(trees.IMAGENET_CLASSES)
+
+
+# ---- imagefolder: any root/<split>/<class>/*.jpg tree (the synthetic source world's) -------------
+
+def test_imagefolder_labels_are_sorted_folders_and_names_read_underscores_as_spaces(tmp_path):
+    root = trees.write_imagefolder(tmp_path / "src", classes=("swan", "blue_jay", "owl"),
+                                   n={"train": 2, "test": 1})
+    (root / "train" / "README.txt").write_text("a file beside the class folders is not a class")
+    ds = datasets.open("imagefolder", root, "train")
+    assert ds.classnames == ["blue jay", "owl", "swan"] and ds.root == root / "train"
+    assert labels(ds) == [0, 0, 1, 1, 2, 2]
+    assert ds.templates == ["a photo of a {}.", "This is a picture of a {}."]
+    image, label, attribute, index = ds.dataset[0]
+    assert isinstance(image, Image.Image) and attribute == -1 and index == 0
+    assert ds.dataset.path(0).endswith("blue_jay/blue_jay_0.jpg") and label == 0
+    assert datasets.SPLITS["imagefolder"] == ["train", "val", "test"]
+    assert datasets.EVAL_SPLITS["imagefolder"] == ["test"]
+    assert datasets.static_classnames("imagefolder") is None
+    assert datasets.static_templates("imagefolder") == ds.templates
+
+
+def test_imagefolder_errors_name_the_folder(tmp_path):
+    root = trees.write_imagefolder(tmp_path / "src", n={"train": 1})
+    with pytest.raises(DatasetMissing) as e:  # the split's folder: one line naming it
+        datasets.open("imagefolder", root, "test")
+    msg = str(e.value)
+    assert msg.startswith(f"{root / 'test'} not found") and "test/<class>/*.jpg" in msg and "\n" not in msg
+    (root / "val").mkdir()
+    with pytest.raises(DatasetLayoutError, match="no class folders") as e:
+        datasets.open("imagefolder", root, "val")
+    assert str(root / "val") in str(e.value)
+    (root / "val" / "owl").mkdir()
+    with pytest.raises(DatasetLayoutError, match="no images"):
+        datasets.open("imagefolder", root, "val")
+    with pytest.raises(ValueError, match="unknown split 'all'"):
+        datasets.open("imagefolder", root, "all")
+
+
+def test_imagefolder_reads_the_synthetic_source_world(tmp_path):
+    from stages import synthsource
+    params = {"n_train": 32, "n_val": 16}
+    df = synthsource.generate_source(tmp_path / "source", params)
+    ds = datasets.open("imagefolder", tmp_path / "source", "train")
+    assert ds.classnames == list(synthsource.CLASSNAMES) and len(ds.classnames) == 16
+    read = {Path(ds.dataset.path(i)).relative_to(tmp_path / "source").as_posix(): int(y)
+            for i, y in enumerate(ds.labels_and_attributes()[0])}
+    assert read == dict(zip(df.loc[df["split"] == "train", "path"], df.loc[df["split"] == "train", "label"]))

@@ -9,13 +9,18 @@ from stages.describe.fetch import GGUF_NAME, GGUF_SHA256
 
 
 def dataset(**describe):
-    return {"toy": {"classnames": ["a", "b"], "data": {"root": "x"}, "model": {"name": "RN50"}, "describe": describe}}
+    return {"datasets": {"d": {"reader": "waterbirds", "root": "x"}},
+            "experiments": {"toy": {"train": "d", "model": {"name": "RN50"}, "describe": describe}}}
+
+
+def describe_of(**describe) -> dict:
+    return validate(dataset(**describe))["experiments"]["toy"]["describe"]
 
 
 def errors(**describe) -> str:
     """The messages of the schema and of `checks.check`, as the Snakefile reports them."""
     try:
-        checks.check(validate(dataset(**describe)))
+        checks.check(validate(dataset(**describe))["experiments"])
     except ConfigError as e:
         return str(e)
     return ""
@@ -26,29 +31,29 @@ QWEN = "Qwen/Qwen2.5-7B-Instruct"
 
 @pytest.mark.parametrize("describe, message", [
     # refused by vLLM only after loading the model
-    (dict(top_p=0), "config key toy.describe.top_p: 0 is less than or equal to the minimum of 0"),
+    (dict(top_p=0), "config key experiments.toy.describe.top_p: 0 is less than or equal to the minimum of 0"),
     (dict(backend="vllm", model=QWEN, temperature=0),
-     "config key toy.describe.n_samples: temperature 0 is greedy decoding, which gives one answer"),
-    (dict(backend="transformers", temperature=0, n_samples=2), "config key toy.describe.n_samples"),
+     "config key experiments.toy.describe.n_samples: temperature 0 is greedy decoding, which gives one answer"),
+    (dict(backend="transformers", temperature=0, n_samples=2), "config key experiments.toy.describe.n_samples"),
     # vllm_args: a validated pass-through
     (dict(backend="vllm", model=QWEN, vllm_args={"max_model_len": "4k"}),
-     "config key toy.describe.vllm_args.max_model_len: '4k' is not of type 'integer'"),
+     "config key experiments.toy.describe.vllm_args.max_model_len: '4k' is not of type 'integer'"),
     (dict(backend="vllm", model=QWEN, vllm_args={"gpu_memory_utilization": 1.5}),
-     "config key toy.describe.vllm_args.gpu_memory_utilization: 1.5 is greater than the maximum of 1"),
+     "config key experiments.toy.describe.vllm_args.gpu_memory_utilization: 1.5 is greater than the maximum of 1"),
     (dict(backend="vllm", model=QWEN, vllm_args={"seed": 3}),
-     "config key toy.describe.vllm_args: unknown key(s) ['seed']"),
+     "config key experiments.toy.describe.vllm_args: unknown key(s) ['seed']"),
     (dict(backend="vllm", model=QWEN, vllm_args={"enforce_eager": "yes"}),
-     "config key toy.describe.vllm_args.enforce_eager: 'yes' is not of type 'boolean'"),
+     "config key experiments.toy.describe.vllm_args.enforce_eager: 'yes' is not of type 'boolean'"),
     # GGUF and vLLM
-    (dict(backend="vllm"), "config key toy.describe.model: backend vllm needs `model`"),
+    (dict(backend="vllm"), "config key experiments.toy.describe.model: backend vllm needs `model`"),
     (dict(backend="vllm", model=QWEN, gguf_file="qwen-q4.gguf"),
-     "config key toy.describe.gguf_file: backend vllm does not read gguf_file"),
-    (dict(backend="vllm", model=QWEN, gguf_sha256="ab" * 32), "config key toy.describe.gguf_sha256"),
-    (dict(backend="vllm", model="/models/qwen-q4_k_m.gguf"), "config key toy.describe.vllm_args.tokenizer"),
+     "config key experiments.toy.describe.gguf_file: backend vllm does not read gguf_file"),
+    (dict(backend="vllm", model=QWEN, gguf_sha256="ab" * 32), "config key experiments.toy.describe.gguf_sha256"),
+    (dict(backend="vllm", model="/models/qwen-q4_k_m.gguf"), "config key experiments.toy.describe.vllm_args.tokenizer"),
     # others
-    (dict(device="gpu"), "config key toy.describe.device: 'gpu' does not match"),
+    (dict(device="gpu"), "config key experiments.toy.describe.device: 'gpu' does not match"),
     (dict(backend="file", files={"background": "bg.txt"}),
-     "config key toy.describe.files: backend 'file' needs a file for every type in describe.types; "
+     "config key experiments.toy.describe.files: backend 'file' needs a file for every type in describe.types; "
      "missing ['texture', 'quality']"),
 ])
 def test_describe_settings_an_engine_would_refuse_or_ignore_are_config_errors(describe, message):
@@ -69,13 +74,13 @@ def test_valid_describe_settings_pass(describe):
 
 
 def test_vllm_does_not_record_the_transformers_gguf_defaults():
-    params = validate(dataset(backend="vllm", model=QWEN))["toy"]["describe"]
+    params = describe_of(backend="vllm", model=QWEN)
     assert (params["gguf_file"], params["gguf_sha256"]) == (GGUF_NAME, GGUF_SHA256)  # the schema's defaults
     used = checks.effective(params)
     assert (used["gguf_file"], used["gguf_sha256"]) == (None, None)
     assert checks.effective(used) == used
     # the transformers backend keeps them: they name the file it loads
-    default = validate(dataset())["toy"]["describe"]
+    default = describe_of()
     assert checks.effective(default) == default
 
 
@@ -89,8 +94,8 @@ def test_vllm_does_not_record_the_transformers_gguf_defaults():
     (dict(backend="file", files={"background": "b"}, device="cuda", tensor_parallel_size=2), 0),
 ])
 def test_gpus_requested_per_backend(describe, gpus):
-    assert checks.gpus(validate(dataset(**describe))["toy"]["describe"]) == gpus
+    assert checks.gpus(describe_of(**describe)) == gpus
 
 
 def test_shipped_configs_pass_the_describe_checks():
-    checks.check(load("config/synthbirds.yaml", "config/waterbirds.yaml"))
+    checks.check(load("config/synthbirds.yaml", "config/synthworld.yaml", "config/paper.yaml")["experiments"])

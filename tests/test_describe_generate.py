@@ -20,8 +20,9 @@ CLASSES = ["landbird", "waterbird"]
 
 
 def write_config(tmp_path, describe):
-    cfg = {"toy": {"seed": 7, "domain": "birds", "classnames": CLASSES, "data": {"root": str(tmp_path / "d")},
-                   "model": {"name": "x"}, "describe": describe}}
+    cfg = {"datasets": {"d": {"reader": "waterbirds", "root": str(tmp_path / "d"), "classnames": CLASSES}},
+           "experiments": {"toy": {"seed": 7, "domain": "birds", "train": "d", "model": {"name": "x"},
+                                   "describe": describe}}}
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -115,7 +116,7 @@ def test_cli_refuses_a_describe_config_the_engine_would_refuse(tmp_path, backend
     cfg = write_config(tmp_path, {"backend": "vllm", "model": "Qwen/Qwen2.5-0.5B-Instruct", "temperature": 0})
     with pytest.raises(SystemExit) as err:
         main(["generate", "--config", str(cfg), "--dataset", "toy", "--type", "background"])
-    assert "config key toy.describe.n_samples: temperature 0 is greedy decoding" in str(err.value)
+    assert "config key experiments.toy.describe.n_samples: temperature 0 is greedy decoding" in str(err.value)
     assert backend_loads == [], "refused before any model is loaded"
 
 

@@ -330,14 +330,15 @@ def test_without_augmentation_teacher_images_are_encoded_once(world, go, monkeyp
 def test_cli_with_config_file_and_set(world, tmp_path):
     tmp, cfg, emb = world
     config = tmp_path / "c.yaml"
-    config.write_text(yaml.safe_dump({"tiny": {k: v for k, v in cfg.items()}}))
+    from helpers import config as tiny_config
+    config.write_text(yaml.safe_dump(tiny_config(cfg["data"]["root"], cfg["model"]["name"])))
     from stages.finetune.__main__ import main
-    main(["--config", str(config), "--dataset", "tiny", "--method", "starft", "--seed", "1", "--embeddings", emb,
+    main(["--config", str(config), "--experiment", "tiny", "--method", "starft", "--seed", "1", "--embeddings", emb,
           "--out-dir", str(tmp_path / "run"), "--set", "lambda=2", "--set", "epochs=1", "--no-progress"])
     ckpt = load(tmp_path / "run" / "checkpoint.pt")
     assert ckpt["config"]["lambda"] == 2 and ckpt["seed"] == 1 and ckpt["epoch"] == 1
     with pytest.raises(SystemExit, match="--set 'lamda=2'"):
-        main(["--config", str(config), "--dataset", "tiny", "--method", "starft", "--seed", "1", "--embeddings", emb,
+        main(["--config", str(config), "--experiment", "tiny", "--method", "starft", "--seed", "1", "--embeddings", emb,
               "--out-dir", str(tmp_path / "run"), "--set", "lamda=2"])
 
 
@@ -429,10 +430,10 @@ def test_select_val_worst_group_keeps_the_best_epoch(world, go):
     assert len(history) == 3 and sel["rule"] == "val_worst_group" and r["selected"] == sel
     assert sel["epoch"] == 1 + int(np.argmax(history)) and sel["val_worst_group"] == max(history)
     # the stored weights score what the selection recorded, scored as the evaluate stage scores them
-    from stages import evaluate
-    data_check = {"root": cfg["data"]["root"], "group_counts": {"train": [8, 0, 0, 8]}}
-    m = evaluate.run({**cfg, "evaluate": {**cfg["evaluate"], "splits": ["val"]}}, data_check, "flyp", 0,
-                     str(tmp / "sel" / "checkpoint.pt"))
+    from helpers import eval_config
+    from stages import datasets, evaluate
+    data_check = datasets.check("tiny", "waterbirds", cfg["data"]["root"], templates=cfg["evaluate"]["templates"])
+    m = evaluate.run(eval_config(cfg, splits=["val"]), data_check, "flyp", 0, str(tmp / "sel" / "checkpoint.pt"))
     assert m["splits"]["val"]["worst_group"] == pytest.approx(sel["val_worst_group"])
     assert m["selected"]["epoch"] == sel["epoch"] and m["precision"] == "auto"   # the run's own precision
     log = pd.read_csv(tmp / "sel" / "train_log.csv")
@@ -514,3 +515,19 @@ def test_torchrun_run_writes_the_same_run_as_one_process(world, tmp_path):
     la, lb = pd.read_csv(tmp_path / "one" / "train_log.csv"), pd.read_csv(tmp_path / "two" / "train_log.csv")
     assert len(la) == len(lb) == 4
     assert la["loss"].iloc[0] == pytest.approx(lb["loss"].iloc[0], rel=1e-5)
+
+
+def test_device_decode_trains_on_the_same_batches(world, go):
+    """decode: device reads bytes in the loader and decodes and crops in the training process: the
+    same samples, crop boxes and captions as the PIL path. The tiny world's images are PNGs (no
+    decoder difference), so the inputs differ only by the resize arithmetic (PIL's fixed-point
+    kernel vs torch's float one, <= 1 grey level, ~0.016 in normalised units), which moves the
+    first loss (before any update) by a small fraction of itself."""
+    tmp, cfg, emb = world
+    cpu = go("starft", tmp / "dec_cpu", epochs=1)
+    dev = go("starft", tmp / "dec_dev", epochs=1, decode="device")
+    assert dev["steps"] == cpu["steps"] == 2
+    first = lambda r: r["log"][0]   # noqa: E731
+    assert first(dev)["loss"] == pytest.approx(first(cpu)["loss"], rel=1e-2)
+    assert first(dev)["regularizer"] == pytest.approx(first(cpu)["regularizer"], rel=5e-2, abs=1e-6)
+    assert load(tmp / "dec_dev" / "checkpoint.pt")["config"]["decode"] == "device"

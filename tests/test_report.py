@@ -1,42 +1,212 @@
+import json
 from pathlib import Path
 
+import matplotlib.image
+import numpy as np
 import pandas as pd
 import pytest
 from matplotlib.colors import to_rgb
+from matplotlib.container import ErrorbarContainer
 from matplotlib.figure import Figure
 
-from stages.report import build, method_styles
+from stages.report import build, main, method_styles
 
-CFG = {"classnames": ["landbird", "waterbird"], "group_names": ["land", "water"],
-       "finetune": {"methods": ["zeroshot", "ft", "wiseft"], "wiseft_of": "ft", "wiseft_alpha": 0.5}}
+GROUPS = ["landbird on land", "landbird on water", "waterbird on land", "waterbird on water"]
+SEEDS = (0, 1, 2)
+# accuracy = method base + target offset + the target's per-seed noise: distinct noise per target,
+# so that the std of a mean column (std of per-seed means) differs from any mean of stds
+BASE = {"zeroshot": 50.0, "ft": 70.0, "flyp": 72.0, "wiseft": 71.0}
+OFFSET = {"imagenet": 10.0, "imagenet_v2": -5.0, "imagenet_r": -20.0, "waterbirds": 5.0, "celeba": 0.0,
+          "caltech101": 15.0, "flowers102": -10.0}
+NOISE = {"imagenet": (0, 1, 2), "imagenet_v2": (0, 2, 7), "imagenet_r": (4, 0, 2), "waterbirds": (0, 3, 3),
+         "celeba": (1, 1, 4), "caltech101": (0, 6, 0), "flowers102": (2, 2, 8)}
+ROLE = {"imagenet": "id", "imagenet_v2": "shift", "imagenet_r": "shift", "waterbirds": "group", "celeba": "group",
+        "caltech101": "zeroshot", "flowers102": "zeroshot"}
+CONFIG = {"train": "imagenet",
+          "finetune": {"methods": ["ft", "wiseft", "flyp"], "wiseft_of": "ft", "wiseft_alpha": 0.5, "select": "last"},
+          "evaluate": {"shifts": ["imagenet_v2", "imagenet_r"], "groups": ["waterbirds", "celeba"],
+                       "zeroshot": ["caltech101", "flowers102"]}}
 
 
-def run(method, seed, worst, groups, curve=None):
-    m = {"worst_group": worst, "average": sum(groups) / 4, "adjusted_average": groups[0], "group_accuracy": groups}
-    r = {"method": method, "seed": seed, "splits": {"test": m}}
-    if curve:
-        r["wiseft"] = [{"alpha": a, "test": {**m, "worst_group": w, "average": w + 10}} for a, w in curve]
+def metrics(acc: float, groups: bool) -> dict:
+    m = {"accuracy": acc, "n": 100}
+    if groups:  # the third group is the worst
+        group_accuracy = [acc + 10, acc - 5, acc - 20, acc + 15]
+        m.update(worst_group=min(group_accuracy), average=acc, adjusted_average=acc - 1,
+                 group_accuracy=group_accuracy, group_size=[25] * 4)
+    return m
+
+
+def accuracy(method, target, seed, alpha=None):
+    if alpha is not None:  # along the WiSE-FT curve: from the teacher to ft, 3 points better halfway
+        return accuracy("zeroshot", target, seed) * (1 - alpha) + accuracy("ft", target, seed) * alpha \
+            + 6 * alpha * (1 - alpha)
+    return BASE[method] + OFFSET[target] + NOISE[target][seed]
+
+
+def record(method, seed, target, experiment="imagenet", role=None, train="imagenet"):
+    groups = target in ("waterbirds", "celeba")
+    # ImageNet has no labelled test split (report split: val); the others report test over val
+    splits = ["val"] if target == "imagenet" else ["val", "test"]
+
+    def at(alpha=None):
+        acc = accuracy(method, target, seed, alpha)
+        return {s: metrics(acc - 30 if s != splits[-1] else acc, groups) for s in splits}
+
+    linear = method == "ft" and target in ("imagenet", "imagenet_v2", "imagenet_r")
+    r = {"experiment": experiment, "target": target, "reader": target, "role": role or ROLE[target],
+         "method": method, "seed": seed, "head": "linear" if linear else "zeroshot",
+         "classnames": ["a", "b"], "group_names": GROUPS if groups else None, "splits": at(),
+         "checkpoint": None if method == "zeroshot" else f"results/runs/{experiment}/{method}/seed{seed}/checkpoint.pt",
+         "selected": None if method == "zeroshot" else {"rule": "last", "epoch": 10},
+         "train_config": None if method == "zeroshot" else
+         {"method": "ft" if method == "wiseft" else method, "name": "ft" if method == "wiseft" else method,
+          "epochs": 10}}
+    if method == "wiseft":
+        r["wiseft"] = [{"alpha": a, "splits": at(a)} for a in (0.0, 0.5, 1.0)]
+        r["wiseft_alpha"] = 0.5
+        r["splits"] = r["wiseft"][1]["splits"]
     return r
 
 
-def test_tables_are_mean_and_std_over_seeds(tmp_path):
-    runs = [run("ft", 0, 70.0, [90.0, 70.0, 80.0, 100.0]), run("ft", 1, 74.0, [94.0, 74.0, 80.0, 100.0]),
-            run("zeroshot", 0, 60.0, [100.0, 60.0, 70.0, 100.0]),
-            run("wiseft", 0, 72.0, [90.0, 72.0, 80.0, 100.0], curve=[(0.0, 60.0), (1.0, 70.0)]),
-            run("wiseft", 1, 76.0, [90.0, 76.0, 80.0, 100.0], curve=[(0.0, 60.0), (1.0, 74.0)])]
-    build(runs, CFG, "toy", tmp_path / "out")
-    table = pd.read_csv(tmp_path / "out/table_test.csv", index_col=0)
-    assert list(table.index) == ["zeroshot", "ft", "wiseft"]          # config order, wiseft once
-    # ft: worst-group 70 and 74 -> mean 72, sample std 2.83; landbird/land 90 and 94 -> 92 ± 2.8
-    assert table.loc["ft", "Worst-group"] == "72.0 ± 2.8"
-    assert table.loc["ft", "landbird / land"] == "92.0 ± 2.8"
-    assert table.loc["zeroshot", "Worst-group"] == "60.0"              # one seed: no std
-    assert table.loc["ft", "Seeds"] == 2
-    curve = pd.read_csv(tmp_path / "out/wiseft_test.csv", header=[0, 1], index_col=0)
-    assert curve.loc[1.0, ("worst_group", "mean")] == pytest.approx(72.0)
-    report = (tmp_path / "out/report.md").read_text()
-    assert "| ft       | 72.0 ± 2.8" in report and "wiseft_test.png" in report
-    assert "$\\pm$" in (tmp_path / "out/table_test.tex").read_text()
+def records(methods=tuple(BASE), targets=tuple(ROLE), **kw):
+    return [record(m, s, t, **kw) for m in methods for s in SEEDS for t in targets]
+
+
+def section(recs=None, **kw):
+    return {"title": "ImageNet", "experiment": "imagenet", "config": CONFIG, "records": recs or records(), **kw}
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("report") / "imagenet"
+    build([section()], "imagenet", out)
+    return out
+
+
+def read(path):
+    return pd.read_csv(path, index_col=0)
+
+
+def test_domain_shift_table_is_mean_and_std_over_seeds(report):
+    table = read(report / "table_domain_shift.csv")
+    assert list(table.index) == ["zeroshot", "ft", "flyp", "wiseft"]   # config order, wiseft last
+    assert list(table.columns) == ["imagenet (ID)", "imagenet_v2", "imagenet_r", "Shift mean", "Seeds"]
+    # flyp on imagenet_v2: 67, 69, 74 -> mean 70, sample std sqrt(13) = 3.6
+    assert table.loc["flyp", "imagenet_v2"] == "70.0 ± 3.6"
+    # shift mean per seed: (67 + 56) / 2, (69 + 52) / 2, (74 + 54) / 2 = 61.5, 60.5, 64 -> 62.0 ± 1.8
+    # (not the mean of the two columns' stds, 2.8)
+    assert table.loc["flyp", "Shift mean"] == "62.0 ± 1.8"
+    # ID at its report split, val (the only one): 82, 83, 84
+    assert table.loc["flyp", "imagenet (ID)"] == "83.0 ± 1.0"
+    assert (table["Seeds"] == 3).all()
+    md = (report / "report.md").read_text()
+    assert "| flyp     | 83.0 ± 1.0" in md
+    assert "Splits: imagenet val, imagenet_v2 test, imagenet_r test." in md
+
+
+def test_group_tables_per_target_and_overview(report):
+    table = read(report / "table_group_shift_waterbirds.csv")
+    assert list(table.columns) == ["Worst-group", "Average", "Adj. average", *GROUPS, "Seeds"]
+    # ft on waterbirds test (not val): 75, 78, 78; "landbird on land" is +10
+    assert table.loc["ft", "landbird on land"] == "87.0 ± 1.7"
+    assert table.loc["ft", "Worst-group"] == "57.0 ± 1.7"            # waterbird on land, -20
+    overview = read(report / "table_group_shift.csv")
+    assert list(overview.columns) == ["waterbirds worst-group", "waterbirds average", "celeba worst-group",
+                                      "celeba average", "Seeds"]
+    assert overview.loc["ft", "waterbirds average"] == table.loc["ft", "Average"] == "77.0 ± 1.7"
+    for name in ("groups_waterbirds.png", "groups_celeba.png", "wiseft_waterbirds.png"):
+        assert (report / name).stat().st_size > 5000, name
+    # the curve's numbers: at alpha 1 the wiseft point is ft's
+    curve = pd.read_csv(report / "wiseft_waterbirds.csv", header=[0, 1], index_col=0)
+    assert curve.loc[1.0, ("average", "mean")] == pytest.approx(77.0)
+
+
+def test_zeroshot_table_has_the_mean_of_the_targets(report):
+    table = read(report / "table_zeroshot.csv")
+    assert list(table.columns) == ["caltech101", "flowers102", "Mean", "Seeds"]
+    # zeroshot: caltech101 65, 71, 65; flowers102 42, 42, 48 -> per seed 53.5, 56.5, 56.5
+    assert table.loc["zeroshot", "Mean"] == "55.5 ± 1.7"
+    assert table.loc["zeroshot", "caltech101"] == "67.0 ± 3.5"
+
+
+def test_latex_tables(report):
+    tex = (report / "table_domain_shift.tex").read_text()
+    assert "\\begin{tabular}" in tex and "$\\pm$" in tex
+    assert "imagenet\\_v2" in tex  # underscores escaped: LaTeX would stop at a bare one
+
+
+def test_id_vs_shift_figure_is_drawn(report):
+    path = report / "id_vs_shift.png"
+    assert path.stat().st_size > 10_000
+    image = matplotlib.image.imread(path)
+    assert len(np.unique(image.reshape(-1, image.shape[-1]), axis=0)) > 50  # not a blank canvas
+    curve = pd.read_csv(report / "wiseft_id_vs_shift.csv", header=[0, 1], index_col=0)
+    # alpha 0 is the teacher: ID 60, 61, 62
+    assert curve.loc[0.0, ("imagenet (ID)", "mean")] == pytest.approx(61.0)
+    # shift means: the teacher's 40, ft's 60; halfway the curve's bump adds 1.5
+    assert curve.loc[0.5, ("Shift mean", "mean")] == pytest.approx(51.5)
+
+
+def test_report_states_checkpoints_and_zero_shot_evaluation(report):
+    md = (report / "report.md").read_text()
+    assert "Checkpoints: the last epoch of each run (`finetune.select: last`)" in md
+    assert "Targets other than the training set are zero-shot evaluations" in md
+    assert ("imagenet_v2, imagenet_r: zero-shot evaluations of the runs fine-tuned on `imagenet`; linear head: "
+            "ft on imagenet, imagenet_v2, imagenet_r, the zero-shot head elsewhere.") in md
+    assert "caltech101, flowers102: zero-shot evaluations of the runs fine-tuned on `imagenet`; every cell with " \
+        "the zero-shot head." in md
+    for section in ("### Runs", "### Domain shift", "### Group shift", "### Zero-shot classification"):
+        assert section in md
+
+
+def test_metrics_long_has_every_record_split(report):
+    long = pd.read_csv(report / "metrics_long.csv")
+    # imagenet has one split, the six others two; 4 methods x 3 seeds
+    assert len(long) == 4 * 3 * (1 + 6 * 2)
+    row = long[(long.target == "waterbirds") & (long.method == "ft") & (long.seed == 1) & (long.split == "test")]
+    assert row.iloc[0][["experiment", "role", "accuracy", "landbird on land"]].tolist() == \
+        ["imagenet", "group", 78.0, 88.0]
+
+
+def test_composite_report_prefixes_each_sections_files(tmp_path):
+    intask = {**CONFIG, "train": "waterbirds", "evaluate": {}}
+    sections = [section(records(targets=("waterbirds",)), title="Zero-shot on Waterbirds"),
+                {"title": "In-task", "experiment": "waterbirds_intask", "config": intask,
+                 "records": records(targets=("waterbirds",), experiment="waterbirds_intask", role="id")}]
+    build(sections, "waterbirds", tmp_path / "out")
+    files = {p.name for p in (tmp_path / "out").iterdir()}
+    assert files == {"report.md", "metrics_long.csv",
+                     *(f"{e}_{f}" for e in ("imagenet", "waterbirds_intask")
+                       for f in ("table_group_shift_waterbirds.csv", "table_group_shift_waterbirds.tex",
+                                 "groups_waterbirds.png", "wiseft_waterbirds.png", "wiseft_waterbirds.csv"))}
+    md = (tmp_path / "out/report.md").read_text()
+    assert md.index("## Zero-shot on Waterbirds") < md.index("## In-task")
+    assert "(imagenet_groups_waterbirds.png)" in md
+    # only the section off its training set says it is a zero-shot evaluation
+    assert md.count("zero-shot evaluations of the runs fine-tuned on") == 1
+    assert md.count("Targets other than the training set are zero-shot evaluations") == 1
+    assert set(pd.read_csv(tmp_path / "out/metrics_long.csv")["experiment"]) == {"imagenet", "waterbirds_intask"}
+
+
+def test_cli_reads_the_spec_and_the_teacher_note(tmp_path, capsys):
+    paths = []
+    for r in records(targets=("imagenet", "imagenet_v2")):
+        path = tmp_path / f"runs/{r['method']}/seed{r['seed']}/eval/{r['target']}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(r))
+        paths.append(str(path))
+    pretrain = tmp_path / "pretrain_report.json"
+    pretrain.write_text(json.dumps({"train_seconds": 12.0, "final_logit_scale": 100.0, "pretrain": {"steps": 500},
+                                    "zeroshot": {"class_accuracy": 90.0, "class_worst_group": 80.0,
+                                                 "scene_accuracy": 95.0}}))
+    spec = {"sections": [{"title": "ImageNet", "experiment": "imagenet", "config": CONFIG, "metrics": paths}]}
+    main(["--name", "imagenet", "--spec", json.dumps(spec), "--out", str(tmp_path / "out"),
+          "--pretrain-report", str(pretrain)])
+    md = (tmp_path / "out/report.md").read_text()
+    assert md == capsys.readouterr().out.removesuffix("\n")
+    assert "pre-trained for 500 steps (12 s), logit scale 100.0 (learned)" in md
+    assert read(tmp_path / "out/table_domain_shift.csv").loc["flyp", "Shift mean"] == "70.0 ± 3.6"
 
 
 def test_method_colours_are_distinct_for_up_to_sixty_methods():
@@ -51,10 +221,12 @@ def test_method_colours_are_distinct_for_up_to_sixty_methods():
 
 
 def legend_colours(fig):
-    """label -> colour of what the legend shows (a bar group's or a line's)."""
+    """label -> colour of what the legend shows (a bar group's, an error-bar point's or a line's)."""
     out = {}
     for ax in fig.axes:
         for handle, label in zip(*ax.get_legend_handles_labels()):
+            if isinstance(handle, ErrorbarContainer):
+                handle = handle.lines[0]
             bar_group = hasattr(handle, "patches")
             out[label] = to_rgb(handle.patches[0].get_facecolor() if bar_group else handle.get_color())
     return out
@@ -64,45 +236,44 @@ def test_a_method_keeps_its_colour_in_every_figure_of_a_report(tmp_path, monkeyp
     figures = {}
     save = Figure.savefig
 
-    def record(fig, path, *args, **kwargs):
+    def record_legend(fig, path, *args, **kwargs):
         figures[Path(path).name] = legend_colours(fig)
         return save(fig, path, *args, **kwargs)
 
-    monkeypatch.setattr(Figure, "savefig", record)
+    monkeypatch.setattr(Figure, "savefig", record_legend)
     methods = ["zeroshot", "lp", "ft", "lpft", "flyp", "flyp_kl", "starft", "starft_ce", "s10", "s50", "wiseft"]
-    cfg = {**CFG, "finetune": {**CFG["finetune"], "methods": methods}}
-    groups = [90.0, 70.0, 80.0, 100.0]
-    runs = [run(m, 0, 70.0, groups, curve=[(0.0, 60.0), (0.5, 65.0), (1.0, 70.0)] if m == "wiseft" else None)
-            for m in methods]
-    # the val split lacks `lp`: the per-method colours must not shift with the methods present
-    for r in runs:
-        if r["method"] != "lp":
-            r["splits"]["val"] = r["splits"]["test"]
-    build(runs, cfg, "toy", tmp_path / "out")
-    test, val, wise = figures["groups_test.png"], figures["groups_val.png"], figures["wiseft_test.png"]
-    assert list(test) == methods and "lp" not in val
-    assert len(set(test.values())) == len(methods)
-    assert all(val[m] == test[m] for m in val)
-    assert wise["wiseft, worst-group"] == wise["wiseft, average"] == test["wiseft"]
-    assert wise["zeroshot (alpha 0)"] == test["zeroshot"] and wise["ft (alpha 1)"] == test["ft"]
+    cfg = {**CONFIG, "finetune": {**CONFIG["finetune"], "methods": methods}}
+    recs = [record(m if m in BASE else "flyp", 0, t) | {"method": m} for m in methods for t in ROLE]
+    # celeba lacks `lp`: the per-method colours must not shift with the methods present
+    recs = [r for r in recs if (r["method"], r["target"]) != ("lp", "celeba")]
+    build([section(recs, config=cfg)], "imagenet", tmp_path / "out")
+    water, celeba = figures["groups_waterbirds.png"], figures["groups_celeba.png"]
+    wise, shift = figures["wiseft_waterbirds.png"], figures["id_vs_shift.png"]
+    assert list(water) == methods and "lp" not in celeba
+    assert len(set(water.values())) == len(methods)
+    assert all(celeba[m] == water[m] for m in celeba)
+    assert all(shift[m] == water[m] for m in methods)
+    assert shift["WiSE-FT of ft (alpha 0 to 1)"] == water["wiseft"]
+    assert wise["wiseft, worst-group"] == wise["wiseft, average"] == water["wiseft"]
+    assert wise["zeroshot (alpha 0)"] == water["zeroshot"] and wise["ft (alpha 1)"] == water["ft"]
 
 
 def test_runs_section_says_what_each_row_comes_from(tmp_path):
-    groups = [90.0, 70.0, 80.0, 100.0]
     star = {"method": "starft", "name": "starft", "lambda": 0.5, "schedule": "diminishing", "epochs": 10,
             "spurious_types": ["background"], "spurious_sampling": "type_then_template", "kl_scale": "student"}
-    kl = {**star, "method": "flyp_kl", "name": "kl_teacher", "lambda": 5.0, "kl_scale": "teacher", "spurious_types": None}
-    runs = [run("zeroshot", 0, 60.0, groups),
-            {**run("starft", 0, 70.0, groups), "train_config": star, "selected": {"rule": "last", "epoch": 10}},
-            {**run("kl_teacher", 0, 71.0, groups), "train_config": kl,
-             "selected": {"rule": "val_worst_group", "epoch": 3}},
-            {**run("kl_teacher", 1, 72.0, groups), "train_config": kl,
-             "selected": {"rule": "val_worst_group", "epoch": 7}}]
-    cfg = {**CFG, "finetune": {**CFG["finetune"], "methods": ["zeroshot", "starft", "kl_teacher"]}}
-    build(runs, cfg, "toy", tmp_path / "out")
-    report = (tmp_path / "out/report.md").read_text()
-    section = report[report.index("## Runs"):report.index("## test split")]
-    lines = {line.split("|")[1].strip(): line for line in section.splitlines() if line.startswith("| ")}
+    kl = {**star, "method": "flyp_kl", "name": "kl_teacher", "lambda": 5.0, "kl_scale": "teacher",
+          "spurious_types": None}
+    targets = ("imagenet", "imagenet_v2")  # a run has one record per target: each run counts once
+    recs = [record("zeroshot", 0, t) for t in targets]
+    recs += [record("flyp", 0, t) | {"method": "starft", "train_config": star} for t in targets]
+    recs += [record("flyp", s, t) | {"method": "kl_teacher", "train_config": kl,
+                                     "selected": {"rule": "val_worst_group", "epoch": e}}
+             for s, e in ((0, 3), (1, 7)) for t in targets]
+    cfg = {**CONFIG, "finetune": {**CONFIG["finetune"], "methods": ["zeroshot", "starft", "kl_teacher"]}}
+    build([section(recs, config=cfg)], "imagenet", tmp_path / "out")
+    md = (tmp_path / "out/report.md").read_text()
+    runs = md[md.index("### Runs"):md.index("### Domain shift")]
+    lines = {line.split("|")[1].strip(): line for line in runs.splitlines() if line.startswith("| ")}
     assert "zero-shot weights" in lines["zeroshot"]
     assert "StarFT (label-masked), lambda 0.5 diminishing, tau0 for both" in lines["starft"]
     assert "background; type then template" in lines["starft"] and "last epoch (10)" in lines["starft"]

@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from pipeline import REDUCED, REPO, make_workdir
+from pipeline import REDUCED_RUNS, REDUCED_WORLD, REPO, make_workdir
 
 SCRIPT = REPO / "workflow/scripts/slurm_single_node.sh"
 PARTITION, GPU_MODEL = "debug", "fake"  # the script's partition and GPU type
@@ -30,12 +30,13 @@ PARTITION, GPU_MODEL = "debug", "fake"  # the script's partition and GPU type
 # costs time: each SLURM job here spends ~10 s starting Snakemake twice (sbatch, then srun) on two
 # cores, and the DAG is 6 jobs deep.
 CONFIG = {
-    **REDUCED,
-    "data": {"synthetic": {"n_train": 128, "n_val": 32, "n_test": 64, "n_pretrain": 512}},
-    "pretrain": {**REDUCED["pretrain"], "steps": 10, "warmup_steps": 2},
-    "describe": {"backend": "file", "types": ["background"], "files": {"background": "pool.txt"}, "min_pool": 3},
-    "finetune": {**REDUCED["finetune"], "methods": ["zeroshot", "flyp"], "seeds": [0], "epochs": 1, "warmup_steps": 1,
-                 "processes": 2},
+    "datasets": {"synthbirds": {
+        "synthetic": {"n_train": 128, "n_val": 32, "n_test": 64, "n_pretrain": 512},
+        "pretrain": {**REDUCED_WORLD["pretrain"], "steps": 10, "warmup_steps": 2}}},
+    "experiments": {"synthbirds": {
+        "describe": {"backend": "file", "types": ["background"], "files": {"background": "pool.txt"}, "min_pool": 3},
+        "finetune": {**REDUCED_RUNS["finetune"], "methods": ["zeroshot", "flyp"], "seeds": [0], "epochs": 1,
+                     "warmup_steps": 1, "processes": 2}}},
 }
 POOL = """\
 # the test's own pool (no LLM): the file backend applies the usual filters
@@ -162,7 +163,7 @@ def test_synthbirds_through_the_slurm_profile(slurm_cluster, tmp_path):
 
     # the same report as a local run
     out = work / "results/synthbirds"
-    table = pd.read_csv(out / "table_test.csv", index_col=0)
+    table = pd.read_csv(out / "table_group_shift_synthbirds.csv", index_col=0)
     assert list(table.index) == ["zeroshot", "flyp"] and (table["Seeds"] == 1).all()
     assert list(table.columns[:3]) == ["Worst-group", "Average", "Adj. average"]
     report = (out / "report.md").read_text()

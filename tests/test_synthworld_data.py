@@ -1,10 +1,15 @@
 import hashlib
+import json
+import re
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from stages import data
+from stages import nuisances as nz
+from stages import synthworld as sw
+from stages.describe.output import rendered_word_counts
 from stages.synthworld import RENDERED_WORDS, SPECIES, generate_dataset, generate_pretrain_set
 
 
@@ -92,9 +97,222 @@ def test_missing_image_names_file_and_line(tmp_path, synth):
         (root / name).write_bytes((synth / name).read_bytes())
     df.to_csv(root / "metadata.csv", index=False)
     with pytest.raises(data.DataError, match=rf"line 4: image .*{df['img_filename'][2]} missing or unreadable"):
-        data.check(root, ["landbird", "waterbird"], tmp_path / "check.json")
-    assert not (tmp_path / "check.json").exists()
+        data.read_metadata(root, check_images=True)
     (root / df["img_filename"][2]).parent.mkdir(exist_ok=True)
     (root / df["img_filename"][2]).write_bytes(b"not a jpeg")
     with pytest.raises(data.DataError, match="line 4: image"):
         data.read_metadata(root, check_images=True)
+
+
+# ---- the nuisances the LLM names and the world renders ---------------------------------------------
+
+def drawn(look, species="crow", seed=0, size=32):
+    """(image, mask) of one sample; the same seed gives the same scene and sprite for any look."""
+    return sw.draw(sw.SPECIES_BY_NAME[species], look, size, np.random.default_rng(seed))
+
+
+@pytest.mark.parametrize("scene", list(nz.SCENES))
+def test_every_scene_has_its_own_picture_and_words(scene):
+    img = nz.render_scene(scene, 32, np.random.default_rng(0))
+    assert img.shape == (32, 32, 3) and img.dtype == np.float32 and 0 <= img.min() and img.max() <= 1
+    assert nz.SCENE_WORDS[scene] and nz.SCENES[scene] in (0, 1, None)
+    others = [nz.render_scene(s, 32, np.random.default_rng(0)).mean((0, 1)) for s in nz.SCENES if s != scene]
+    assert min(np.abs(img.mean((0, 1)) - o).sum() for o in others) > 0.02  # its own palette
+
+
+def test_the_scenes_cover_the_llms_places():
+    assert {"forest", "beach", "lake", "ocean", "river", "snow", "city", "street", "desert", "meadow",
+            "mountain", "marsh"} <= set(nz.SCENES)
+    assert list(sw.SCENES) == ["forest", "bamboo", "meadow", "desert", "ocean", "lake", "river", "marsh",
+                               "snow", "city"]  # SynthBirds' own scenes and their order are unchanged
+
+
+@pytest.mark.parametrize("texture", list(nz.TEXTURES))
+def test_a_texture_changes_the_object_and_little_else(texture):
+    plain, mask = drawn(sw.Look("snow"))
+    textured, mask2 = drawn(sw.Look("snow", texture=texture))
+    assert (mask == mask2).all()
+    changed = np.abs(textured - plain).max(axis=2) > 0.1
+    assert changed[mask].mean() > 0.15, texture  # visible on the object
+    if texture == "furry":  # tufts stick out of the outline by one pixel, no further
+        grown = mask | np.roll(mask, 1, 0) | np.roll(mask, -1, 0) | np.roll(mask, 1, 1) | np.roll(mask, -1, 1)
+        assert not changed[~grown].any()
+    else:
+        assert not changed[~mask].any()
+
+
+def test_checkered_and_striped_alternate_on_the_object():
+    img = np.full((32, 32, 3), 0.8, np.float32)
+    mask = np.zeros((32, 32), bool)
+    mask[8:24, 8:24] = True
+    checks = nz.apply_texture(img.copy(), mask, "checkered", np.random.default_rng(0))[8:24, 8:24, 0]
+    assert 0.3 < (checks < 0.5).mean() < 0.7
+    assert (checks != np.roll(checks, 1, axis=1)).mean() > 0.2  # alternates along a row
+
+
+def hf(img):
+    return nz.high_frequency_energy(img)
+
+
+def test_quality_effects_are_visible():
+    plain, mask = drawn(sw.Look("forest"))
+    q = lambda name, seed=1: nz.apply_quality(plain, name, np.random.default_rng(seed))
+    assert hf(q("blurry")) < 0.5 * hf(plain)
+    assert hf(q("low_resolution")) < 0.7 * hf(plain)
+    assert hf(q("grainy")) > 2 * hf(plain)
+    assert q("dark").mean() < 0.5 * plain.mean()
+    assert q("overexposed").mean() > plain.mean() + 0.2
+    assert q("low_contrast").std() < 0.5 * plain.std()
+    gray = q("grayscale")
+    assert (gray[..., 0] == gray[..., 1]).all() and (gray[..., 1] == gray[..., 2]).all()
+    for seed in range(4):  # pixelated: constant blocks of 3 or 4 pixels
+        pix = q("pixelated", seed)
+        assert any(all((pix[i:i + b, j:j + b] == pix[i, j]).all() for i in range(0, 32, b) for j in range(0, 32, b))
+                   for b in (3, 4))
+    # framing acts through the object's size
+    area = lambda quality: drawn(sw.make_look("forest", quality=quality))[1].sum()
+    assert area("far") < 0.5 * mask.sum() and area("close") > 1.5 * mask.sum()
+
+
+def test_styles_redraw_the_whole_image():
+    plain, _ = drawn(sw.Look("lake"), species="cardinal")
+    sketch, _ = drawn(sw.Look("lake", style="sketch"), species="cardinal")
+    assert (sketch[..., 0] == sketch[..., 1]).all() and (sketch[..., 1] == sketch[..., 2]).all()
+    assert np.median(sketch) > 0.7 and sketch.min() < 0.4  # dark lines on white paper
+    cartoon, _ = drawn(sw.Look("lake", style="cartoon"), species="cardinal")
+    assert len(np.unique(cartoon.reshape(-1, 3), axis=0)) < 0.3 * len(np.unique(plain.reshape(-1, 3), axis=0))
+    painting, _ = drawn(sw.Look("lake", style="painting"), species="cardinal")
+    assert hf(painting) < hf(plain) and np.abs(painting - plain).mean() > 0.02
+
+
+def test_renditions_and_hard_objects():
+    plain, mask = drawn(sw.Look("snow"), species="cardinal")
+    swapped, _ = drawn(sw.Look("snow", palette=(2, 0, 1)), species="cardinal")
+    red = plain[mask].mean(0)
+    assert red[0] > red[1] + 0.3 and swapped[mask].mean(0)[1] > swapped[mask].mean(0)[0] + 0.3  # red -> green
+    assert (swapped[~mask] == plain[~mask]).all()
+    faint, _ = drawn(sw.Look("snow", contrast=0.3), species="cardinal")
+    background = nz.render_scene("snow", 32, np.random.default_rng(0))
+    gap = lambda img: np.abs(img[mask] - background[mask]).mean()
+    assert gap(faint) < 0.4 * gap(plain)
+
+
+def test_new_species_are_told_apart_by_colour_or_shape():
+    assert len(sw.WORLD_SPECIES) >= 16 and len(set(sw.WORLD_CLASSNAMES)) == len(sw.WORLD_SPECIES)
+    assert sw.WORLD_SPECIES[:8] == sw.SPECIES
+    looks = {}
+    for sp in sw.WORLD_SPECIES:
+        img, mask = drawn(sw.Look("snow"), species=sp.name)
+        assert mask.sum() > 20, sp.name
+        looks[sp.name] = (img[mask].mean(0), mask.sum())
+    for a in looks:
+        for b in looks:
+            if a < b:
+                (ca, na), (cb, nb) = looks[a], looks[b]
+                assert np.abs(ca - cb).sum() > 0.1 or abs(na - nb) > 0.15 * max(na, nb), (a, b)
+
+
+# ---- captions and the pre-training set ------------------------------------------------------------
+
+def mentions(caption: str, n: nz.Nuisance) -> bool:
+    return any(w in caption for w in n.adjectives + n.phrases)
+
+
+@pytest.fixture(scope="module")
+def world_set(tmp_path_factory):
+    path = tmp_path_factory.mktemp("pre") / "all.npz"
+    generate_pretrain_set(path, 1600, correlation=0.8, seed=1, world="all")
+    return np.load(path)
+
+
+def test_captions_mention_every_nuisance_of_their_image(world_set):
+    z = world_set
+    for cap, t, q, s, sp, scene in zip(z["captions"], z["textures"], z["qualities"], z["styles"], z["species"], z["scenes"]):
+        if t or q or s:  # (a plain image's caption may name only its scene: "the lake.")
+            assert sp in cap or sw.CLASSNAMES[sw.SPECIES_BY_NAME[sp].y] in cap, cap
+        assert not t or mentions(cap, nz.TEXTURES[t]), (cap, t)
+        assert not q or mentions(cap, nz.QUALITIES[q]), (cap, q)
+        assert not s or mentions(cap, nz.STYLES[s]), (cap, s)
+    for key, p in (("textures", 0.3), ("qualities", 0.3), ("styles", 0.1)):
+        assert (z[key] != "").mean() == pytest.approx(p, abs=0.04), key
+    with_scene = [c for c, sc in zip(z["captions"], z["scenes"]) if any(w in c for w in nz.SCENE_WORDS[sc])]
+    assert len(with_scene) > 0.6 * len(z["captions"])
+    assert not [c for c in z["captions"] if " a a" in c or re.search(r"\ba [aeiou]", c)]
+
+
+def test_the_whole_world_set_covers_the_source_classes_with_habitual_scenes(world_set):
+    z = world_set
+    assert set(z["species"]) == set(sw.WORLD_CLASSNAMES)
+    assert (np.array(sw.WORLD_CLASSNAMES)[z["y"]] == z["species"]).all()
+    habitual = np.array([sc in sw.HABITS[sp] for sp, sc in zip(z["species"], z["scenes"])])
+    assert habitual.mean() == pytest.approx(0.8, abs=0.04)
+    assert set(z["scenes"]) == set(nz.SCENES)
+    words = set(re.findall(r"[a-z]+", " ".join(z["captions"])))
+    assert len(nz.RENDERED_WORDS & words) > 0.85 * len(nz.RENDERED_WORDS)  # the captions teach the words
+
+
+def test_synthbirds_pretrain_keeps_its_design_and_adds_nuisances(tmp_path):
+    generate_pretrain_set(tmp_path / "none.npz", 300, correlation=0.9, seed=0, texture=0, quality=0, style=0)
+    plain = np.load(tmp_path / "none.npz")
+    assert set(plain["textures"]) == set(plain["qualities"]) == set(plain["styles"]) == {""}
+    assert set(plain["species"]) <= {s.name for s in sw.SPECIES} and set(plain["y"]) == {0, 1}
+    assert set(plain["scenes"]) <= set(nz.SCENES)
+    with pytest.raises(ValueError, match="'synthbirds' or 'all'"):
+        generate_pretrain_set(tmp_path / "x.npz", 8, correlation=0.9, world="birds")
+
+
+TYPICAL_POOLS = {  # templates as SmolLM2-135M writes them from prompts/*.yaml
+    "background": ["a photo of a {} in the forest.", "a {} on a sunny beach.", "a photo of a {} by the lake.",
+                   "a {} perched on a tree branch.", "a {} flying in the sky.", "a photo of a {} in a city park.",
+                   "a {} in the snow.", "a photo of a {} at a bird feeder.", "a {} near a river.",
+                   "a photo of a {} in a zoo.", "a {} on a rooftop.", "a photo of a {} in the grass."],
+    "quality": ["a blurry photo of a {}.", "a grainy photo of a {}.", "a photo of a {} in low light.",
+                "an overexposed photo of a {}.", "a low resolution photo of a {}.",
+                "a photo of a {} taken with a flash.", "a pixelated image of a {}.",
+                "a photo of a {} with a shallow depth of field.", "a black and white photo of a {}.",
+                "a photo of a {} seen from far away.", "a dark photo of a {}.", "a photo of a {} in vivid colors."],
+    "texture": ["a {} with a striped pattern.", "a photo of a fluffy {}.", "a photo of a {} with shiny feathers.",
+                "a pencil sketch of a {}.", "a photo of a {} made of plastic.", "a spotted {}.",
+                "a watercolor painting of a {}.", "a photo of a {} with smooth feathers.", "a cartoon {}.",
+                "an origami {}.", "a photo of a wooden {}.", "a photo of a {} with rough skin."],
+}
+
+
+@pytest.mark.parametrize("pool", list(TYPICAL_POOLS))
+def test_rendered_words_cover_typical_llm_templates(pool):
+    hits, words = rendered_word_counts(TYPICAL_POOLS[pool])
+    assert hits >= len(TYPICAL_POOLS[pool]) / 2, (pool, words)
+    # scaffolding words are not counted: "with white feathers" names no rendered nuisance
+    assert rendered_word_counts(["a photo of a {} with white feathers.", "a {} out in the open."])[0] == 0
+
+
+def test_synthbirds_nuisances_only_on_request(tmp_path):
+    df = generate_dataset(tmp_path / "plain", n_train=40, n_val=8, n_test=8, train_correlation=0.95, seed=0)
+    assert "texture" not in df.columns and set(df["scene"]) <= set(list(sw.SCENES)[:8])
+    df = generate_dataset(tmp_path / "noisy", n_train=200, n_val=8, n_test=8, train_correlation=0.95,
+                          seed=0, texture=0.5, quality=0.5)
+    assert (df["texture"] != "").mean() == pytest.approx(0.5, abs=0.1) and (df["quality"].fillna("") != "").mean() > 0.3
+    assert data.read_metadata(tmp_path / "noisy", check_images=True)["y"].tolist() == df["y"].tolist()
+
+
+def test_cli_takes_the_new_parameters_with_defaults(tmp_path):
+    cfg = {"image_size": 32, "n_train": 16, "n_val": 8, "n_test": 8, "train_correlation": 0.9,
+           "n_pretrain": 40, "pretrain_correlation": 0.9, "seed": 0}
+    sw.main(["--params", json.dumps(cfg), "--root", str(tmp_path / "d"), "--pretrain-out", str(tmp_path / "p.npz")])
+    assert (np.load(tmp_path / "p.npz")["textures"] != "").any()
+    sw.main(["--params", json.dumps({**cfg, "pretrain_world": "all", "pretrain_texture": 0.0}),
+             "--root", str(tmp_path / "d2"), "--pretrain-out", str(tmp_path / "p2.npz")])
+    z = np.load(tmp_path / "p2.npz")
+    assert z["y"].max() > 1 and set(z["textures"]) == {""}
+
+
+def test_every_combination_of_nuisances_draws_a_valid_image():
+    rng = np.random.default_rng(0)
+    for texture in [None, *nz.TEXTURES]:
+        for quality in [None, *nz.QUALITIES]:
+            for style in [None, *nz.STYLES]:
+                sp = sw.WORLD_SPECIES[rng.integers(len(sw.WORLD_SPECIES))]
+                look = sw.make_look(str(rng.choice(list(nz.SCENES))), texture, quality, style,
+                                    contrast=float(rng.choice([1.0, 0.4])))
+                img, _ = sw.draw(sp, look, 32, rng)
+                assert np.isfinite(img).all() and 0 <= img.min() and img.max() <= 1, look

@@ -18,9 +18,19 @@ class DatasetLayoutError(ValueError):
     and what was expected (one line for a missing data set, with where it is published)."""
 
 
-def missing(folder: str | Path, what: str, published: str) -> DatasetLayoutError:
+class DatasetMissing(DatasetLayoutError):
+    """The files of a data set (or of one of its splits) are not there at all, as opposed to
+    being there in a wrong layout: the data check accepts this for a split nobody evaluates."""
+
+
+class DatasetConfigError(ValueError):
+    """A data set's config (class names, templates, splits) does not fit what its reader reads;
+    the message names the config key (datasets.NAME.key)."""
+
+
+def missing(folder: str | Path, what: str, published: str) -> DatasetMissing:
     """The one-line error for a data set that is not there."""
-    return DatasetLayoutError(f"{folder} not found: put {what} there; published at {published}")
+    return DatasetMissing(f"{folder} not found: put {what} there; published at {published}")
 
 
 @dataclass
@@ -79,6 +89,24 @@ class ClassificationSet:
     def group(self, label, attribute):
         return self.n_attributes * label + attribute
 
+    def labels_and_attributes(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every sample's label and attribute (-1 where the set has none), int64 [N] each, in
+        item order and without loading an image: counting 1.28 M ImageNet labels by
+        __getitem__ would decode every image."""
+        ds = self.dataset
+        if hasattr(ds, "labels_and_attributes"):
+            labels, attributes = ds.labels_and_attributes()
+        elif hasattr(ds, "y") and hasattr(ds, "place"):  # stages.data.GroupDataset (Waterbirds layout)
+            labels, attributes = ds.y, ds.place
+        else:
+            raise TypeError(f"{self.name} ({self.root}): {type(ds).__name__} keeps no label arrays; "
+                            "give it a labels_and_attributes() method")
+        labels, attributes = (np.array(a, dtype=np.int64).reshape(-1) for a in (labels, attributes))
+        if len(labels) != len(ds) or len(attributes) != len(ds):
+            raise TypeError(f"{self.name} ({self.root}): {len(labels)} labels, {len(attributes)} "
+                            f"attributes for {len(ds)} samples")
+        return labels, attributes
+
 
 class ImageList(torch.utils.data.Dataset):
     """Images from a list of (path, label, attribute); `crop` runs on the PIL image before
@@ -105,6 +133,9 @@ class ImageList(torch.utils.data.Dataset):
     @property
     def targets(self) -> list[int]:
         return self.labels.tolist()
+
+    def labels_and_attributes(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.labels.copy(), self.attributes.copy()
 
     def __getitem__(self, i: int):
         image = self.loader(self.path(i))

@@ -18,6 +18,8 @@ from .base import (ClassificationSet, DatasetLayoutError, ImageList, check_folde
                    format_templates, require_dir, scan, subfolders)
 
 IMAGENET_URL = "https://image-net.org (ILSVRC-2012)"
+SPLITS = ("train", "val")
+TEST_ONLY = ("test",)  # the shifts are evaluation sets: one split, all of their images
 
 
 @functools.cache
@@ -58,7 +60,7 @@ def _wnid_folders(name: str, root: Path, split: str, transform, expected: tuple[
 def open_imagenet(root, split, transform=None) -> ClassificationSet:
     """ILSVRC-2012 as extracted for PyTorch: root/{train,val}/<wnid>/*.JPEG (val sorted into
     wnid folders, e.g. by the usual valprep.sh)."""
-    check_split("imagenet", split, ("train", "val"))
+    check_split("imagenet", split, SPLITS)
     folder = require_dir(Path(root) / split,
                          f"ILSVRC-2012's {split}/ folder (one folder per wnid, 1000 folders)",
                          IMAGENET_URL)
@@ -74,7 +76,7 @@ def _wnid_test_set(name: str, what: str, url: str, classes):
     """The reader of a test-only set stored as one folder per wnid under `root`. `classes()` gives
     its wnids; a set of fewer than ImageNet's 1000 (R, A) restricts the logits to them."""
     def open_set(root, split, transform=None) -> ClassificationSet:
-        check_split(name, split, ("test",))
+        check_split(name, split, TEST_ONLY)
         folder = require_dir(Path(root), what, url)
         expected = classes()
         return _wnid_folders(name, folder, split, transform, expected, class_subset=len(expected) < len(wnids()))
@@ -92,7 +94,7 @@ open_a = _wnid_test_set("imagenet_a", "the extracted imagenet-a/ folder (200 wni
 
 def open_v2(root, split, transform=None) -> ClassificationSet:
     """ImageNetV2 matched-frequency: folders 0 ... 999, the folder name is the label."""
-    check_split("imagenet_v2", split, ("test",))
+    check_split("imagenet_v2", split, TEST_ONLY)
     folder = require_dir(Path(root), "the extracted imagenetv2-matched-frequency-format-val/ "
                          "folder (folders 0 ... 999)", "https://github.com/modestyachts/ImageNetV2")
     expected = [str(i) for i in range(1000)]

@@ -74,7 +74,7 @@ def project(logits: torch.Tensor, head_indices: tuple[tuple[int, ...], ...]) -> 
 
 
 def open_objectnet(root, split, transform=None) -> ClassificationSet:
-    check_split("objectnet", split, ("test",))
+    check_split("objectnet", split, imagenet.TEST_ONLY)
     root = Path(root)
     if not root.is_dir():
         raise missing(root, "ObjectNet's extracted objectnet-1.0/ folder (images/, mappings/)", URL)

@@ -1,7 +1,7 @@
 """What the describe section needs beyond the schema, checked before any job runs.
 
 The Snakefile validates the config against the schema; `workflow/rules/describe.smk` then calls
-`check` on the validated datasets, and the CLI does the same, so that a value an engine would
+`check` on the validated experiments, and the CLI does the same, so that a value an engine would
 refuse only after loading its model (vLLM: `temperature: 0` with several samples) or a setting a
 backend would silently ignore (a GGUF file with vLLM) stops everything with one message naming
 the key. `effective` is the section as a backend uses it: what the rule passes and the Parquet
@@ -32,9 +32,9 @@ def effective(params: dict) -> dict:
     return params
 
 
-def problems(dataset: str, params: dict) -> list[str]:
-    """Every problem of one dataset's (schema-validated) describe section, each naming its key."""
-    key = f"config key {dataset}.describe"
+def problems(where: str, params: dict) -> list[str]:
+    """Every problem of one (schema-validated) describe section at config key `where`, each naming its key."""
+    key = f"config key {where}.describe"
     params = effective(params)
     out = []
     backend = params["backend"]
@@ -63,9 +63,9 @@ def problems(dataset: str, params: dict) -> list[str]:
     return out
 
 
-def check(datasets: dict) -> None:
-    """Raise ConfigError listing every problem of every dataset's describe section."""
-    lines = [line for name, d in datasets.items() for line in problems(name, d["describe"])]
+def check(experiments: dict, where: str = "experiments") -> None:
+    """Raise ConfigError listing every problem of every experiment's describe section."""
+    lines = [line for name, e in experiments.items() for line in problems(f"{where}.{name}", e["describe"])]
     if lines:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines))
 

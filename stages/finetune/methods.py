@@ -50,7 +50,7 @@ HPARAMS = ("epochs", "batch_size", "lr", "weight_decay", "warmup_steps", "lp_l2_
            "kl_scale", "augment", "crop_scale", "caption_template", "spurious_types", "spurious_sampling", "select",
            "precision")
 # ... and keys that only say how to run it.
-RUNTIME = ("device", "num_workers", "threads", "processes", "log_every")
+RUNTIME = ("device", "num_workers", "threads", "processes", "log_every", "train_split", "val_split", "decode")
 
 
 def run_config(finetune: dict, name: str) -> dict:
@@ -116,7 +116,7 @@ def check_schedule(cfg: dict, n_images: int, world_size: int = 1) -> int:
         raise FinetuneConfigError(
             f"finetune.warmup_steps={warmup} is not shorter than the run of {cfg['name']}: {n_images} training "
             f"images / batch {batch} = {steps} steps per epoch x {epochs} epochs = {total} steps; "
-            f"use e.g. warmup_steps: {max(1, total // 10)}")
+            f"use e.g. warmup_steps: {total // 10}")
     return total
 
 

@@ -28,12 +28,14 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
+import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from .. import data as data_mod
+from .. import datasets
 from ..embed import Embeddings, read_embeddings
 from ..io import atomic_path, versions
 from ..losses import clip_contrastive_loss, diminishing_lambda, kl_regularizer, star_regularizer, widen
@@ -43,6 +45,7 @@ from ..schedule import warmup_cosine_lr
 from ..zeroshot import LinearHead, encode_images, ensemble_prompts
 from . import distributed, probe
 from .methods import HPARAMS, METHODS, FinetuneConfigError, Method, check_schedule, validate_run_config
+from .decode import DeviceCropDecoder, EncodedTrainSet, collate_encoded
 from .trainset import EpochSampler, FixedTransform, SeededCropTransform, TrainSet
 
 CHECKPOINT, RESUME, LOG = "checkpoint.pt", "resume.pt", "train_log.csv"
@@ -275,7 +278,7 @@ class Run:
     dataset_cfg: dict
     out_dir: Path
     ctx: distributed.Context
-    meta: pd.DataFrame                  # the data set's metadata (all splits)
+    train_set: datasets.ClassificationSet   # the training split, opened (its layout checked)
     clip: Clip                          # the loaded teacher: tokenizer, transforms, identity
     teacher: torch.nn.Module            # f0, g0: frozen
     tau0: float                         # the teacher's logit scale
@@ -302,7 +305,9 @@ class Run:
     def state(self, epoch: int, step: int, weights: tuple[dict, dict | None], **extra) -> dict:
         """A checkpoint: the given weights with everything that says where they come from."""
         model, head = weights
+        # classnames: the label space of the head (evaluate uses it only on targets that share it)
         return {"model": model, "head": head, "method": self.cfg["method"], "name": self.cfg["name"],
+                "classnames": self.dataset_cfg["classnames"],
                 "epoch": epoch, "step": step, "seed": self.seed, "config": self.cfg,
                 "teacher": self.clip.identity, "teacher_logit_scale": self.tau0, "inputs": self.inputs,
                 "probe": self.probe, "versions": versions(), "log": self.log, **extra}
@@ -317,7 +322,7 @@ def cpu_copy(module: torch.nn.Module | None) -> dict | None:
 
 
 def prepare(dataset_cfg: dict, cfg: dict, seed: int, embeddings: Path, out_dir: Path, ctx: distributed.Context,
-            meta: pd.DataFrame) -> Run:
+            train_set: datasets.ClassificationSet) -> Run:
     """Load the teacher and its text embeddings; make the student (and its head) from the teacher."""
     method = METHODS[cfg["method"]]
     threads = cfg.get("threads", 0)
@@ -343,19 +348,27 @@ def prepare(dataset_cfg: dict, cfg: dict, seed: int, embeddings: Path, out_dir: 
         head = LinearHead(zs, tau0).to(ctx.device)
     set_trainable(student_clip, method, cfg.get("kl_scale", "student"))
     out_dir.mkdir(parents=True, exist_ok=True)
-    return Run(cfg, seed, dataset_cfg, out_dir, ctx, meta, clip, teacher, tau0, captions,
+    return Run(cfg, seed, dataset_cfg, out_dir, ctx, train_set, clip, teacher, tau0, captions,
                emb.embeddings.to(ctx.device), student_clip, head, inputs_fingerprint(emb, dataset_cfg),
                autocast_dtype(cfg.get("precision", "auto"), ctx.device))
 
 
-def split_loader(run: Run, split: str, batch_size: int, purpose: str) -> torch.utils.data.DataLoader:
-    """Un-augmented images of one split (probe features, validation); `purpose` names the user."""
-    root = run.dataset_cfg["data"]["root"]
-    images = data_mod.GroupDataset(root, split, run.clip.preprocess_val, run.meta)
-    if len(images) == 0:
-        raise FinetuneConfigError(f"{root} has no {split} images, which {purpose} needs")
-    return torch.utils.data.DataLoader(images, batch_size=batch_size, num_workers=run.cfg.get("num_workers", 0),
-                                       pin_memory=run.ctx.device.type == "cuda")
+def open_split(dataset_cfg: dict, split: str, transform=None) -> datasets.ClassificationSet:
+    """One split of the training set through its reader, with the class names it is trained on."""
+    data = dataset_cfg["data"]
+    return datasets.with_overrides(datasets.open(data["reader"], data["root"], split, transform), data["dataset"],
+                                   dataset_cfg["classnames"], dataset_cfg["evaluate"]["templates"])
+
+
+def split_loader(run: Run, split: str, batch_size: int, purpose: str):
+    """Un-augmented images of one split (probe features, validation), opened, and their loader;
+    `purpose` names the user."""
+    images = open_split(run.dataset_cfg, split, run.clip.preprocess_val)
+    if len(images.dataset) == 0:
+        raise FinetuneConfigError(f"{run.dataset_cfg['data']['root']} has no {split} images, which {purpose} needs")
+    loader = torch.utils.data.DataLoader(images.dataset, batch_size=batch_size, pin_memory=run.ctx.device.type == "cuda",
+                                         num_workers=run.cfg.get("num_workers", 0))
+    return images, loader
 
 
 # ----------------------------------------------------------------------------------------------
@@ -368,14 +381,14 @@ def fit_linear_probe(run: Run) -> None:
     Every rank fits the same probe on all images: cheap next to fine-tuning, and no gather.
     """
     device = run.ctx.device
-    feats = {}
-    for split in ("train", "val"):
-        loader = split_loader(run, split, run.cfg["batch_size"], "the linear probe (lp, lpft)")
+    feats = []
+    for split in (run.cfg.get("train_split", "train"), run.cfg.get("val_split", "val")):
+        _, loader = split_loader(run, split, run.cfg["batch_size"], "the linear probe (lp, lpft)")
         f, y, _ = encode_images(run.teacher, loader, device,
                                 desc=f"linear-probe features ({split})", autocast_dtype=run.autocast_dtype)
-        feats[split] = (f.to(device), y.to(device))
+        feats += [f.to(device), y.to(device)]
     linear = run.head.linear
-    best, fits = probe.fit_probe(*feats["train"], *feats["val"], linear.weight, linear.bias, run.cfg["lp_l2_grid"])
+    best, fits = probe.fit_probe(*feats, linear.weight, linear.bias, run.cfg["lp_l2_grid"])
     with torch.no_grad():
         linear.weight.copy_(best.weight)
         linear.bias.copy_(best.bias)
@@ -398,11 +411,13 @@ def val_metrics(run: Run) -> dict:
     classnames = run.dataset_cfg["classnames"]
     head = make_head(run.student_clip, run.clip.tokenizer, classnames, run.dataset_cfg["evaluate"]["templates"],
                      run.ctx.device, None if run.head is None else run.head.state_dict())
-    loaders = {"val": split_loader(run, "val", run.dataset_cfg["evaluate"]["batch_size"],
-                                   "finetune.select: val_worst_group")}
-    train_counts = data_mod.group_counts(run.meta, len(classnames))["train"]
-    metrics = evaluate_splits(run.student_clip, head, loaders, run.ctx.device, len(classnames) * data_mod.N_PLACES,
-                              train_counts, run.autocast_dtype)["val"]
+    split = run.cfg.get("val_split", "val")
+    val, loader = split_loader(run, split, run.dataset_cfg["evaluate"]["batch_size"],
+                               "finetune.select: val_worst_group")
+    labels, attributes = run.train_set.labels_and_attributes()
+    train_counts = np.bincount(run.train_set.group(labels, attributes), minlength=run.train_set.n_groups)
+    metrics = evaluate_splits(run.student_clip, head, {split: val}, {split: loader}, run.ctx.device, train_counts,
+                              run.autocast_dtype)[split]
     run.student_clip.train()
     return metrics
 
@@ -489,25 +504,42 @@ def finish(run: Run, selection: Selection, epochs: int, step: int) -> dict:
 # Fine-tuning
 
 
-def train_loader(run: Run) -> tuple[torch.utils.data.DataLoader, EpochSampler]:
-    """Per-rank batches of B / W samples; the W ranks together hold the global batch."""
+def train_loader(run: Run) -> tuple[torch.utils.data.DataLoader, EpochSampler, Callable]:
+    """Per-rank batches of B / W samples (the W ranks together hold the global batch), and the
+    function that turns a loader batch into (images on the device, y, index, spurious).
+
+    `decode: cpu`: workers decode and crop (PIL); `decode: device`: workers only read the files'
+    bytes and the training process decodes and crops the batch on its device (module decode)."""
     cfg, ctx = run.cfg, run.ctx
-    transform = SeededCropTransform(run.teacher, cfg["crop_scale"]) if cfg.get("augment", True) \
-        else FixedTransform(run.clip.preprocess_val)
-    images = data_mod.GroupDataset(run.dataset_cfg["data"]["root"], "train", None, run.meta)
-    trainset = TrainSet(images, transform, run.seed, run.captions.spurious_rows, run.captions.spurious_groups)
+    augment, workers = cfg.get("augment", True), cfg.get("num_workers", 0)
+    rows, groups = run.captions.spurious_rows, run.captions.spurious_groups
+    if cfg.get("decode", "cpu") == "device":
+        trainset = EncodedTrainSet(run.train_set.dataset, run.seed, rows, groups)
+        decoder = DeviceCropDecoder(run.teacher, cfg["crop_scale"], run.seed, ctx.device, augment)
+        collate = collate_encoded
+
+        def to_batch(raw):
+            data, y, index, spurious, epoch = raw
+            return decoder(data, index, epoch), y, index, spurious
+    else:
+        transform = SeededCropTransform(run.teacher, cfg["crop_scale"]) if augment \
+            else FixedTransform(run.clip.preprocess_val)
+        trainset = TrainSet(run.train_set.dataset, transform, run.seed, rows, groups)
+        collate = None
+
+        def to_batch(raw):
+            return raw
     sampler = EpochSampler(trainset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=run.seed)
-    workers = cfg.get("num_workers", 0)
     loader = torch.utils.data.DataLoader(
         trainset, batch_size=cfg["batch_size"] // ctx.world_size, sampler=sampler, drop_last=True,
         num_workers=workers, pin_memory=ctx.device.type == "cuda", persistent_workers=workers > 0,
-        prefetch_factor=4 if workers > 0 else None)
-    return loader, sampler
+        prefetch_factor=4 if workers > 0 else None, collate_fn=collate)
+    return loader, sampler, to_batch
 
 
 def fine_tune(run: Run, state: dict | None, progress: bool) -> dict:
     cfg, ctx, method = run.cfg, run.ctx, run.method
-    loader, sampler = train_loader(run)
+    loader, sampler, to_batch = train_loader(run)
     student = Student(run.student_clip, run.head)
     params = [p for p in student.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"],
@@ -534,7 +566,7 @@ def fine_tune(run: Run, state: dict | None, progress: bool) -> dict:
     for epoch in range(start_epoch, epochs):
         sampler.set_epoch(epoch)
         lam = diminishing_lambda(cfg["lambda"], epoch, epochs, cfg["schedule"]) if method.regularizer else 0.0
-        step = train_epoch(run, model, opt, loader, teacher_images, epoch, lam, step, total_steps, bar)
+        step = train_epoch(run, model, opt, loader, to_batch, teacher_images, epoch, lam, step, total_steps, bar)
         selection.after_epoch(run, epoch)
         if ctx.is_main:
             row = run.log[-1]
@@ -549,8 +581,8 @@ def fine_tune(run: Run, state: dict | None, progress: bool) -> dict:
     return finish(run, selection, epochs, step)
 
 
-def train_epoch(run: Run, model, opt, loader, teacher_images: TeacherImages, epoch: int, lam: float, step: int,
-                total_steps: int, bar) -> int:
+def train_epoch(run: Run, model, opt, loader, to_batch: Callable, teacher_images: TeacherImages, epoch: int,
+                lam: float, step: int, total_steps: int, bar) -> int:
     """One pass over the training set; returns the global step count after it."""
     cfg, ctx, method = run.cfg, run.ctx, run.method
     log_every = cfg.get("log_every", 10)
@@ -559,7 +591,7 @@ def train_epoch(run: Run, model, opt, loader, teacher_images: TeacherImages, epo
         lr = warmup_cosine_lr(step, cfg["lr"], cfg["warmup_steps"], total_steps)
         for group in opt.param_groups:
             group["lr"] = lr
-        batch = prepare_batch(raw, run.captions, method, ctx.device)
+        batch = prepare_batch(to_batch(raw), run.captions, method, ctx.device)
         loss, loss_ft, reg, scale = compute_loss(model, teacher_images, run.teacher_text, run.tau0, method, batch,
                                                  lam, ctx, run.autocast, cfg.get("kl_scale", "student"))
         opt.zero_grad(set_to_none=True)
@@ -605,10 +637,13 @@ def train(dataset_cfg: dict, cfg: dict, seed: int, embeddings: str | Path, out_d
 
 def _train(dataset_cfg, cfg, seed, embeddings, out_dir, progress, ctx: distributed.Context) -> dict:
     method = METHODS[cfg["method"]]
-    meta = data_mod.read_metadata(dataset_cfg["data"]["root"])
-    if method.objective is not None:      # before any model is loaded
-        check_schedule(cfg, int((meta["split"] == data_mod.SPLITS["train"]).sum()), ctx.world_size)
-    run = prepare(dataset_cfg, cfg, seed, embeddings, out_dir, ctx, meta)
+    train_set = open_split(dataset_cfg, cfg.get("train_split", "train"))   # its layout checked before any model
+    if cfg.get("select", "last") == "val_worst_group" and not train_set.group_names:
+        raise FinetuneConfigError(f"finetune.select: val_worst_group needs a data set with groups; "
+                                  f"{dataset_cfg['data']['dataset']} ({train_set.name}) has none: use select: last")
+    if method.objective is not None:
+        check_schedule(cfg, len(train_set.dataset), ctx.world_size)
+    run = prepare(dataset_cfg, cfg, seed, embeddings, out_dir, ctx, train_set)
     state = load_resume(run)
     if state is not None:
         run.log, run.probe = state["log"], state.get("probe")

@@ -1,34 +1,64 @@
-# Data sets in the Waterbirds on-disk layout. Real data is never downloaded implicitly: a missing
-# metadata.csv makes `check_data` fail at once with one line saying where to put it.
+# Data sets. Real data is never downloaded implicitly: a missing folder makes `check_data`, the
+# first job that reads it, fail at once with one line naming the folder and where it is published.
 
 
 rule synth_world:
     output:
-        dataset=directory("data/{dataset}/dataset"),
-        pretrain_set="data/{dataset}/pretrain_set.npz",
+        dataset=directory("data/{world}/dataset"),
+        pretrain_set="data/{world}/pretrain_set.npz",
     params:
-        synthetic=lambda w: quoted_json(ds(w)["data"]["synthetic"]),
+        synthetic=lambda w: quoted_json(DATASETS[w.world]["synthetic"]),
     log:
-        "logs/{dataset}/synth_world.log",
+        "logs/{world}/synth_world.log",
     shell:
         "python -m stages.synthworld --params {params.synthetic} --root {output.dataset}"
         " --pretrain-out {output.pretrain_set} > {log} 2>&1"
 
 
+rule synth_source:
+    output:
+        [directory(f"data/{{source}}/{s}") for s in SOURCE_SETS],
+    params:
+        source=lambda w: quoted_json(DATASETS[w.source]["source"]),
+    log:
+        "logs/{source}/synth_source.log",
+    shell:
+        "python -m stages.synthsource --params {params.source} --root data/{wildcards.source} > {log} 2>&1"
+
+
+def checked_splits(dataset):
+    """The splits the pipeline reads: those evaluated, and the training and val splits of every
+    experiment trained on it (ImageNet's train/ is checked only where runs train on it)."""
+    d = DATASETS[dataset]
+    splits = list(d["splits"] or EVAL_SPLITS[d["reader"]])
+    for e in EXPERIMENTS.values():
+        if e["train"] == dataset:
+            splits += [e["finetune"]["train_split"], e["finetune"]["val_split"]]
+    return list(dict.fromkeys(splits))
+
+
+def check_options(wildcards):
+    d = DATASETS[wildcards.dataset]
+    options = [f"--{key} {quoted_json(d[key])}" for key in ("classnames", "templates") if d[key] is not None]
+    return " ".join(options + [f"--splits {quoted_json(checked_splits(wildcards.dataset))}"])
+
+
 rule check_data:
     input:
-        lambda w: [ds(w)["data"]["root"]] if is_synthetic(w.dataset) else [],
+        # a folder this workflow writes (synthetic world, source task) is built first
+        lambda w: [DATASETS[w.dataset]["root"]] if DATASETS[w.dataset]["root"] in GENERATED else [],
     output:
         "data/{dataset}/data_check.json",
     params:
-        root=lambda w: ds(w)["data"]["root"],
-        classnames=lambda w: quoted_json(ds(w)["classnames"]),
+        reader=lambda w: DATASETS[w.dataset]["reader"],
+        root=lambda w: shlex.quote(DATASETS[w.dataset]["root"]),
+        options=check_options,
     log:
         "logs/{dataset}/check_data.log",
     shell:
         # stderr goes to the terminal as well, so that the one-line reason is seen at once
-        "python -m stages.data --root {params.root} --classnames {params.classnames} --out {output}"
-        " 2> >(tee {log} >&2)"
+        "python -m stages.datasets check --dataset {wildcards.dataset} --reader {params.reader} --root {params.root}"
+        " {params.options} --out {output} 2> >(tee {log} >&2)"
 
 
 # Opt-in, for users with internet: `snakemake --cores 1 data/waterbirds/download.done`.
@@ -36,10 +66,10 @@ rule download_data:
     output:
         touch("data/{dataset}/download.done"),
     params:
-        url=lambda w: ds(w)["data"]["url"],
-        sha256=lambda w: ds(w)["data"]["sha256"] or "",
-        dest=lambda w: str(Path(ds(w)["data"]["root"]).parent),
+        url=lambda w: DATASETS[w.dataset]["url"] or "",
+        sha256=lambda w: DATASETS[w.dataset]["sha256"] or "",
+        dest=lambda w: str(Path(DATASETS[w.dataset]["root"]).parent),
     log:
         "logs/{dataset}/download.log",
     shell:
-        "python -m stages.download --url {params.url} --sha256 '{params.sha256}' --dest {params.dest} > {log} 2>&1"
+        "python -m stages.download --url '{params.url}' --sha256 '{params.sha256}' --dest {params.dest} > {log} 2>&1"

@@ -1,17 +1,20 @@
-# The synthetic world's tiny CLIP, pre-trained on CPU and saved as an open_clip local-dir: model.
+# A synthetic world's tiny CLIP, pre-trained on CPU and saved as an open_clip local-dir: model;
+# experiments name it as `model: {name: local-dir:data/<world>/clip}`.
 
 
 rule pretrain:
     input:
-        "data/{dataset}/pretrain_set.npz",
+        "data/{world}/pretrain_set.npz",
     output:
-        directory("data/{dataset}/clip"),
+        directory("data/{world}/clip"),
     params:
         # only what pre-training reads: a change of e.g. the fine-tuning methods must not retrain
-        cfg=lambda w: quoted_json({k: ds(w)[k] for k in ("seed", "data", "pretrain")}),
+        cfg=lambda w: quoted_json({"seed": DATASETS[w.world]["synthetic"]["seed"],
+                                   "data": {"synthetic": DATASETS[w.world]["synthetic"]},
+                                   "pretrain": DATASETS[w.world]["pretrain"]}),
     threads: workflow.cores
     log:
-        "logs/{dataset}/pretrain.log",
+        "logs/{world}/pretrain.log",
     shell:
         # torch takes its thread count from OMP_NUM_THREADS: as many as Snakemake granted
         "OMP_NUM_THREADS={threads} python -m stages.pretrain --dataset-config {params.cfg} --pretrain-set {input} --out {output} > {log} 2>&1"

@@ -1,18 +1,40 @@
-# The directory target a user types: `snakemake --cores N results/<dataset>`.
+# The directory targets a user types: `snakemake --cores N results/<experiment>` (every table of
+# one experiment) or `results/<report>` (sections of several experiments, config `reports`).
 
 
-def report_methods(dataset):
-    ft = DATASETS[dataset]["finetune"]
+def report_methods(experiment):
+    ft = EXPERIMENTS[experiment]["finetune"]
     methods = ["zeroshot"] + ft["methods"]
     if ft["wiseft_of"] in methods and ft["wiseft_of"] != "zeroshot":
         methods.append("wiseft")
     return list(dict.fromkeys(methods))
 
 
-def report_metrics(wildcards):
-    seeds = ds(wildcards)["finetune"]["seeds"]
-    return [f"results/runs/{wildcards.dataset}/{m}/seed{s}/metrics.json"
-            for m in report_methods(wildcards.dataset) for s in seeds]
+def report_sections(name):
+    """The sections of results/<name>: an experiment's own report is one section of all its targets."""
+    if name in REPORTS:
+        return REPORTS[name]
+    return [{"experiment": name, "title": name, "targets": None}]
+
+
+def section_metrics(section):
+    e = EXPERIMENTS[section["experiment"]]
+    targets = section["targets"] or list(stage_config.target_roles(e))
+    return [f"results/runs/{section['experiment']}/{m}/seed{s}/eval/{t}.json"
+            for m in report_methods(section["experiment"]) for s in e["finetune"]["seeds"] for t in targets]
+
+
+def report_spec(wildcards):
+    sections = [{"title": s["title"], "experiment": s["experiment"], "config": EXPERIMENTS[s["experiment"]],
+                 "metrics": section_metrics(s)} for s in report_sections(wildcards.name)]
+    return quoted_json({"sections": sections})
+
+
+def report_teachers(wildcards):
+    """The pretrain reports of the synthetic teachers, for the report's teacher note."""
+    sections = report_sections(wildcards.name)
+    worlds = {stage_config.synthetic_teacher(CONFIG, EXPERIMENTS[s["experiment"]]) for s in sections}
+    return [f"data/{w}/clip" for w in sorted(worlds - {None})]
 
 
 def report_category(wildcards):
@@ -25,17 +47,17 @@ report: "../report/workflow.rst"
 
 rule report:
     input:
-        metrics=report_metrics,
-        model=model_input,
+        metrics=lambda w: [m for s in report_sections(w.name) for m in section_metrics(s)],
+        teachers=report_teachers,
     output:
-        # `snakemake --report report.html results/<dataset>` shows these with their captions
-        report(directory("results/{dataset}"), patterns=["{figure}.png", "{table}.csv"],
-               caption="../report/results.rst", category="{dataset}", subcategory=report_category),
+        # `snakemake --report report.html results/<name>` shows these with their captions
+        report(directory("results/{name}"), patterns=["{figure}.png", "{table}.csv"],
+               caption="../report/results.rst", category="{name}", subcategory=report_category),
     params:
-        cfg=dataset_json,
-        pretrain=lambda w: f"--pretrain-report data/{w.dataset}/clip/pretrain_report.json" if is_synthetic(w.dataset) else "",
+        spec=report_spec,
+        pretrain=lambda w, input: " ".join(f"--pretrain-report {t}/pretrain_report.json" for t in input.teachers),
     log:
-        "logs/{dataset}/report.log",
+        "logs/reports/{name}.log",
     shell:
-        "python -m stages.report --dataset {wildcards.dataset} --dataset-config {params.cfg}"
-        " --metrics {input.metrics} {params.pretrain} --out {output} > {log} 2>&1"
+        "python -m stages.report --name {wildcards.name} --spec {params.spec} {params.pretrain} --out {output}"
+        " > {log} 2>&1"

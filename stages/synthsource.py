@@ -1,0 +1,246 @@
+"""The synthetic world's many-class source task (the ImageNet stand-in) and its shifted test sets.
+
+Sixteen bird classes (SynthBirds' eight species and eight more, stages.synthworld.WORLD_SPECIES),
+each photographed mostly in a few habitual scenes (synthworld.HABITS), as natural photos are:
+fine-tuning on it can learn the scene as a shortcut. Its shifted sets mirror the paper's
+evaluation sets. Every set is an ImageFolder tree, read by the `imagefolder` reader
+(stages.datasets.imagefolder); class folder = class name, sorted = label order (CLASSNAMES):
+
+    ROOT/source/train/<class>/<class>_NNNNN.jpg   train: P(habitual scene) = habitual
+    ROOT/source/val/<class>/...                   val: the same distribution
+    ROOT/v2/test/<class>/...                      ImageNet-V2: a fresh draw of that distribution
+    ROOT/sketch/test/<class>/...                  ImageNet-Sketch: grey pencil sketches (1 channel)
+    ROOT/rendition/test/<class>/...               ImageNet-R: cartoons and paintings, other palettes,
+                                                  half with an object texture
+    ROOT/hard/test/<class>/...                    ImageNet-A: unusual scenes only (neither habitual
+                                                  nor of the class's place), half with small objects,
+                                                  half with low-contrast (camouflaged) ones
+    ROOT/<set>/metadata.csv    one row per image: path (relative to ROOT/<set>), split, label, class,
+                               scene, habitual, texture, quality, style ("" = none), scale, contrast,
+                               palette (renditions: the object's new channels, e.g. "brg" = red
+                               drawn from blue), hard ("small" or "low_contrast")
+    ROOT/<set>/params.json     the parameters it was drawn with
+
+Classes are balanced in every set (counts differ by at most one). Every set is drawn from its own
+random stream of `seed`, so each is deterministic and regenerating one leaves the others alone.
+
+    python -m stages.synthsource --params '{"n_train": 4000}' --root data/synthsource [--sets v2,hard]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from .io import atomic_dir
+from .progress import progress
+from .synthworld import (SPECIES_BY_NAME, WORLD_CLASSNAMES, Look, draw_nuisances, habitual_scene,
+                         make_look, render_sample, unusual_scenes)
+
+CLASSNAMES = WORLD_CLASSNAMES  # label order: sorted class folder names
+
+# the parameters (the config's section for the source world), with their defaults
+DEFAULTS = {
+    "image_size": 32,
+    "seed": 0,
+    "n_train": 4000,  # source/train images, balanced over the 16 classes
+    "n_val": 800,  # source/val images
+    "habitual": 0.9,  # P(one of the class's habitual scenes) in source and v2 (exact per class)
+    "texture": 0.1,  # P(an object texture) in source and v2
+    "quality": 0.1,  # P(an image-quality effect) in source and v2
+    "n_v2": 1000,
+    "n_sketch": 1000,
+    "n_rendition": 1000,
+    "n_hard": 1000,
+    "rendition_texture": 0.5,  # P(an object texture) in rendition
+    "hard_scale": 0.3,  # object size in hard's small-object half (the usual: 0.5)
+    "hard_contrast": 0.35,  # object opacity in hard's low-contrast half (the usual: 1)
+}
+PROBABILITIES = ("habitual", "texture", "quality", "rendition_texture", "hard_contrast")
+SETS = ("source", "v2", "sketch", "rendition", "hard")
+RENDITION_STYLES = ("cartoon", "painting")
+# the five channel orders that change an object's colours (the identity left out)
+PALETTES = tuple(p for p in itertools.permutations(range(3)) if p != (0, 1, 2))
+
+
+def with_defaults(params: dict | None) -> dict:
+    """DEFAULTS overridden by `params`; unknown keys and impossible values are errors."""
+    params = dict(params or {})
+    unknown = sorted(set(params) - set(DEFAULTS))
+    if unknown:
+        raise ValueError(f"unknown source-world parameter(s) {unknown}; known: {', '.join(DEFAULTS)}")
+    p = {**DEFAULTS, **params}
+    for k in PROBABILITIES:
+        if not 0 <= p[k] <= 1:
+            raise ValueError(f"source-world parameter {k} must be in [0, 1], got {p[k]!r}")
+    for k in ("n_train", "n_val", "n_v2", "n_sketch", "n_rendition", "n_hard"):
+        if not isinstance(p[k], int) or p[k] < 0:
+            raise ValueError(f"source-world parameter {k} must be a count (an integer >= 0), got {p[k]!r}")
+    if p["image_size"] < 16 or not 0 < p["hard_scale"] <= 1:
+        raise ValueError("source-world parameters: image_size must be >= 16 and hard_scale in (0, 1]")
+    return p
+
+
+def stream(params: dict, name: str) -> np.random.Generator:
+    """The random stream of one set: independent of the others' sizes and draws."""
+    return np.random.default_rng([params["seed"], SETS.index(name)])
+
+
+def balanced_labels(n: int, rng: np.random.Generator) -> np.ndarray:
+    labels = np.arange(n) % len(CLASSNAMES)
+    rng.shuffle(labels)
+    return labels
+
+
+def exact_share(labels: np.ndarray, p: float, rng: np.random.Generator) -> np.ndarray:
+    """A flag set on exactly round(p * n_c) randomly chosen images of each class c."""
+    flags = np.zeros(len(labels), bool)
+    for c in range(len(CLASSNAMES)):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        flags[idx[:int(round(p * len(idx)))]] = True
+    return flags
+
+
+# ---- what each set draws: (label, Look, extra metadata) per image -------------------------------
+
+def scene_draws(n: int, params: dict, rng: np.random.Generator) -> list[tuple[int, str, bool]]:
+    """(label, scene, habitual) of n images: balanced classes, each in one of its habitual scenes
+    with probability `habitual` (exactly round(habitual * n_c) of its n_c images)."""
+    labels = balanced_labels(n, rng)
+    habit = exact_share(labels, params["habitual"], rng)
+    return [(int(y), habitual_scene(CLASSNAMES[y], bool(h), rng), bool(h)) for y, h in zip(labels, habit)]
+
+
+def natural_plan(n: int, params: dict, rng: np.random.Generator, style: str | None = None) -> list[tuple[int, Look, dict]]:
+    """The source distribution: textures and quality effects at their rates, or, given a style,
+    every image in that style and nothing else."""
+    plan = []
+    for y, scene, h in scene_draws(n, params, rng):
+        nuisances = draw_nuisances(rng, params["texture"], params["quality"]) if style is None else {"style": style}
+        plan.append((y, make_look(scene, **nuisances), {"habitual": h}))
+    return plan
+
+
+def rendition_plan(n: int, params: dict, rng: np.random.Generator) -> list[tuple[int, Look, dict]]:
+    plan = []
+    for y, scene, h in scene_draws(n, params, rng):
+        texture = draw_nuisances(rng, texture=params["rendition_texture"])["texture"]
+        look = Look(scene, texture=texture, style=str(rng.choice(RENDITION_STYLES)),
+                    palette=PALETTES[rng.integers(len(PALETTES))])
+        plan.append((y, look, {"habitual": h}))
+    return plan
+
+
+def hard_plan(n: int, params: dict, rng: np.random.Generator) -> list[tuple[int, Look, dict]]:
+    labels = balanced_labels(n, rng)
+    small = exact_share(labels, 0.5, rng)
+    plan = []
+    for y, s in zip(labels, small):
+        scene = str(rng.choice(unusual_scenes(CLASSNAMES[y])))
+        look = Look(scene, scale=params["hard_scale"]) if s else Look(scene, contrast=params["hard_contrast"])
+        plan.append((int(y), look, {"habitual": False, "hard": "small" if s else "low_contrast"}))
+    return plan
+
+
+# ---- writing -----------------------------------------------------------------------------------
+
+def save(img: np.ndarray, path: Path) -> None:
+    # a grey image is saved with one channel, so that its channels read back exactly equal
+    grey = bool((img == img[..., :1]).all())
+    Image.fromarray(img[..., 0] if grey else img, "L" if grey else "RGB").save(path, quality=95)
+
+
+def write_set(root: str | Path, name: str, splits: dict[str, list], params: dict,
+              rng: np.random.Generator) -> pd.DataFrame:
+    """Render each split's plan into `root/<split>/<class>/` atomically, with metadata.csv and
+    params.json; every class folder exists even when a split has no image of it."""
+    rows = []
+    with atomic_dir(root) as tmp:
+        for split, plan in splits.items():
+            for cls in CLASSNAMES:
+                (tmp / split / cls).mkdir(parents=True)
+            for y, look, extra in progress(plan, desc=f"source world {name} {split}"):
+                cls = CLASSNAMES[y]
+                path = f"{split}/{cls}/{cls}_{len(rows) + 1:05d}.jpg"
+                save(render_sample(SPECIES_BY_NAME[cls], look, params["image_size"], rng), tmp / path)
+                rows.append({"path": path, "split": split, "label": y, "class": cls, "scene": look.scene,
+                             "habitual": extra.get("habitual"), **look.nuisances, "scale": look.scale,
+                             "contrast": look.contrast,
+                             "palette": "".join("rgb"[c] for c in look.palette) if look.palette else "",
+                             "hard": extra.get("hard", "")})
+        df = pd.DataFrame(rows)
+        df.to_csv(tmp / "metadata.csv", index=False)
+        (tmp / "params.json").write_text(json.dumps({"set": name, **params}, indent=2, sort_keys=True) + "\n")
+    return df
+
+
+def generate_source(root: str | Path, params: dict | None = None) -> pd.DataFrame:
+    """root/train and root/val: the source task (class-scene correlated, some nuisances)."""
+    p = with_defaults(params)
+    rng = stream(p, "source")
+    splits = {"train": natural_plan(p["n_train"], p, rng), "val": natural_plan(p["n_val"], p, rng)}
+    return write_set(root, "source", splits, p, rng)
+
+
+def generate_v2(root: str | Path, params: dict | None = None) -> pd.DataFrame:
+    """root/test: a fresh draw of the source distribution (its own random stream)."""
+    p = with_defaults(params)
+    rng = stream(p, "v2")
+    return write_set(root, "v2", {"test": natural_plan(p["n_v2"], p, rng)}, p, rng)
+
+
+def generate_sketch(root: str | Path, params: dict | None = None) -> pd.DataFrame:
+    """root/test: grey pencil sketches of source-like images (habitual scenes as in source)."""
+    p = with_defaults(params)
+    rng = stream(p, "sketch")
+    return write_set(root, "sketch", {"test": natural_plan(p["n_sketch"], p, rng, style="sketch")}, p, rng)
+
+
+def generate_rendition(root: str | Path, params: dict | None = None) -> pd.DataFrame:
+    """root/test: cartoons and paintings whose objects have other colours, half with a texture."""
+    p = with_defaults(params)
+    rng = stream(p, "rendition")
+    return write_set(root, "rendition", {"test": rendition_plan(p["n_rendition"], p, rng)}, p, rng)
+
+
+def generate_hard(root: str | Path, params: dict | None = None) -> pd.DataFrame:
+    """root/test: every class in scenes it is never photographed in, small or low-contrast."""
+    p = with_defaults(params)
+    rng = stream(p, "hard")
+    return write_set(root, "hard", {"test": hard_plan(p["n_hard"], p, rng)}, p, rng)
+
+
+GENERATORS = {"source": generate_source, "v2": generate_v2, "sketch": generate_sketch,
+              "rendition": generate_rendition, "hard": generate_hard}
+
+
+def generate_all(root: str | Path, params: dict | None = None, sets=SETS) -> dict[str, pd.DataFrame]:
+    """Write the named sets (all by default) to root/<set>."""
+    with_defaults(params)  # fail before writing anything
+    return {name: GENERATORS[name](Path(root) / name, params) for name in sets}
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description="Generate the synthetic world's source task and its shifted test sets.")
+    p.add_argument("--params", default="{}", help=f"JSON of parameters overriding the defaults: {json.dumps(DEFAULTS)}")
+    p.add_argument("--root", required=True, help="output folder: ROOT/source, ROOT/v2, ROOT/sketch, ROOT/rendition, ROOT/hard")
+    p.add_argument("--sets", default=",".join(SETS), help="comma-separated subset of the sets to (re)write")
+    a = p.parse_args(argv)
+    sets = [s for s in a.sets.split(",") if s]
+    unknown = [s for s in sets if s not in GENERATORS]
+    if unknown:
+        p.error(f"unknown set(s) {unknown}; known: {', '.join(SETS)}")
+    for name, df in generate_all(a.root, json.loads(a.params), sets).items():
+        habitual = df["habitual"].astype(bool).mean()
+        print(f"{name}: {len(df)} images in {df['split'].nunique()} split(s), {df['class'].nunique()} classes, "
+              f"{100 * habitual:.0f}% in habitual scenes")
+
+
+if __name__ == "__main__":
+    main()
