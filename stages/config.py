@@ -137,6 +137,20 @@ def is_synthetic(config: dict, dataset: str) -> bool:
     return "synthetic" in config["datasets"][dataset]
 
 
+def checked_splits(config: dict, dataset: str) -> list[str]:
+    """The splits of a data set the pipeline reads, which its data check opens: those evaluated,
+    and the training and val splits of every experiment trained on it (ImageNet's train/ is
+    checked only where runs train on it)."""
+    from .datasets import EVAL_SPLITS
+
+    d = config["datasets"][dataset]
+    splits = list(d["splits"] or EVAL_SPLITS[d["reader"]])
+    for e in config["experiments"].values():
+        if e["train"] == dataset:
+            splits += [e["finetune"]["train_split"], e["finetune"]["val_split"]]
+    return list(dict.fromkeys(splits))
+
+
 def generated_roots(config: dict) -> dict[str, str]:
     """Data set folders this workflow writes -> the rule that writes them: a synthetic data set's
     (synth_world) and a source world's task and shifted sets (synth_source)."""

@@ -324,6 +324,20 @@ def teacher_note(pretrain: dict, source: str) -> str:
             f"and its scene (land/water) accuracy {z['scene_accuracy']:.1f}%.")
 
 
+def pools_note(folder: str | Path) -> str:
+    """The spurious pools of a synthetic experiment: how many templates of each use a word the
+    world renders (the describe previews' count), i.e. how many the tiny CLIP can relate to pixels."""
+    from .describe.output import rendered_word_counts
+
+    parts = []
+    for path in sorted(Path(folder).glob("*.descriptions.parquet")):
+        phrases = pd.read_parquet(path, columns=["phrase"])["phrase"].tolist()
+        hits, _ = rendered_word_counts(phrases)
+        parts.append(f"{path.name.split('.')[0]} {hits} of {len(phrases)} ({100 * hits / max(len(phrases), 1):.0f}%)")
+    return (f"Spurious pools (`{folder}`): templates that use a word the synthetic world renders: "
+            f"{', '.join(parts)}.")
+
+
 # ---------------------------------------------------------------- writing
 
 class Out(NamedTuple):
@@ -499,10 +513,13 @@ def main(argv=None) -> None:
                    help='JSON (or a JSON file): {"sections": [{"title", "experiment", "config", "metrics": [...]}]}')
     p.add_argument("--pretrain-report", nargs="+", action="extend", default=[],
                    help="the synthetic tiny CLIP's pretrain_report.json (one per synthetic teacher)")
+    p.add_argument("--pools", nargs="+", action="extend", default=[],
+                   help="a synthetic experiment's pools folder (data/<experiment>/pools)")
     p.add_argument("--out", required=True)
     a = p.parse_args(argv)
     spec = json.loads(a.spec if a.spec.lstrip().startswith("{") else Path(a.spec).read_text())
     notes = [teacher_note(json.loads(Path(r).read_text()), r) for r in a.pretrain_report]
+    notes += [pools_note(folder) for folder in a.pools]
     build(load_sections(spec), a.name, Path(a.out), notes)
     print((Path(a.out) / "report.md").read_text())
 

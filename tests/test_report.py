@@ -201,11 +201,18 @@ def test_cli_reads_the_spec_and_the_teacher_note(tmp_path, capsys):
                                     "zeroshot": {"class_accuracy": 90.0, "class_worst_group": 80.0,
                                                  "scene_accuracy": 95.0}}))
     spec = {"sections": [{"title": "ImageNet", "experiment": "imagenet", "config": CONFIG, "metrics": paths}]}
+    pools = tmp_path / "pools"
+    pools.mkdir()
+    # "blurry" and "forest" are drawn by the world, "luna-weave" and "starlight" are not
+    pd.DataFrame({"phrase": ["in the forest", "on the moon", "made of starlight", "near a lake"]}).to_parquet(
+        pools / "background.descriptions.parquet")
+    pd.DataFrame({"phrase": ["blurry", "with a luna-weave"]}).to_parquet(pools / "quality.descriptions.parquet")
     main(["--name", "imagenet", "--spec", json.dumps(spec), "--out", str(tmp_path / "out"),
-          "--pretrain-report", str(pretrain)])
+          "--pretrain-report", str(pretrain), "--pools", str(pools)])
     md = (tmp_path / "out/report.md").read_text()
     assert md == capsys.readouterr().out.removesuffix("\n")
     assert "pre-trained for 500 steps (12 s), logit scale 100.0 (learned)" in md
+    assert "a word the synthetic world renders: background 2 of 4 (50%), quality 1 of 2 (50%)." in md
     assert read(tmp_path / "out/table_domain_shift.csv").loc["flyp", "Shift mean"] == "70.0 ± 3.6"
 
 

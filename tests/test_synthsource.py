@@ -149,3 +149,21 @@ def test_cli_writes_only_the_named_sets(tmp_path, capsys):
     assert "hard: 64 images" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         synthsource.main(["--root", str(tmp_path), "--sets", "imagenet_c"])
+
+
+def test_the_shipped_synthworld_data_sets_pass_their_data_checks(tmp_path):
+    """config/synthworld.yaml's source task and shifts, generated small, pass the checks the
+    pipeline runs on them (every split it evaluates, trains or validates on exists)."""
+    from stages.config import checked_splits, load
+
+    cfg = load("config/synthbirds.yaml", "config/synthworld.yaml", "config/paper.yaml")
+    world = {**cfg["datasets"]["synthsource"]["source"], **SMALL}
+    synthsource.generate_all(tmp_path / "data/synthsource", world)
+    checked = []
+    for name, d in cfg["datasets"].items():
+        if d["root"].startswith("data/synthsource/"):
+            record = datasets.check(name, d["reader"], tmp_path / d["root"], d["classnames"], d["templates"],
+                                    checked_splits(cfg, name))
+            assert record["classnames"] == list(synthsource.CLASSNAMES), name
+            checked.append(name)
+    assert sorted(checked) == ["synth_hard", "synth_rendition", "synth_sketch", "synth_v2", "synthsource"]

@@ -26,21 +26,11 @@ rule synth_source:
         "python -m stages.synthsource --params {params.source} --root data/{wildcards.source} > {log} 2>&1"
 
 
-def checked_splits(dataset):
-    """The splits the pipeline reads: those evaluated, and the training and val splits of every
-    experiment trained on it (ImageNet's train/ is checked only where runs train on it)."""
-    d = DATASETS[dataset]
-    splits = list(d["splits"] or EVAL_SPLITS[d["reader"]])
-    for e in EXPERIMENTS.values():
-        if e["train"] == dataset:
-            splits += [e["finetune"]["train_split"], e["finetune"]["val_split"]]
-    return list(dict.fromkeys(splits))
-
-
 def check_options(wildcards):
     d = DATASETS[wildcards.dataset]
     options = [f"--{key} {quoted_json(d[key])}" for key in ("classnames", "templates") if d[key] is not None]
-    return " ".join(options + [f"--splits {quoted_json(checked_splits(wildcards.dataset))}"])
+    splits = stage_config.checked_splits(CONFIG, wildcards.dataset)
+    return " ".join(options + [f"--splits {quoted_json(splits)}"])
 
 
 rule check_data:

@@ -37,6 +37,12 @@ def report_teachers(wildcards):
     return [f"data/{w}/clip" for w in sorted(worlds - {None})]
 
 
+def report_pools(wildcards):
+    """The pools of the synthetic experiments, for the report's readable-share note."""
+    experiments = dict.fromkeys(s["experiment"] for s in report_sections(wildcards.name))
+    return [f"data/{e}/pools" for e in experiments if JOBS[e].get("synthetic")]
+
+
 def report_category(wildcards):
     """Figures and tables apart in `snakemake --report` (the pattern's wildcard says which)."""
     return "Figures" if "figure" in wildcards.keys() else "Tables"
@@ -49,6 +55,7 @@ rule report:
     input:
         metrics=lambda w: [m for s in report_sections(w.name) for m in section_metrics(s)],
         teachers=report_teachers,
+        pools=report_pools,
     output:
         # `snakemake --report report.html results/<name>` shows these with their captions
         report(directory("results/{name}"), patterns=["{figure}.png", "{table}.csv"],
@@ -56,8 +63,10 @@ rule report:
     params:
         spec=report_spec,
         pretrain=lambda w, input: " ".join(f"--pretrain-report {t}/pretrain_report.json" for t in input.teachers),
+        pools=lambda w, input: " ".join(f"--pools {p}" for p in input.pools),
     log:
         "logs/reports/{name}.log",
     shell:
-        "python -m stages.report --name {wildcards.name} --spec {params.spec} {params.pretrain} --out {output}"
+        "python -m stages.report --name {wildcards.name} --spec {params.spec} {params.pretrain} {params.pools}"
+        " --out {output}"
         " > {log} 2>&1"
