@@ -30,12 +30,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
 
 from .. import datasets
+from ..datasets.datacheck import group_counts
 from ..embed import Embeddings, read_embeddings
 from ..io import atomic_path, versions
 from ..losses import clip_contrastive_loss, diminishing_lambda, kl_regularizer, star_regularizer, widen
@@ -414,8 +414,8 @@ def val_metrics(run: Run) -> dict:
     split = run.cfg.get("val_split", "val")
     val, loader = split_loader(run, split, run.dataset_cfg["evaluate"]["batch_size"],
                                "finetune.select: val_worst_group")
-    labels, attributes = run.train_set.labels_and_attributes()
-    train_counts = np.bincount(run.train_set.group(labels, attributes), minlength=run.train_set.n_groups)
+    train = run.train_set
+    train_counts = group_counts(*train.labels_and_attributes(), len(train.label_names), train.n_attributes)
     metrics = evaluate_splits(run.student_clip, head, {split: val}, {split: loader}, run.ctx.device, train_counts,
                               run.autocast_dtype)[split]
     run.student_clip.train()
