@@ -84,6 +84,7 @@ def validate(config: dict, schema: dict | None = None) -> dict:
 
 def _cross_references(config: dict) -> list[str]:
     from . import datasets as readers   # torchvision & open_clip: only once the schema holds
+    from .finetune.methods import METHODS
 
     datasets, experiments = config["datasets"], config["experiments"]
     known = f"known data sets: {', '.join(sorted(datasets)) or 'none'}"
@@ -113,6 +114,14 @@ def _cross_references(config: dict) -> list[str]:
         if train["classnames"] is None and readers.static_classnames(train["reader"]) is None:
             problems.append(f"config key datasets.{e['train']}.classnames: experiment {name} trains on it, and "
                             f"reader {train['reader']!r} knows its class names only from the data: list them")
+        if (other := e["describe"]["pools_of"]) is not None:
+            o = experiments.get(other)
+            if o is None or other == name or o["describe"]["pools_of"] is not None:
+                problems.append(f"config key experiments.{name}.describe.pools_of: {other!r} is not another "
+                                f"experiment that writes its own pools")
+            elif lost := sorted(set(e["describe"]["types"]) - set(o["describe"]["types"])):
+                problems.append(f"config key experiments.{name}.describe.types: {lost} are not types of the "
+                                f"pools of experiment {other} ({', '.join(o['describe']['types'])})")
         world = re.fullmatch(r"local-dir:data/([^/]+)/clip", e["model"]["name"])
         if world and not (world[1] in datasets and "synthetic" in datasets[world[1]]):
             problems.append(f"config key experiments.{name}.model.name: data/{world[1]}/clip is the tiny CLIP the "
@@ -130,6 +139,13 @@ def _cross_references(config: dict) -> list[str]:
             if lost:
                 problems.append(f"config key reports.{name}.{i}.targets: {lost} are not targets of experiment "
                                 f"{section['experiment']} ({', '.join(target_roles(e))})")
+            # a method the experiment does not run (e.g. an override shortened its list) is left
+            # out of the section; a name that is no method at all is a typo
+            known = {*METHODS, "wiseft", *e["finetune"]["variants"]}
+            lost = sorted(set(section["methods"] or []) - known)
+            if lost:
+                problems.append(f"config key reports.{name}.{i}.methods: {lost} are neither methods nor variants "
+                                f"of experiment {section['experiment']}")
     return problems
 
 
@@ -184,6 +200,21 @@ def target_roles(experiment: dict) -> dict[str, str]:
         for target in experiment["evaluate"][key]:
             roles.setdefault(target, role)
     return roles
+
+
+def report_methods(experiment: dict, only: list[str] | None = None) -> list[str]:
+    """The rows of an experiment's tables: zeroshot, its methods, and wiseft when it interpolates
+    one; of those, the ones in `only` if given (a report section's `methods`)."""
+    ft = experiment["finetune"]
+    methods = ["zeroshot"] + ft["methods"]
+    if ft["wiseft_of"] in methods and ft["wiseft_of"] != "zeroshot":
+        methods.append("wiseft")
+    return [m for m in dict.fromkeys(methods) if only is None or m in only]
+
+
+def pools_experiment(experiments: dict, name: str) -> str:
+    """The experiment whose describe job writes `name`'s pools (describe.pools_of, else itself)."""
+    return experiments[name]["describe"]["pools_of"] or name
 
 
 def train_job(config: dict, name: str) -> dict:

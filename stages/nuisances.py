@@ -4,8 +4,9 @@ Four kinds, each drawn procedurally in numpy on float RGB images in [0, 1] (H, W
 enough to be visible at 32 px, each with the words a caption uses for it:
 
 - scenes (the background; each a land, water or neither place, as in Waterbirds),
-- textures (on the object only, given its mask),
-- image quality (the whole image: blur, noise, pixels, exposure, contrast, colour, framing),
+- textures (on the object only, given its mask: patterns, colours, materials),
+- image quality (the whole image: blur, noise, pixels, lighting, contrast, colour, framing, and
+  what a camera or a print does to a picture: smear, sharpening, tilt, a frame, a mirror, halftone),
 - styles (the whole image re-drawn: sketch, cartoon, painting; the shifted sets' renditions).
 
 `RENDERED_WORDS` is every content word of those captions: the describe stage's preview counts the
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable
 
 import numpy as np
@@ -268,6 +270,17 @@ def upsample_bilinear(small: np.ndarray, size: int) -> np.ndarray:
     return rows[:, lo] * (1 - t)[None, :, None] + rows[:, hi] * t[None, :, None]
 
 
+def sample_bilinear(img: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    """`img` read at fractional pixel positions (clamped to the image), bilinearly."""
+    h, w = img.shape[:2]
+    ys, xs = np.clip(ys, 0, h - 1), np.clip(xs, 0, w - 1)
+    y0, x0 = np.minimum(ys.astype(int), h - 2), np.minimum(xs.astype(int), w - 2)
+    ty, tx = (ys - y0)[..., None], (xs - x0)[..., None]
+    top = img[y0, x0] * (1 - tx) + img[y0, x0 + 1] * tx
+    bottom = img[y0 + 1, x0] * (1 - tx) + img[y0 + 1, x0 + 1] * tx
+    return (top * (1 - ty) + bottom * ty).astype(np.float32)
+
+
 def edges(img: np.ndarray) -> np.ndarray:
     """Gradient magnitude, [H, W]: the largest over the colour channels, so that a red bird on a
     green forest of the same brightness still has an outline."""
@@ -364,6 +377,103 @@ def _wooden(img, mask, rng):
     img[mask] = (0.2 * img + 0.8 * tex)[mask]
 
 
+def _tinted(img, mask, rng, colour):
+    # the object in one colour; its own light and dark parts (head, wing, eye) stay as shading so
+    # that the species still shows
+    lum = luminance(img)
+    shade = 1 + 0.6 * (lum - lum[mask].mean())
+    img[mask] = (jitter(rng, colour, 0.03) * shade[..., None])[mask]
+
+
+def _glass(img, mask, rng):
+    # translucent: what is behind shows through, blurred as by a lens (estimated from the pixels
+    # around the object, as the scene under it is painted over), with a pale rim and a white
+    # highlight across it
+    outside = (~mask).astype(np.float32)[..., None]
+    behind = gaussian_blur(img * outside, 2.0) / np.maximum(gaussian_blur(outside, 2.0), 1e-3)
+    glass = 0.2 * img + 0.8 * behind * np.array((0.98, 1.02, 1.1), np.float32)
+    inner = mask & np.roll(mask, 1, 0) & np.roll(mask, -1, 0) & np.roll(mask, 1, 1) & np.roll(mask, -1, 1)
+    rim = mask & ~inner
+    glass[rim] = 0.5 * glass[rim] + 0.45
+    y, x = _pixel_grid(mask)
+    ys, xs = np.nonzero(mask)
+    diagonal = (x - xs.mean()) + (y - ys.mean()) * rng.choice([-1.0, 1.0]) + rng.uniform(-2, 2)
+    glass[np.abs(diagonal) < 0.8] = 0.97
+    img[mask] = glass[mask]
+
+
+def _stone(img, mask, rng):
+    # a carved stone statue: grey and speckled, the object's parts faintly shaded, chiselled
+    # grooves, and relief lit from the top left (the outline's upper left bright, lower right dark)
+    lum = luminance(img)
+    grey = np.array((0.58, 0.56, 0.52), np.float32) * rng.uniform(0.85, 1.1)
+    stone = grey * (1 + 0.35 * (lum - lum[mask].mean()))[..., None]
+    soft = gaussian_blur(mask.astype(np.float32)[..., None], 1.0)[..., 0]
+    gy, gx = np.gradient(soft)
+    stone = stone * np.clip(1 + 1.8 * (gx + gy), 0.5, 1.5)[..., None]
+    y, x = _pixel_grid(mask)
+    theta = rng.uniform(0, np.pi)
+    wavy = x * np.cos(theta) + y * np.sin(theta) + 0.8 * np.sin(0.5 * (y * np.cos(theta) - x * np.sin(theta)))
+    grooves = np.sin(2 * np.pi * wavy / rng.uniform(3.0, 4.0)) > 0.75
+    stone[grooves] *= 0.6
+    stone += rng.normal(0, 0.04, mask.shape + (1,)).astype(np.float32)
+    img[mask] = stone[mask]
+
+
+def _ceramic(img, mask, rng):
+    # a glazed porcelain figurine: cream-white glaze, cobalt-blue brushwork, one sharp highlight
+    lum = luminance(img)
+    glaze = jitter(rng, (0.94, 0.93, 0.88), 0.02) * (1 + 0.25 * (lum - lum[mask].mean()))[..., None]
+    y, x = _pixel_grid(mask)
+    curls = np.sin(0.9 * x + 2 * np.sin(0.7 * y + rng.uniform(0, 6))) > 0.8
+    glaze[curls] = jitter(rng, (0.15, 0.25, 0.70), 0.04)
+    ys, xs = np.nonzero(mask)
+    top = ys.argmin()
+    glaze[(y - ys[top] - 1.5) ** 2 + (x - xs[top]) ** 2 < 1.5] = 1.0
+    img[mask] = glaze[mask]
+
+
+def _painted(img, mask, rng):
+    # painted over like a decoy: one bright paint, a dark one on the object's darkest parts (eye,
+    # dark markings), and brush strokes, each 2 px wide with its own load of paint
+    lum = luminance(img)
+    dark = lum < lum[mask].mean() - 0.15
+    paints = ((0.90, 0.15, 0.12), (0.98, 0.85, 0.15), (0.15, 0.35, 0.90), (0.15, 0.70, 0.25),
+              (0.98, 0.55, 0.10), (0.10, 0.75, 0.75))
+    paint = np.where(dark[..., None], 0.12, jitter(rng, paints[rng.integers(len(paints))], 0.04))
+    y, x = _pixel_grid(mask)
+    theta = rng.uniform(0, np.pi)
+    stroke = ((y * np.cos(theta) - x * np.sin(theta)) // 2).astype(int)
+    load = rng.uniform(0.6, 1.2, stroke.max() - stroke.min() + 1)[stroke - stroke.min()]
+    img[mask] = (paint * load[..., None])[mask]
+
+
+def _glittery(img, mask, rng):
+    # points of light scattered over the darkened object, some with a cross-shaped glint
+    img[mask] *= 0.55
+    sparks = mask & (rng.uniform(0, 1, mask.shape) < 0.22)
+    colour = jitter(rng, (1.0, 0.92, 0.65), 0.05)
+    img[sparks] = colour * rng.uniform(0.8, 1.0, (int(sparks.sum()), 1)).astype(np.float32)
+    glints = sparks & (rng.uniform(0, 1, mask.shape) < 0.25)
+    arms = np.roll(glints, 1, 0) | np.roll(glints, -1, 0) | np.roll(glints, 1, 1) | np.roll(glints, -1, 1)
+    arms &= mask & ~sparks
+    img[arms] = 0.4 * img[arms] + 0.6 * colour
+
+
+# object colours: name -> (RGB, words); the LLM's texture answers are mostly colours
+TINTS = {
+    "red": ((0.85, 0.12, 0.10), ("red", "scarlet")),
+    "blue": ((0.15, 0.30, 0.90), ("blue",)),
+    "green": ((0.15, 0.62, 0.20), ("green",)),
+    "pink": ((0.98, 0.55, 0.72), ("pink",)),
+    "lavender": ((0.66, 0.52, 0.88), ("lavender", "purple", "violet")),
+    "brown": ((0.45, 0.28, 0.12), ("brown",)),
+    "beige": ((0.86, 0.79, 0.63), ("beige",)),
+    "black": ((0.06, 0.06, 0.07), ("black",)),
+    "white": ((0.96, 0.96, 0.95), ("white",)),
+    "gold": ((0.85, 0.66, 0.18), ("gold", "golden")),
+}
+
 TEXTURES = {
     "striped": Nuisance("striped", ("striped", "banded"), ("stripes", "a striped pattern", "striped feathers")),
     "spotted": Nuisance("spotted", ("spotted", "speckled", "dotted", "polka dot"),
@@ -372,10 +482,23 @@ TEXTURES = {
     "furry": Nuisance("furry", ("furry", "fluffy", "fuzzy", "shaggy"), ("fur", "fluffy feathers", "a furry texture")),
     "shiny": Nuisance("shiny", ("shiny", "glossy", "metallic", "iridescent"),
                       ("a shiny surface", "a glossy sheen", "shiny feathers")),
-    "wooden": Nuisance("wooden", ("wooden", "carved wooden"), ("a wood grain", "a wooden texture")),
+    "wooden": Nuisance("wooden", ("wooden", "carved wooden"), ("a wood grain", "a wooden texture", "a bark texture")),
+    **{name: Nuisance(name, words, tuple(f"{w} feathers" for w in words)) for name, (_, words) in TINTS.items()},
+    "glass": Nuisance("glass", ("glass", "translucent", "crystal"), ("a glass texture", "a glassy surface")),
+    "stone": Nuisance("stone", ("stone", "carved stone", "carved", "sculpted", "etched", "engraved"),
+                      ("etched lines", "engraved lines", "a stone texture", "a carved stone surface")),
+    "ceramic": Nuisance("ceramic", ("ceramic", "porcelain", "glazed", "glazed ceramic"),
+                        ("a ceramic glaze", "a porcelain glaze", "a glazed surface")),
+    "painted": Nuisance("painted", ("painted", "brightly painted"),
+                        ("brush strokes", "bright paint", "a painted surface")),
+    "glittery": Nuisance("glittery", ("glittery", "sparkly", "sparkling", "glittering"),
+                         ("glitter", "sparkles", "a glittering surface")),
 }
 TEXTURE_PAINTERS = {"striped": _striped, "spotted": _spotted, "checkered": _checkered, "furry": _furry,
-                    "shiny": _shiny, "wooden": _wooden}
+                    "shiny": _shiny, "wooden": _wooden,
+                    **{name: partial(_tinted, colour=rgb) for name, (rgb, _) in TINTS.items()},
+                    "glass": _glass, "stone": _stone, "ceramic": _ceramic, "painted": _painted,
+                    "glittery": _glittery}
 
 
 def apply_texture(img: np.ndarray, mask: np.ndarray, texture: str, rng: np.random.Generator) -> np.ndarray:
@@ -423,33 +546,113 @@ def _grayscale(img, rng):
     return np.repeat(luminance(img)[..., None], 3, axis=2)
 
 
+def _smeared(img, rng):
+    # the camera moved during the exposure: each pixel the mean of a straight streak through it
+    length = int(rng.integers(5, 8))
+    theta = rng.uniform(0, np.pi)
+    steps = np.arange(length) - (length - 1) / 2
+    dys, dxs = np.round(steps * np.sin(theta)).astype(int), np.round(steps * np.cos(theta)).astype(int)
+    h, w = img.shape[:2]
+    padded = np.pad(img, [(length, length), (length, length), (0, 0)], mode="edge")
+    streak = (padded[length + dy:length + dy + h, length + dx:length + dx + w] for dy, dx in zip(dys, dxs))
+    return sum(streak) / length
+
+
+def _sharpened(img, rng):
+    # unsharp masking: every edge overshoots into a bright and a dark halo
+    return img + rng.uniform(1.5, 2.5) * (img - gaussian_blur(img, 1.0))
+
+
+def _tilted(img, rng):
+    # the camera turned by 12-20 degrees (the horizon slants), enlarged so that no corner is empty
+    angle = np.deg2rad(rng.uniform(12, 20)) * rng.choice([-1.0, 1.0])
+    cos, sin = np.cos(angle), np.sin(angle)
+    zoom = abs(cos) + abs(sin)
+    y, x = _pixel_grid(img[..., 0])
+    c = (img.shape[0] - 1) / 2
+    ys, xs = c + (cos * (y - c) - sin * (x - c)) / zoom, c + (sin * (y - c) + cos * (x - c)) / zoom
+    return sample_bilinear(img, ys, xs)
+
+
+def _framed(img, rng):
+    # a picture frame of black, white, wood, gold or metal, bevelled (lit from the top left), with
+    # a dark inner edge
+    frames = ((0.08, 0.08, 0.08), (0.95, 0.95, 0.93), (0.50, 0.32, 0.15), (0.80, 0.64, 0.25), (0.62, 0.64, 0.68))
+    h, w = img.shape[:2]
+    y, x = _pixel_grid(img[..., 0])
+    from_edge = np.minimum(np.minimum(y, x), np.minimum(h - 1 - y, w - 1 - x))
+    width = int(rng.integers(2, 4))
+    bevel = np.where(np.minimum(y, x) <= np.minimum(h - 1 - y, w - 1 - x), 1.15, 0.8)[..., None]
+    out = img.copy()
+    band = from_edge < width
+    out[band] = (jitter(rng, frames[rng.integers(len(frames))], 0.03) * bevel)[band]
+    out[from_edge == width] *= 0.5
+    return out
+
+
+def _mirrored(img, rng):
+    # standing on a mirror: the rows below a line are the rows above it, upside down and dimmer
+    h = img.shape[0]
+    line = int(h * rng.uniform(0.65, 0.78))
+    out = img.copy()
+    out[line:] = 0.8 * img[2 * line - h:line][::-1]
+    return out
+
+
+# the order in which a halftone dot fills its tile: centre first, corners last
+_HALFTONE_ORDER = np.array([[7, 3, 6], [2, 0, 1], [8, 4, 5]])
+
+
+def _printed(img, rng):
+    # a halftone print: for each ink (the lack of red, green or blue) a clustered dot in every 3 x 3
+    # tile, growing from the tile's centre to as many pixels as the tile needs ink, on white
+    # paper; the image itself half shows through (ink bleeds), so that the object stays
+    # recognisable at 32 px
+    ink = 1 - block_mean(img, 3)
+    y, x = _pixel_grid(img[..., 0]).astype(int)
+    threshold = (_HALFTONE_ORDER[y % 3, x % 3] + 0.5) / 9
+    dots = np.where(ink > threshold[..., None], 0.12, 0.96)
+    return 0.5 * dots + 0.5 * img
+
+
 def _unchanged(img, rng):
     return img
 
 
 QUALITIES = {
-    "blurry": Nuisance("blurry", ("blurry", "blurred", "out of focus", "unfocused"),
-                       ("with motion blur", "out of focus", "with blur")),
+    "blurry": Nuisance("blurry", ("blurry", "blurred", "out of focus", "unfocused"), ("out of focus", "with blur")),
     "grainy": Nuisance("grainy", ("grainy", "noisy"), ("with film grain", "with noise", "with heavy noise")),
     "pixelated": Nuisance("pixelated", ("pixelated", "blocky"), ("with visible pixels", "in big pixels")),
     "low_resolution": Nuisance("low_resolution", ("low resolution", "low quality", "low res", "compressed"),
                                ("at low resolution", "in low quality")),
-    "dark": Nuisance("dark", ("dark", "dim", "underexposed"),
-                     ("in dim light", "at night", "in low light", "in the dark", "at dusk", "in shadow")),
-    "overexposed": Nuisance("overexposed", ("overexposed", "bright", "washed out"),
-                            ("in harsh sunlight", "in bright light", "in strong sunlight")),
+    "dark": Nuisance("dark", ("dark", "dim", "underexposed", "dimly lit"),
+                     ("in dim light", "at night", "in low light", "in the dark", "at dusk", "in shadow",
+                      "barely lit", "barely illuminated")),
+    "overexposed": Nuisance("overexposed", ("overexposed", "bright", "washed out", "blown out", "brightly lit"),
+                            ("in harsh sunlight", "in bright light", "in strong sunlight", "brightly illuminated")),
     "low_contrast": Nuisance("low_contrast", ("low contrast", "faded", "hazy", "foggy", "misty"),
                              ("in fog", "in the haze", "in the mist", "with low contrast")),
     "grayscale": Nuisance("grayscale", ("black and white", "grayscale", "monochrome"),
                           ("in black and white", "in grayscale")),
     "far": Nuisance("far", ("distant", "wide angle"), ("far away", "seen from far away", "in the distance"),
                     scale=0.55),
-    "close": Nuisance("close", ("close-up", "zoomed in"), ("up close", "in close-up"), scale=1.4),
+    "close": Nuisance("close", ("close-up", "zoomed in", "cropped"), ("up close", "in close-up", "cropped close"),
+                      scale=1.4),
+    "smeared": Nuisance("smeared", ("smeared", "streaked", "streaky"),
+                        ("with motion blur", "with motion streaks", "with streaks")),
+    "sharpened": Nuisance("sharpened", ("sharpened", "oversharpened"), ("with sharpening halos", "oversharpened")),
+    "tilted": Nuisance("tilted", ("tilted", "rotated", "crooked"), ("at an angle", "at a tilt")),
+    "framed": Nuisance("framed", ("framed",), ("in a frame", "with a frame", "with a border")),
+    "mirrored": Nuisance("mirrored", ("mirrored", "reflected"),
+                         ("with a mirror reflection", "reflected in a mirror")),
+    "printed": Nuisance("printed", ("printed", "halftone"), ("in halftone", "in print")),
 }
 QUALITY_FILTERS = {"blurry": _blurry, "grainy": _grainy, "pixelated": _pixelated,
                    "low_resolution": _low_resolution, "dark": _dark, "overexposed": _overexposed,
                    "low_contrast": _low_contrast, "grayscale": _grayscale,
-                   "far": _unchanged, "close": _unchanged}  # framing acts through the object's scale
+                   "far": _unchanged, "close": _unchanged,  # framing acts through the object's scale
+                   "smeared": _smeared, "sharpened": _sharpened, "tilted": _tilted, "framed": _framed,
+                   "mirrored": _mirrored, "printed": _printed}
 
 
 def apply_quality(img: np.ndarray, quality: str, rng: np.random.Generator) -> np.ndarray:
@@ -505,13 +708,14 @@ def apply_style(img: np.ndarray, style: str, rng: np.random.Generator) -> np.nda
 
 # ---- words -------------------------------------------------------------------------------------
 
-# words of the phrases above that name no nuisance by themselves ("out" of "washed out", "white" of
-# "black and white"), left out of RENDERED_WORDS so that the preview does not count "a {} out in
-# the open" or "a {} with white feathers" as phrases the world renders
+# words of the phrases above that name no nuisance by themselves ("out" of "washed out", "lines" of
+# "etched lines", "barely" of "barely lit"), left out of RENDERED_WORDS so that the preview does
+# not count "a {} out in the open" or "a {} with feathers" as phrases the world renders. "light"
+# is not one of them: every phrase with it names lighting the world draws (dim, low, bright).
 _FILLER = frozenset({"a", "an", "the", "of", "with", "in", "on", "at", "by", "to", "up", "and", "from",
                      "big", "heavy", "strong", "visible", "seen", "feathers", "pattern", "texture",
-                     "surface", "light", "out", "away", "line", "wide", "angle", "film", "oil", "res",
-                     "motion", "polka", "black", "white", "carved"})
+                     "surface", "out", "away", "line", "lines", "wide", "angle", "film", "oil", "res",
+                     "motion", "polka", "barely"})
 
 
 def content_words(phrases) -> frozenset[str]:

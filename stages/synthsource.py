@@ -3,8 +3,10 @@
 Sixteen bird classes (SynthBirds' eight species and eight more, stages.synthworld.WORLD_SPECIES),
 each photographed mostly in a few habitual scenes (synthworld.HABITS), as natural photos are:
 fine-tuning on it can learn the scene as a shortcut. Its shifted sets mirror the paper's
-evaluation sets. Every set is an ImageFolder tree, read by the `imagefolder` reader
-(stages.datasets.imagefolder); class folder = class name, sorted = label order (CLASSNAMES):
+evaluation sets, and a scene-classification set stands in for SUN397 (a zero-shot target whose
+classes are what the source task's shortcut is made of). Every set is an ImageFolder tree, read by
+the `imagefolder` reader (stages.datasets.imagefolder); class folder = class name, sorted = label
+order (CLASSNAMES; the scenes set's SCENE_CLASSNAMES):
 
     ROOT/source/train/<class>/<class>_NNNNN.jpg   train: P(habitual scene) = habitual
     ROOT/source/val/<class>/...                   val: the same distribution
@@ -12,17 +14,32 @@ evaluation sets. Every set is an ImageFolder tree, read by the `imagefolder` rea
     ROOT/sketch/test/<class>/...                  ImageNet-Sketch: grey pencil sketches (1 channel)
     ROOT/rendition/test/<class>/...               ImageNet-R: cartoons and paintings, other palettes,
                                                   half with an object texture
-    ROOT/hard/test/<class>/...                    ImageNet-A: unusual scenes only (neither habitual
-                                                  nor of the class's place), half with small objects,
-                                                  half with low-contrast (camouflaged) ones
+    ROOT/hard/test/<class>/...                    ImageNet-A / ObjectNet: one difficulty per image
+                                                  (column `hard`): "unusual_scene", a plain object in
+                                                  a scene its class is never photographed in (neither
+                                                  habitual nor of its place; a share hard_unusual of
+                                                  each class); the rest halved between "small"
+                                                  (size hard_scale) and "low_contrast" (camouflaged,
+                                                  opacity hard_contrast) objects in habitual scenes
+    ROOT/scenes/test/<scene>/...                  SUN397: the class is the scene, named by the first
+                                                  word a caption uses for it (SCENE_WORDS; "tree
+                                                  branch" as folder tree_branch, read back "tree
+                                                  branch"); balanced over all the world's scenes,
+                                                  each with a plain bird of a random species
     ROOT/<set>/metadata.csv    one row per image: path (relative to ROOT/<set>), split, label, class,
-                               scene, habitual, texture, quality, style ("" = none), scale, contrast,
-                               palette (renditions: the object's new channels, e.g. "brg" = red
-                               drawn from blue), hard ("small" or "low_contrast")
+                               species (scenes only: the bird), scene, habitual, texture, quality,
+                               style ("" = none), scale, contrast, palette (renditions: the object's
+                               new channels, e.g. "brg" = red drawn from blue), hard (its kind, or "")
     ROOT/<set>/params.json     the parameters it was drawn with
 
 Classes are balanced in every set (counts differ by at most one). Every set is drawn from its own
-random stream of `seed`, so each is deterministic and regenerating one leaves the others alone.
+random stream of `seed` (seed, index in SETS: a new set goes last), so each is deterministic and
+regenerating or adding one leaves the others alone.
+
+`hard` mixes three kinds of difficulty (a third each, exact per class): a plain bird in an unusual
+scene, and a small or a faint bird in one of its habitual scenes. Every image in an unusual scene
+and small or faint was below chance for the demo's teacher, which reads the scene far more than
+the bird.
 
     python -m stages.synthsource --params '{"n_train": 4000}' --root data/synthsource [--sets v2,hard]
 """
@@ -40,10 +57,25 @@ from PIL import Image
 
 from .io import atomic_dir
 from .progress import progress
-from .synthworld import (SPECIES_BY_NAME, WORLD_CLASSNAMES, Look, draw_nuisances, habitual_scene,
-                         make_look, render_sample, unusual_scenes)
+from .synthworld import (HABITS, SCENE_WORDS, SPECIES_BY_NAME, WORLD_CLASSNAMES, WORLD_SCENES, Look,
+                         draw_nuisances, habitual_scene, make_look, render_sample, unusual_scenes)
 
 CLASSNAMES = WORLD_CLASSNAMES  # label order: sorted class folder names
+
+
+def scene_folders() -> dict[str, str]:
+    """Scene key -> the scenes set's class folder: the first word a caption uses for the scene
+    (SCENE_WORDS), spaces as "_" (the imagefolder reader reads them back as spaces)."""
+    folders = {scene: SCENE_WORDS[scene][0].strip().replace(" ", "_") for scene in WORLD_SCENES}
+    bad = [f for f in folders.values() if not f or "/" in f or f.startswith(".")]
+    if bad or len(set(folders.values())) != len(folders):
+        raise ValueError(f"the scenes' first caption words must be unique folder names, got {folders}")
+    return folders
+
+
+SCENE_FOLDERS = scene_folders()
+SCENE_CLASSNAMES = tuple(sorted(SCENE_FOLDERS.values()))  # the scenes set's label order
+SCENE_OF_FOLDER = {f: s for s, f in SCENE_FOLDERS.items()}
 
 # the parameters (the config's section for the source world), with their defaults
 DEFAULTS = {
@@ -58,12 +90,17 @@ DEFAULTS = {
     "n_sketch": 1000,
     "n_rendition": 1000,
     "n_hard": 1000,
+    "n_scenes": 1000,  # scenes/test images, balanced over the scenes
     "rendition_texture": 0.5,  # P(an object texture) in rendition
-    "hard_scale": 0.3,  # object size in hard's small-object half (the usual: 0.5)
-    "hard_contrast": 0.35,  # object opacity in hard's low-contrast half (the usual: 1)
+    "hard_unusual": 1 / 3,  # share of hard's images with a plain object in an unusual scene (exact per class)
+    "hard_scale": 0.3,  # object size in hard's small-object kind (the usual: 0.5)
+    "hard_contrast": 0.35,  # object opacity in hard's low-contrast kind (the usual: 1)
 }
-PROBABILITIES = ("habitual", "texture", "quality", "rendition_texture", "hard_contrast")
-SETS = ("source", "v2", "sketch", "rendition", "hard")
+PROBABILITIES = ("habitual", "texture", "quality", "rendition_texture", "hard_unusual", "hard_contrast")
+COUNTS = ("n_train", "n_val", "n_v2", "n_sketch", "n_rendition", "n_hard", "n_scenes")
+# the sets, in the order that names their random streams: a new set goes last
+SETS = ("source", "v2", "sketch", "rendition", "hard", "scenes")
+HARD_KINDS = ("unusual_scene", "small", "low_contrast")
 RENDITION_STYLES = ("cartoon", "painting")
 # the five channel orders that change an object's colours (the identity left out)
 PALETTES = tuple(p for p in itertools.permutations(range(3)) if p != (0, 1, 2))
@@ -79,7 +116,7 @@ def with_defaults(params: dict | None) -> dict:
     for k in PROBABILITIES:
         if not 0 <= p[k] <= 1:
             raise ValueError(f"source-world parameter {k} must be in [0, 1], got {p[k]!r}")
-    for k in ("n_train", "n_val", "n_v2", "n_sketch", "n_rendition", "n_hard"):
+    for k in COUNTS:
         if not isinstance(p[k], int) or p[k] < 0:
             raise ValueError(f"source-world parameter {k} must be a count (an integer >= 0), got {p[k]!r}")
     if p["image_size"] < 16 or not 0 < p["hard_scale"] <= 1:
@@ -92,8 +129,8 @@ def stream(params: dict, name: str) -> np.random.Generator:
     return np.random.default_rng([params["seed"], SETS.index(name)])
 
 
-def balanced_labels(n: int, rng: np.random.Generator) -> np.ndarray:
-    labels = np.arange(n) % len(CLASSNAMES)
+def balanced_labels(n: int, rng: np.random.Generator, n_classes: int = len(CLASSNAMES)) -> np.ndarray:
+    labels = np.arange(n) % n_classes
     rng.shuffle(labels)
     return labels
 
@@ -137,14 +174,41 @@ def rendition_plan(n: int, params: dict, rng: np.random.Generator) -> list[tuple
     return plan
 
 
+def hard_kinds(labels: np.ndarray, params: dict, rng: np.random.Generator) -> np.ndarray:
+    """Each image's kind of difficulty (HARD_KINDS): exactly round(hard_unusual * n_c) of each
+    class's n_c images "unusual_scene", the rest halved between "small" and "low_contrast"."""
+    unusual = exact_share(labels, params["hard_unusual"], rng)
+    rest = np.flatnonzero(~unusual)
+    small = np.zeros(len(labels), bool)
+    small[rest] = exact_share(labels[rest], 0.5, rng)
+    return np.where(unusual, "unusual_scene", np.where(small, "small", "low_contrast"))
+
+
 def hard_plan(n: int, params: dict, rng: np.random.Generator) -> list[tuple[int, Look, dict]]:
+    """ImageNet-A / ObjectNet: one difficulty per image. An "unusual_scene" image is a plain object
+    in a scene its class is never photographed in (neither habitual nor of its place); a "small"
+    or "low_contrast" one is a small or faint (camouflaged) object in one of its habitual scenes."""
     labels = balanced_labels(n, rng)
-    small = exact_share(labels, 0.5, rng)
     plan = []
-    for y, s in zip(labels, small):
-        scene = str(rng.choice(unusual_scenes(CLASSNAMES[y])))
-        look = Look(scene, scale=params["hard_scale"]) if s else Look(scene, contrast=params["hard_contrast"])
-        plan.append((int(y), look, {"habitual": False, "hard": "small" if s else "low_contrast"}))
+    for y, kind in zip(labels, hard_kinds(labels, params, rng)):
+        name = CLASSNAMES[y]
+        if kind == "unusual_scene":
+            look = Look(str(rng.choice(unusual_scenes(name))))
+        else:
+            scene = habitual_scene(name, True, rng)
+            look = Look(scene, scale=params["hard_scale"]) if kind == "small" else Look(scene, contrast=params["hard_contrast"])
+        plan.append((int(y), look, {"habitual": kind != "unusual_scene", "hard": str(kind)}))
+    return plan
+
+
+def scenes_plan(n: int, params: dict, rng: np.random.Generator) -> list[tuple[int, Look, dict]]:
+    """SUN397: the class is the scene (balanced over SCENE_CLASSNAMES), each with a plain bird of a
+    uniformly random species; `habitual` says whether the scene is one of that species' habits."""
+    plan = []
+    for y in balanced_labels(n, rng, len(SCENE_CLASSNAMES)):
+        scene = SCENE_OF_FOLDER[SCENE_CLASSNAMES[y]]
+        species = CLASSNAMES[rng.integers(len(CLASSNAMES))]
+        plan.append((int(y), Look(scene), {"habitual": scene in HABITS[species], "species": species}))
     return plan
 
 
@@ -157,19 +221,22 @@ def save(img: np.ndarray, path: Path) -> None:
 
 
 def write_set(root: str | Path, name: str, splits: dict[str, list], params: dict,
-              rng: np.random.Generator) -> pd.DataFrame:
+              rng: np.random.Generator, classes=CLASSNAMES) -> pd.DataFrame:
     """Render each split's plan into `root/<split>/<class>/` atomically, with metadata.csv and
-    params.json; every class folder exists even when a split has no image of it."""
+    params.json; every class folder exists even when a split has no image of it. The class is
+    the bird's species unless the plan names the species (extra["species"], then a "species" column)."""
     rows = []
     with atomic_dir(root) as tmp:
         for split, plan in splits.items():
-            for cls in CLASSNAMES:
+            for cls in classes:
                 (tmp / split / cls).mkdir(parents=True)
             for y, look, extra in progress(plan, desc=f"source world {name} {split}"):
-                cls = CLASSNAMES[y]
+                cls = classes[y]
+                species = {"species": extra["species"]} if "species" in extra else {}
                 path = f"{split}/{cls}/{cls}_{len(rows) + 1:05d}.jpg"
-                save(render_sample(SPECIES_BY_NAME[cls], look, params["image_size"], rng), tmp / path)
-                rows.append({"path": path, "split": split, "label": y, "class": cls, "scene": look.scene,
+                sp = SPECIES_BY_NAME[extra.get("species", cls)]
+                save(render_sample(sp, look, params["image_size"], rng), tmp / path)
+                rows.append({"path": path, "split": split, "label": y, "class": cls, **species, "scene": look.scene,
                              "habitual": extra.get("habitual"), **look.nuisances, "scale": look.scale,
                              "contrast": look.contrast,
                              "palette": "".join("rgb"[c] for c in look.palette) if look.palette else "",
@@ -210,14 +277,21 @@ def generate_rendition(root: str | Path, params: dict | None = None) -> pd.DataF
 
 
 def generate_hard(root: str | Path, params: dict | None = None) -> pd.DataFrame:
-    """root/test: every class in scenes it is never photographed in, small or low-contrast."""
+    """root/test: one difficulty per image: an unusual scene, a small object or a faint one."""
     p = with_defaults(params)
     rng = stream(p, "hard")
     return write_set(root, "hard", {"test": hard_plan(p["n_hard"], p, rng)}, p, rng)
 
 
+def generate_scenes(root: str | Path, params: dict | None = None) -> pd.DataFrame:
+    """root/test/<scene word>/: scene classification (SUN397's stand-in), a random bird in each."""
+    p = with_defaults(params)
+    rng = stream(p, "scenes")
+    return write_set(root, "scenes", {"test": scenes_plan(p["n_scenes"], p, rng)}, p, rng, SCENE_CLASSNAMES)
+
+
 GENERATORS = {"source": generate_source, "v2": generate_v2, "sketch": generate_sketch,
-              "rendition": generate_rendition, "hard": generate_hard}
+              "rendition": generate_rendition, "hard": generate_hard, "scenes": generate_scenes}
 
 
 def generate_all(root: str | Path, params: dict | None = None, sets=SETS) -> dict[str, pd.DataFrame]:
@@ -229,7 +303,7 @@ def generate_all(root: str | Path, params: dict | None = None, sets=SETS) -> dic
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description="Generate the synthetic world's source task and its shifted test sets.")
     p.add_argument("--params", default="{}", help=f"JSON of parameters overriding the defaults: {json.dumps(DEFAULTS)}")
-    p.add_argument("--root", required=True, help="output folder: ROOT/source, ROOT/v2, ROOT/sketch, ROOT/rendition, ROOT/hard")
+    p.add_argument("--root", required=True, help="output folder: ROOT/<set> for each set (" + ", ".join(SETS) + ")")
     p.add_argument("--sets", default=",".join(SETS), help="comma-separated subset of the sets to (re)write")
     a = p.parse_args(argv)
     sets = [s for s in a.sets.split(",") if s]

@@ -96,9 +96,10 @@ def dataset_config(root: str | Path, model_name: str, **finetune) -> dict:
 
 def eval_config(job: dict, splits=("val", "test"), **finetune) -> dict:
     """What the evaluate rule passes for the tiny experiment's runs on their own training set."""
-    return {"experiment": "tiny", "target": "tiny", "role": "id", "reader": job["data"]["reader"],
-            "root": job["data"]["root"], "splits": list(splits), "model": job["model"],
-            "evaluate": job["evaluate"], "finetune": {"precision": "auto", **finetune}}
+    return {"experiment": "tiny", "model": job["model"], "evaluate": job["evaluate"],
+            "targets": [{"target": "tiny", "role": "id", "reader": job["data"]["reader"],
+                         "root": job["data"]["root"], "splits": list(splits)}],
+            "finetune": {"precision": "auto", **finetune}}
 
 
 def tiny_world(tmp: str | Path, **finetune) -> tuple[dict, str]:

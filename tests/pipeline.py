@@ -19,16 +19,16 @@ REDUCED_WORLD = {
                  "patch_size": 8},
 }
 REDUCED_RUNS = {
-    "describe": {"types": ["background"], "n_samples": 2, "min_pool": 3},
+    "describe": {"types": ["background"], "n_samples": 2, "min_pool": 3, "pools_of": None},
     "finetune": {"methods": ["zeroshot"], "seeds": [0], "epochs": 1, "batch_size": 32},
 }
 
 
 def reduced(**experiment) -> dict:
-    """The config override of a reduced synthbirds: its world and its experiment, whose sections
+    """The config override of a reduced synthbirds: its world and its in-task experiment, whose sections
     (describe, finetune, ...) `experiment` replaces."""
     return {"datasets": {"synthbirds": REDUCED_WORLD},
-            "experiments": {"synthbirds": {**REDUCED_RUNS, **experiment}}}
+            "experiments": {"synthbirds_intask": {**REDUCED_RUNS, **experiment}}}
 
 
 REDUCED = reduced()

@@ -5,16 +5,24 @@ from stages.config import ConfigError, generated_roots, load, target_roles, trai
 
 
 def test_shipped_configs_validate_and_get_defaults():
-    cfg = load("config/synthbirds.yaml", "config/synthworld.yaml", "config/paper.yaml")
-    assert set(cfg["experiments"]) == {"synthbirds", "synthbirds_flat", "synthworld", "imagenet", "waterbirds_intask"}
-    # the ablation differs from the demo only by its teacher's learned logit scale (and its paths)
+    cfg = load("config/synthbirds.yaml", "config/paper.yaml")
+    assert set(cfg["experiments"]) == {"synthworld", "synthbirds_intask", "synthbirds_flat", "imagenet",
+                                       "waterbirds_intask"}
+    # the temperature ablation differs from the demo's teacher only by its learned logit scale
     ds = cfg["datasets"]
     assert ds["synthbirds_flat"]["pretrain"] == {**ds["synthbirds"]["pretrain"], "logit_scale": None}
     assert ds["synthbirds"]["pretrain"]["logit_scale"] == 100
     assert ds["synthbirds_flat"]["synthetic"] == ds["synthbirds"]["synthetic"]
-    flat, demo = cfg["experiments"]["synthbirds_flat"], cfg["experiments"]["synthbirds"]
-    for key in ("finetune", "describe", "evaluate", "seed"):
-        assert flat[key] == demo[key], key
+    flat, intask = cfg["experiments"]["synthbirds_flat"], cfg["experiments"]["synthbirds_intask"]
+    for key in ("describe", "evaluate", "seed"):
+        assert flat[key] == intask[key], key
+    assert flat["finetune"] == {**intask["finetune"], "methods": flat["finetune"]["methods"]}
+    # one LLM pass: the in-task experiments use the source experiment's pools
+    assert flat["describe"]["pools_of"] == intask["describe"]["pools_of"] == "synthworld"
+    # the demo shows the ablation's in-task experiment only with its methods
+    demo = cfg["reports"]["synthbirds"]
+    assert [s["experiment"] for s in demo] == ["synthworld", "synthbirds_intask"]
+    assert set(demo[1]["methods"]) < set(intask["finetune"]["methods"]) | {"zeroshot", "wiseft"}
     imagenet = cfg["experiments"]["imagenet"]
     assert imagenet["model"] == {"name": "ViT-B-16-quickgelu", "pretrained": "openai"}
     # the paper's protocol: trained on ImageNet, evaluated on its five shifts, two group-shift
@@ -23,19 +31,19 @@ def test_shipped_configs_validate_and_get_defaults():
     assert roles["imagenet"] == "id" and len(roles) == 12
     assert [t for t, r in roles.items() if r == "shift"] == ["imagenet_v2", "imagenet_sketch", "imagenet_r",
                                                              "imagenet_a", "objectnet"]
-    assert cfg["reports"]["waterbirds"][0] == {"experiment": "imagenet", "targets": ["waterbirds"],
+    assert cfg["reports"]["waterbirds"][0] == {"experiment": "imagenet", "targets": ["waterbirds"], "methods": None,
                                                "title": cfg["reports"]["waterbirds"][0]["title"]}
     # the training job resolves class names and templates from the reader (open_clip's ImageNet)
     job = train_job(cfg, "imagenet")
     assert len(job["classnames"]) == 1000 and len(job["evaluate"]["templates"]) == 80
-    assert train_job(cfg, "synthbirds")["evaluate"]["templates"][0] == "This is a picture of a {}."
+    assert train_job(cfg, "synthbirds_intask")["evaluate"]["templates"][0] == "This is a picture of a {}."
     # the synthetic protocol is the same kind of experiment: its source task's class names are the
     # world's, and the rules write its shifted sets where their data sets are read
     from stages.synthsource import CLASSNAMES
     assert train_job(cfg, "synthworld")["classnames"] == list(CLASSNAMES)
     assert {r: role for r, role in target_roles(cfg["experiments"]["synthworld"]).items()} == {
         "synthsource": "id", "synth_v2": "shift", "synth_sketch": "shift", "synth_rendition": "shift",
-        "synth_hard": "shift", "synthworld": "group"}
+        "synth_hard": "shift", "synthbirds": "group", "synth_scenes": "zeroshot"}
     roots = generated_roots(cfg)
     assert all(roots[cfg["datasets"][d]["root"]] == "synth_source" for d in ("synthsource", "synth_v2", "synth_hard"))
     assert roots["data/synthbirds/dataset"] == "synth_world" and "data/imagenet" not in roots
@@ -84,6 +92,13 @@ def test_missing_required_key():
      r"datasets\.s: the synthetic source task is written by the synth_source rule: reader 'imagefolder'"),
     (lambda c: c["experiments"]["toy"].update(model={"name": "local-dir:data/d/clip"}),
      r"experiments\.toy\.model\.name: data/d/clip is the tiny CLIP the pretrain rule builds for a synthetic data set"),
+    (lambda c: c.update(reports={"r": [{"experiment": "toy", "title": "t", "methods": ["flyp", "lpft_x"]}]}),
+     r"reports\.r\.0\.methods: \['lpft_x'\] are neither methods nor variants of experiment toy"),
+    (lambda c: c["experiments"]["toy"].update(describe={"pools_of": "toy"}),
+     r"experiments\.toy\.describe\.pools_of: 'toy' is not another experiment that writes its own pools"),
+    (lambda c: c["experiments"].update(toy2={"train": "d", "model": {"name": "RN50"},
+                                             "describe": {"types": ["background", "style"], "pools_of": "toy"}}),
+     r"experiments\.toy2\.describe\.types: \['style'\] are not types of the pools of experiment toy"),
     (lambda c: c["datasets"]["d"].update(classnames=["only one"]), r"datasets\.d\.classnames: .* is too short"),
     (lambda c: c["datasets"]["d"].update(templates=["no slot"]), r"datasets\.d\.templates\.0: 'no slot' does not match"),
 ])

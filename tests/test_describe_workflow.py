@@ -34,19 +34,19 @@ def test_one_describe_job_per_dataset_with_the_gpus_its_backend_uses(tmp_path):
     work = make_workdir(tmp_path, REDUCED)
     synth = {"describe": {**REDUCED_RUNS["describe"], "types": ["background", "texture", "quality"]}}
     write_overrides(work, synth, {"describe": {"tensor_parallel_size": 2}})
-    dry = snakemake(work, "-n", "-p", "data/synthbirds/embeddings/teacher_text.parquet", "data/waterbirds_intask/pools")
+    dry = snakemake(work, "-n", "-p", "data/synthbirds_intask/embeddings/teacher_text.parquet", "data/waterbirds_intask/pools")
     describe = [j for j in dry_run_jobs(dry.stdout) if j["rule"] == "describe"]
-    assert sorted(j["wildcards"]["experiment"] for j in describe) == ["synthbirds", "waterbirds_intask"], dry.stdout[-3000:]
+    assert sorted(j["wildcards"]["experiment"] for j in describe) == ["synthbirds_intask", "waterbirds_intask"], dry.stdout[-3000:]
     by_dataset = {j["wildcards"]["experiment"]: j for j in describe}
     for name, job in by_dataset.items():
         assert job["output"] == [f"data/{name}/pools"]        # every type's files, one folder
     # vLLM with tensor_parallel_size 2 asks for 2 GPUs; SmolLM2 on device auto (the CPU) for none
     assert by_dataset["waterbirds_intask"]["resources"]["gpu"] == "2"
-    assert by_dataset["synthbirds"]["resources"]["gpu"] == "0"
+    assert by_dataset["synthbirds_intask"]["resources"]["gpu"] == "0"
     # embed reads each configured type's pool from that folder
     embed = next(j for j in dry_run_jobs(dry.stdout) if j["rule"] == "embed")
-    assert "data/synthbirds/pools/quality.descriptions.parquet" in dry.stdout.split("rule embed:")[1]
-    assert embed["wildcards"] == {"experiment": "synthbirds"}
+    assert "data/synthbirds_intask/pools/quality.descriptions.parquet" in dry.stdout.split("rule embed:")[1]
+    assert embed["wildcards"] == {"experiment": "synthbirds_intask"}
 
 
 def test_datasets_with_different_types_share_one_rule(tmp_path):
@@ -55,9 +55,9 @@ def test_datasets_with_different_types_share_one_rule(tmp_path):
         "background": "bg.txt", "texture": "tx.txt", "quality": "q.txt"}}})
     for f in ("bg.txt", "tx.txt", "q.txt"):
         (work / f).write_text("a photo of a {} in the forest.\n")
-    dry = snakemake(work, "-n", "-p", "data/synthbirds/pools", "data/waterbirds_intask/pools")
+    dry = snakemake(work, "-n", "-p", "data/synthbirds_intask/pools", "data/waterbirds_intask/pools")
     describe = {j["wildcards"]["experiment"]: j for j in dry_run_jobs(dry.stdout) if j["rule"] == "describe"}
-    assert set(describe) == {"synthbirds", "waterbirds_intask"}
+    assert set(describe) == {"synthbirds_intask", "waterbirds_intask"}
     assert "--types background --threads" in dry.stdout
     assert "--types background texture quality --threads" in dry.stdout
     assert describe["waterbirds_intask"]["resources"]["gpu"] == "0"  # the file backend
@@ -67,9 +67,9 @@ def test_describe_config_errors_stop_snakemake_before_any_job(tmp_path):
     work = make_workdir(tmp_path, REDUCED)
     write_overrides(work, {"describe": {**REDUCED_RUNS["describe"], "temperature": 0}},
                     {"describe": {"gguf_file": "qwen.gguf"}})
-    proc = snakemake(work, "-n", "results/synthbirds", check=False)
+    proc = snakemake(work, "-n", "results/synthbirds_intask", check=False)
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0
-    assert "config key experiments.synthbirds.describe.n_samples: temperature 0 is greedy decoding" in out
+    assert "config key experiments.synthbirds_intask.describe.n_samples: temperature 0 is greedy decoding" in out
     assert "config key experiments.waterbirds_intask.describe.gguf_file: backend vllm does not read gguf_file" in out
     assert not (work / "data").exists()

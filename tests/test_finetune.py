@@ -433,7 +433,8 @@ def test_select_val_worst_group_keeps_the_best_epoch(world, go):
     from helpers import eval_config
     from stages import datasets, evaluate
     data_check = datasets.check("tiny", "waterbirds", cfg["data"]["root"], templates=cfg["evaluate"]["templates"])
-    m = evaluate.run(eval_config(cfg, splits=["val"]), data_check, "flyp", 0, str(tmp / "sel" / "checkpoint.pt"))
+    m = evaluate.run(eval_config(cfg, splits=["val"]), {"tiny": data_check}, "flyp", 0,
+                     str(tmp / "sel" / "checkpoint.pt"))["tiny"]
     assert m["splits"]["val"]["worst_group"] == pytest.approx(sel["val_worst_group"])
     assert m["selected"]["epoch"] == sel["epoch"] and m["precision"] == "auto"   # the run's own precision
     log = pd.read_csv(tmp / "sel" / "train_log.csv")

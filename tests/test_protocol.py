@@ -6,6 +6,7 @@ the shipped ImageNet/Waterbirds targets' DAGs, with the one-line stop when the d
 from __future__ import annotations
 
 import json
+import re
 
 import pandas as pd
 import pytest
@@ -82,6 +83,14 @@ def test_fine_tune_once_evaluate_on_every_layout(tmp_path):
     assert (out / "id_vs_shift.png").stat().st_size > 1000
     report = (out / "report.md").read_text()
     assert "last epoch" in report
+
+    # a change of the targets re-evaluates every run and retrains none
+    cfg = protocol_config(roots, model)
+    cfg["experiments"]["tiny_imagenet"]["evaluate"]["zeroshot"] = ZEROSHOT[:-1]
+    (work / "override.yaml").write_text(yaml.safe_dump(cfg))
+    dry = snakemake(work, "-n", "results/tiny_imagenet").stdout
+    jobs = sorted(re.findall(r"^\s*(?:local)?rule (\w+):", dry, flags=re.M))
+    assert jobs == ["evaluate"] * 3 + ["report"], dry[-3000:]
     # the composite report holds only the Waterbirds section of the same runs (nothing retrained)
     assert (work / "results/tiny_waterbirds/table_group_shift_waterbirds.csv").is_file()
     assert not list((work / "results/tiny_waterbirds").glob("*domain_shift*"))
@@ -97,11 +106,13 @@ def test_paper_targets_list_their_dags_and_stop_at_once_without_data(tmp_path):
     dry = snakemake(work, "-n", "results/synthworld").stdout
     for rule in ("synth_source", "synth_world", "pretrain", "finetune", "evaluate"):
         assert f"rule {rule}:" in dry, rule
-    assert "results/runs/synthworld/starft/seed2/eval/synth_sketch.json" in dry
-    dry = snakemake(work, "-n", "results/imagenet").stdout
-    # fine-tuned once on ImageNet, every run evaluated on the 12 data sets
-    assert "results/runs/imagenet/flyp/seed0/eval/objectnet.json" in dry
-    assert "results/runs/imagenet/starft/seed2/eval/waterbirds.json" in dry
+    assert "results/runs/synthworld/starft/seed2/eval" in dry
+    dry = snakemake(work, "-n", "-p", "results/imagenet").stdout
+    # fine-tuned once on ImageNet, every run evaluated (one job per run) on the 12 data sets
+    command = next(line for line in dry.splitlines()
+                   if "stages.evaluate" in line and "--out-dir results/runs/imagenet/starft/seed2/eval" in line)
+    for target in ("imagenet", "objectnet", "waterbirds", "celeba", "sun397"):
+        assert f'"data_check": "data/{target}/data_check.json"' in command, target
     proc = snakemake(work, "data/imagenet/data_check.json", check=False)
     assert proc.returncode != 0
     assert "data/imagenet/train not found: put ILSVRC-2012's train/ folder" in proc.stderr

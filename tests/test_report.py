@@ -156,7 +156,7 @@ def test_report_states_checkpoints_and_zero_shot_evaluation(report):
             "ft on imagenet, imagenet_v2, imagenet_r, the zero-shot head elsewhere.") in md
     assert "caltech101, flowers102: zero-shot evaluations of the runs fine-tuned on `imagenet`; every cell with " \
         "the zero-shot head." in md
-    for section in ("### Runs", "### Domain shift", "### Group shift", "### Zero-shot classification"):
+    for section in ("### Runs", "### Domain shift", "### Group shift", "### Zero-shot classification", "### Reading"):
         assert section in md
 
 
@@ -178,7 +178,7 @@ def test_composite_report_prefixes_each_sections_files(tmp_path):
     files = {p.name for p in (tmp_path / "out").iterdir()}
     assert files == {"report.md", "metrics_long.csv",
                      *(f"{e}_{f}" for e in ("imagenet", "waterbirds_intask")
-                       for f in ("table_group_shift_waterbirds.csv", "table_group_shift_waterbirds.tex",
+                       for f in ("table_group_shift_waterbirds.csv", "table_group_shift_waterbirds.tex", "reading.csv",
                                  "groups_waterbirds.png", "wiseft_waterbirds.png", "wiseft_waterbirds.csv"))}
     md = (tmp_path / "out/report.md").read_text()
     assert md.index("## Zero-shot on Waterbirds") < md.index("## In-task")
@@ -286,3 +286,93 @@ def test_runs_section_says_what_each_row_comes_from(tmp_path):
     assert "background; type then template" in lines["starft"] and "last epoch (10)" in lines["starft"]
     assert "| flyp_kl " in lines["kl_teacher"] and "KL, no mask, lambda 5" in lines["kl_teacher"]
     assert "all pools" in lines["kl_teacher"] and "best val worst-group: epoch 3, 7 by seed" in lines["kl_teacher"]
+
+
+# ---------------------------------------------------------------- the Reading subsection
+
+READING_TARGETS = ("imagenet", "imagenet_v2", "waterbirds")  # ID, one shift (shift mean = it), one group target
+# per seed; a group target's worst group is its accuracy - 20 (see `metrics`), so differences carry over
+READING = {"zeroshot": {"imagenet": [60, 60, 60], "imagenet_v2": [50, 51, 52], "waterbirds": [70, 70, 70]},
+           # shift: zeroshot - [1, 2, 3] -> -2 ± 1 (ddof 1), |-2| > 2 * 1 / sqrt(3): lower
+           "flyp": {"imagenet": [80, 80, 80], "imagenet_v2": [49, 49, 49], "waterbirds": [80, 80, 80]},
+           # shift vs flyp: +3, -1, +1 -> 1 ± 2, 1 < 2 * 2 / sqrt(3) = 2.3: within noise; vs zero-shot
+           # 2, -3, -2 -> -1 ± 2.6: within noise; waterbirds vs flyp -5, -4, -6 -> -5 ± 1: lower
+           "starft": {"imagenet": [80, 80, 80], "imagenet_v2": [52, 48, 50], "waterbirds": [75, 76, 74]}}
+
+
+def reading_records(values, seeds=SEEDS):
+    """Records of hand-made accuracies: values[method][target][i] is seed seeds[i]'s, at the test split."""
+    return [record(m if m in BASE else "flyp", s, t) | {"method": m, "splits": {"test": metrics(
+                float(accs[i]), t in ("waterbirds", "celeba"))}}
+            for m, per_target in values.items() for t, accs in per_target.items() for i, s in enumerate(seeds)]
+
+
+def reading_report(tmp_path, values, seeds=SEEDS):
+    cfg = {**CONFIG, "finetune": {**CONFIG["finetune"], "methods": [m for m in values if m != "zeroshot"]}}
+    build([section(reading_records(values, seeds), config=cfg)], "imagenet", tmp_path / "out")
+    md = (tmp_path / "out/report.md").read_text()
+    reading = pd.read_csv(tmp_path / "out/reading.csv")
+    return md[md.index("### Reading"):], reading.set_index(["metric", "method", "versus"])
+
+
+def test_reading_pairs_seeds_and_judges_by_the_rough_rule(tmp_path):
+    md, csv = reading_report(tmp_path, READING)
+    assert list(csv.reset_index().columns) == ["metric", "method", "versus", "mean", "std", "n", "verdict"]
+    # headline metrics: ID accuracy, shift mean, each group target's worst-group and average
+    assert list(dict.fromkeys(csv.index.get_level_values("metric"))) == [
+        "imagenet ID accuracy", "shift mean", "waterbirds worst-group", "waterbirds average"]
+    row = csv.loc[("shift mean", "flyp", "zeroshot")]
+    assert (row["mean"], row["std"], row["n"], row["verdict"]) == (pytest.approx(-2), pytest.approx(1), 3, "lower")
+    row = csv.loc[("shift mean", "starft", "flyp")]
+    assert (row["mean"], row["std"], row["verdict"]) == (pytest.approx(1), pytest.approx(2), "within noise")
+    assert csv.loc[("waterbirds worst-group", "starft", "flyp"), "verdict"] == "lower"
+    assert csv.loc[("waterbirds worst-group", "starft", "zeroshot"), "verdict"] == "higher"
+    # identical runs: no difference at all, not "higher" by round-off
+    assert csv.loc[("imagenet ID accuracy", "starft", "flyp"), "verdict"] == "within noise"
+    assert ("imagenet ID accuracy", "flyp", "flyp") not in csv.index  # the reference is not compared with itself
+    assert "zeroshot" not in set(csv.index.get_level_values("method"))
+    assert "rough rule" in md.splitlines()[2]  # the subsection's first line says what the verdicts mean
+    assert "- **flyp vs zero-shot**, shift mean: −2.0 ± 1.0 points (3 seeds): lower." in md
+    # the other comparisons as tables: methods x metrics, each cell a difference and its verdict
+    versus_flyp = md[md.index("**Against flyp** (the plain fine-tuning reference)"):md.index("**Against zero-shot**")]
+    assert "| starft   | +0.0 ± 0.0 ≈" in versus_flyp and "+1.0 ± 2.0 ≈" in versus_flyp and "−5.0 ± 1.0 ▼" in versus_flyp
+    # the fine-tuning check first, then the other comparisons, then the best means and StarFT
+    check = md.index("**Does fine-tuning hurt robustness in this world?**")
+    assert check < md.index("**Against flyp**") < md.index("**Best mean per metric:**")
+    assert "Plain fine-tuning lowers shift mean (flyp): the world shows the paper's phenomenon." in md
+    assert "- waterbirds worst-group: flyp (60.0)" in md and "- imagenet ID accuracy: flyp = starft (80.0)" in md
+    assert ("StarFT loses to flyp on waterbirds worst-group (starft), waterbirds average (starft). Below on the "
+            "mean only (within noise or one seed): vs zero-shot, shift mean (starft).") in md
+
+
+def test_reading_says_when_fine_tuning_does_not_hurt(tmp_path):
+    values = {m: dict(v) for m, v in READING.items()}
+    values["flyp"]["imagenet_v2"] = [55, 56, 57]                       # flyp now above zero-shot on the shift
+    values["starft"] = {**values["flyp"], "imagenet_v2": [56, 57, 58]}  # and StarFT above both everywhere
+    md, csv = reading_report(tmp_path, values)
+    assert csv.loc[("shift mean", "flyp", "zeroshot"), "verdict"] == "higher"
+    assert ("No plain fine-tuning run lowers the shift mean or a worst-group accuracy here: this world does not "
+            "show the phenomenon the regulariser is meant to fix") in md
+    assert "Plain fine-tuning lowers" not in md and "StarFT loses" not in md
+    assert "StarFT (starft) is nowhere below flyp or zero-shot by the rule above." in md
+
+
+def test_reading_with_one_seed_gives_no_verdict_and_falls_back_to_ft(tmp_path):
+    values = {"zeroshot": READING["zeroshot"], "ft": READING["flyp"], "starft": READING["starft"]}
+    md, csv = reading_report(tmp_path, {m: {t: a[:1] for t, a in v.items()} for m, v in values.items()}, seeds=(0,))
+    row = csv.loc[("waterbirds worst-group", "starft", "ft")]  # no flyp: ft is the reference
+    assert row["mean"] == pytest.approx(-5) and np.isnan(row["std"]) and row["n"] == 1
+    assert set(csv["verdict"]) == {"one seed: no verdict"}
+    assert "−5.0 (1 seed)" in md[md.index("**Against ft**"):]
+    assert "No plain fine-tuning run lowers" in md  # no verdict is no evidence of the phenomenon
+    assert "StarFT (starft) against ft or zero-shot: too few seeds for a verdict." in md
+
+
+def test_reading_uses_zero_shots_mean_where_it_has_fewer_seeds(tmp_path):
+    recs = [r for r in reading_records(READING) if r["method"] != "zeroshot" or r["seed"] == 0]
+    cfg = {**CONFIG, "finetune": {**CONFIG["finetune"], "methods": ["flyp", "starft"]}}
+    build([section(recs, config=cfg)], "imagenet", tmp_path / "out")
+    csv = pd.read_csv(tmp_path / "out/reading.csv").set_index(["metric", "method", "versus"])
+    # zero-shot's one seed scores 50 on the shift: flyp's 49, 49, 49 -> -1 ± 0 over 3 seeds
+    row = csv.loc[("shift mean", "flyp", "zeroshot")]
+    assert (row["mean"], row["std"], row["n"]) == (pytest.approx(-1), pytest.approx(0), 3)

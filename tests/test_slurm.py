@@ -33,8 +33,8 @@ CONFIG = {
     "datasets": {"synthbirds": {
         "synthetic": {"n_train": 128, "n_val": 32, "n_test": 64, "n_pretrain": 512},
         "pretrain": {**REDUCED_WORLD["pretrain"], "steps": 10, "warmup_steps": 2}}},
-    "experiments": {"synthbirds": {
-        "describe": {"backend": "file", "types": ["background"], "files": {"background": "pool.txt"}, "min_pool": 3},
+    "experiments": {"synthbirds_intask": {
+        "describe": {"backend": "file", "pools_of": None, "types": ["background"], "files": {"background": "pool.txt"}, "min_pool": 3},
         "finetune": {**REDUCED_RUNS["finetune"], "methods": ["zeroshot", "flyp"], "seeds": [0], "epochs": 1,
                      "warmup_steps": 1, "processes": 2}}},
 }
@@ -110,7 +110,7 @@ def test_synthbirds_through_the_slurm_profile(slurm_cluster, tmp_path):
     # Plugin options a user may give too: the first status check after 2 s instead of 40 s keeps
     # the test short (MinJobAge stays far above 3x it, so the plugin keeps squeue), and the job logs
     # are kept to read the jobs' environment.
-    cmd = [sys.executable, "-m", "snakemake", "--profile", "workflow/profiles/slurm", "results/synthbirds",
+    cmd = [sys.executable, "-m", "snakemake", "--profile", "workflow/profiles/slurm", "results/synthbirds_intask",
            "--slurm-init-seconds-before-status-checks", "2", "--slurm-keep-successful-logs", "--verbose",
            "--configfile", "override.yaml"]
     try:
@@ -162,7 +162,7 @@ def test_synthbirds_through_the_slurm_profile(slurm_cluster, tmp_path):
     assert finetune["TimeLimit"] == "1-00:00:00", finetune  # runtime: 1440 minutes
 
     # the same report as a local run
-    out = work / "results/synthbirds"
+    out = work / "results/synthbirds_intask"
     table = pd.read_csv(out / "table_group_shift_synthbirds.csv", index_col=0)
     assert list(table.index) == ["zeroshot", "flyp"] and (table["Seeds"] == 1).all()
     assert list(table.columns[:3]) == ["Worst-group", "Average", "Adj. average"]

@@ -9,9 +9,10 @@ import pytest
 from PIL import Image
 
 from stages import datasets, synthsource, synthworld
-from stages.synthsource import CLASSNAMES
+from stages.synthsource import CLASSNAMES, SCENE_CLASSNAMES
 
-SMALL = {"n_train": 160, "n_val": 32, "n_v2": 48, "n_sketch": 32, "n_rendition": 32, "n_hard": 64}
+SMALL = {"n_train": 160, "n_val": 32, "n_v2": 48, "n_sketch": 32, "n_rendition": 32, "n_hard": 64,
+         "n_scenes": 34}
 
 
 @pytest.fixture(scope="module")
@@ -33,18 +34,19 @@ def test_classes_are_sorted_folder_names_including_synthbirds_species():
 
 def test_folder_layout(world):
     layout = {"source": ("train", "val"), "v2": ("test",), "sketch": ("test",), "rendition": ("test",),
-              "hard": ("test",)}
-    assert sorted(p.name for p in world.iterdir()) == sorted(layout)
+              "hard": ("test",), "scenes": ("test",)}
+    assert sorted(p.name for p in world.iterdir()) == sorted(layout) == sorted(synthsource.SETS)
     for name, splits in layout.items():
+        classes = SCENE_CLASSNAMES if name == "scenes" else CLASSNAMES
         assert sorted(p.name for p in (world / name).iterdir()) == sorted([*splits, "metadata.csv", "params.json"])
         df = meta(world, name)
         for split in splits:
-            assert sorted(p.name for p in (world / name / split).iterdir()) == list(CLASSNAMES)
+            assert sorted(p.name for p in (world / name / split).iterdir()) == list(classes)
             ds = datasets.open("imagefolder", world / name, split)
-            assert ds.classnames == list(CLASSNAMES)
+            assert ds.classnames == [c.replace("_", " ") for c in classes]
             assert sorted(ds.labels_and_attributes()[0].tolist()) == sorted(df.loc[df["split"] == split, "label"])
         assert all((world / name / p).is_file() for p in df["path"])
-        assert (df["class"] == np.array(CLASSNAMES)[df["label"]]).all()
+        assert (df["class"] == np.array(classes)[df["label"]]).all()
         assert json.loads((world / name / "params.json").read_text())["set"] == name
     assert len(meta(world, "source")) == SMALL["n_train"] + SMALL["n_val"]
     assert not list(world.glob(".*"))  # written atomically, no temporary folder left
@@ -100,16 +102,60 @@ def test_rendition_has_other_styles_and_palettes(world):
     assert all(p != (0, 1, 2) and sorted(p) == [0, 1, 2] for p in synthsource.PALETTES)
 
 
-def test_hard_is_unusual_scenes_with_small_or_faint_objects(world):
+def test_hard_has_one_difficulty_per_image(world):
     df = meta(world, "hard")
+    assert set(df["hard"]) == set(synthsource.HARD_KINDS)
     for _, r in df.iterrows():
         sp = synthworld.SPECIES_BY_NAME[r["class"]]
-        assert r["scene"] not in synthworld.HABITS[r["class"]]
-        assert synthworld.WORLD_SCENES[r["scene"]] != sp.y  # not even of its own place
-    small = df["hard"] == "small"
-    assert (df.loc[small, "scale"] == 0.3).all() and (df.loc[~small, "contrast"] == 0.35).all()
-    assert (df.loc[small, "contrast"] == 1).all() and (df.loc[~small, "scale"] == 0.5).all()
-    assert (small.groupby(df["class"]).sum() == 2).all()  # exactly half of each class's 4
+        habits = synthworld.HABITS[r["class"]]
+        if r["hard"] == "unusual_scene":  # a plain object where its class is never photographed
+            assert r["scene"] not in habits and not r["habitual"]
+            assert synthworld.WORLD_SCENES[r["scene"]] != sp.y  # not even of its own place
+            assert (r["scale"], r["contrast"]) == (0.5, 1)
+        else:  # a small or faint object in one of its habitual scenes
+            assert r["scene"] in habits and r["habitual"]
+            expected = (0.3, 1) if r["hard"] == "small" else (0.5, 0.35)
+            assert (r["scale"], r["contrast"]) == expected
+    assert set(df["texture"]) == set(df["quality"]) == set(df["style"]) == set(df["palette"]) == {""}
+    # each class's 4 images: round(4 / 3) = 1 in an unusual scene, the other 3 halved (2 small, 1 faint)
+    counts = df.groupby(["class", "hard"]).size().unstack()
+    assert (counts["unusual_scene"] == 1).all() and (counts["small"] == 2).all() and (counts["low_contrast"] == 1).all()
+    params = json.loads((world / "hard" / "params.json").read_text())
+    assert {k: params[k] for k in ("hard_unusual", "hard_scale", "hard_contrast", "n_hard")} == {
+        "hard_unusual": 1 / 3, "hard_scale": 0.3, "hard_contrast": 0.35, "n_hard": 64}
+
+
+def test_hard_kinds_follow_their_share_exactly_per_class():
+    params = synthsource.with_defaults({"hard_unusual": 0.5})
+    plan = synthsource.hard_plan(960, params, np.random.default_rng(0))  # 60 per class
+    kinds = pd.DataFrame([(y, extra["hard"]) for y, _, extra in plan], columns=["y", "kind"])
+    counts = kinds.groupby(["y", "kind"]).size().unstack()
+    assert (counts["unusual_scene"] == 30).all() and (counts["small"] == 15).all() and (counts["low_contrast"] == 15).all()
+    only_unusual = synthsource.hard_plan(64, synthsource.with_defaults({"hard_unusual": 1}), np.random.default_rng(0))
+    assert {extra["hard"] for _, _, extra in only_unusual} == {"unusual_scene"}
+
+
+def test_scenes_set_classes_are_the_scenes_caption_words(world):
+    """SUN397's stand-in: one class folder per scene of the world, named by the first word a
+    caption uses for it, each image a plain bird of a random species."""
+    folders = synthsource.SCENE_FOLDERS
+    assert sorted(folders) == sorted(synthworld.WORLD_SCENES)
+    assert len(set(folders.values())) == len(folders) and list(SCENE_CLASSNAMES) == sorted(folders.values())
+    for scene, folder in folders.items():
+        assert folder.replace("_", " ") == synthworld.SCENE_WORDS[scene][0] and " " not in folder
+    df = meta(world, "scenes")
+    assert list(df.columns) == ["path", "split", "label", "class", "species", "scene", "habitual", "texture",
+                                "quality", "style", "scale", "contrast", "palette", "hard"]
+    assert (df["split"] == "test").all()
+    assert (df["class"] == df["scene"].map(folders)).all()
+    counts = df["class"].value_counts()
+    assert len(counts) == len(SCENE_CLASSNAMES) and counts.max() - counts.min() <= 1  # balanced: 34 = 2 x 17
+    assert set(df["species"]) <= set(CLASSNAMES) and df["species"].nunique() > 8
+    assert (df["habitual"] == df.apply(lambda r: r["scene"] in synthworld.HABITS[r["species"]], axis=1)).all()
+    assert (df["scale"] == 0.5).all() and (df["contrast"] == 1).all()  # nothing else varied
+    assert set(df["texture"]) == set(df["quality"]) == set(df["style"]) == set(df["palette"]) == set(df["hard"]) == {""}
+    for path in df["path"][:4]:
+        assert Image.open(world / "scenes" / path).size == (32, 32)
 
 
 def digest(root):
@@ -133,6 +179,24 @@ def test_each_set_is_deterministic_and_independent_of_the_others(world, tmp_path
     assert meta(tmp_path, "other")["scene"].tolist() != meta(world, "v2")["scene"].tolist()
 
 
+def test_the_scenes_set_is_deterministic_and_leaves_the_other_sets_alone(world, tmp_path):
+    synthsource.generate_scenes(tmp_path / "scenes", SMALL)
+    assert digest(tmp_path / "scenes") == digest(world / "scenes")
+    synthsource.generate_scenes(tmp_path / "seed1", {**SMALL, "seed": 1})
+    assert meta(tmp_path, "seed1")["species"].tolist() != meta(world, "scenes")["species"].tolist()
+    # the sets before it keep their random streams (seed, index) ...
+    assert synthsource.SETS[:5] == ("source", "v2", "sketch", "rendition", "hard")
+    p = synthsource.with_defaults(SMALL)
+    for i, name in enumerate(synthsource.SETS):
+        assert synthsource.stream(p, name).integers(1 << 30) == np.random.default_rng([0, i]).integers(1 << 30)
+    # ... and its size changes nothing of theirs
+    synthsource.generate_sketch(tmp_path / "sketch", {**SMALL, "n_scenes": 0})
+    assert (tmp_path / "sketch" / "metadata.csv").read_bytes() == (world / "sketch" / "metadata.csv").read_bytes()
+    images = sorted(p.relative_to(world / "sketch") for p in (world / "sketch").rglob("*.jpg"))
+    assert images == sorted(p.relative_to(tmp_path / "sketch") for p in (tmp_path / "sketch").rglob("*.jpg"))
+    assert all((tmp_path / "sketch" / p).read_bytes() == (world / "sketch" / p).read_bytes() for p in images)
+
+
 def test_parameters_are_checked():
     with pytest.raises(ValueError, match=r"unknown source-world parameter\(s\) \['n_trian'\]"):
         synthsource.with_defaults({"n_trian": 10})
@@ -140,6 +204,10 @@ def test_parameters_are_checked():
         synthsource.with_defaults({"habitual": 1.5})
     with pytest.raises(ValueError, match="n_val must be a count"):
         synthsource.with_defaults({"n_val": 2.5})
+    with pytest.raises(ValueError, match="n_scenes must be a count"):
+        synthsource.with_defaults({"n_scenes": -1})
+    with pytest.raises(ValueError, match="hard_unusual must be in"):
+        synthsource.with_defaults({"hard_unusual": 2})
     assert synthsource.with_defaults(None) == synthsource.DEFAULTS
 
 
@@ -152,11 +220,11 @@ def test_cli_writes_only_the_named_sets(tmp_path, capsys):
 
 
 def test_the_shipped_synthworld_data_sets_pass_their_data_checks(tmp_path):
-    """config/synthworld.yaml's source task and shifts, generated small, pass the checks the
+    """config/synthbirds.yaml's source task and shifts, generated small, pass the checks the
     pipeline runs on them (every split it evaluates, trains or validates on exists)."""
     from stages.config import checked_splits, load
 
-    cfg = load("config/synthbirds.yaml", "config/synthworld.yaml", "config/paper.yaml")
+    cfg = load("config/synthbirds.yaml", "config/paper.yaml")
     world = {**cfg["datasets"]["synthsource"]["source"], **SMALL}
     synthsource.generate_all(tmp_path / "data/synthsource", world)
     checked = []
@@ -164,6 +232,8 @@ def test_the_shipped_synthworld_data_sets_pass_their_data_checks(tmp_path):
         if d["root"].startswith("data/synthsource/"):
             record = datasets.check(name, d["reader"], tmp_path / d["root"], d["classnames"], d["templates"],
                                     checked_splits(cfg, name))
-            assert record["classnames"] == list(synthsource.CLASSNAMES), name
+            scenes = d["root"] == "data/synthsource/scenes"
+            expected = [c.replace("_", " ") for c in SCENE_CLASSNAMES] if scenes else list(CLASSNAMES)
+            assert record["classnames"] == expected, name
             checked.append(name)
-    assert sorted(checked) == ["synth_hard", "synth_rendition", "synth_sketch", "synth_v2", "synthsource"]
+    assert {"synth_hard", "synth_rendition", "synth_sketch", "synth_v2", "synthsource"} <= set(checked)

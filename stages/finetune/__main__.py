@@ -1,6 +1,6 @@
 """Command line of the fine-tune stage.
 
-    python -m stages.finetune --config config/synthbirds.yaml --experiment synthbirds --method starft --seed 0
+    python -m stages.finetune --config config/synthbirds.yaml --experiment synthworld --method starft --seed 0
     python -m stages.finetune ... --set lambda=2 --set epochs=3        # override hyper-parameters
     torchrun --nproc_per_node 4 -m stages.finetune ...                 # one run on 4 GPUs
 

@@ -23,7 +23,8 @@ def uses_gpu(wildcards, device):
 
 rule embed:
     input:
-        pools="data/{experiment}/pools",
+        # another experiment's when describe.pools_of says so
+        pools=lambda w: f"data/{stage_config.pools_experiment(EXPERIMENTS, w.experiment)}/pools",
         model=model_input,
     output:
         "data/{experiment}/embeddings/teacher_text.parquet",
@@ -36,4 +37,5 @@ rule embed:
     log:
         "logs/{experiment}/embed.log",
     shell:
-        "python -m stages.embed --dataset-config {params.cfg} --pools {params.pools} --out {output} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} python -m stages.embed --dataset-config {params.cfg} --pools {params.pools}"
+        " --out {output} > {log} 2>&1"

@@ -11,8 +11,9 @@ rule pretrain:
         # only what pre-training reads: a change of e.g. the fine-tuning methods must not retrain
         cfg=lambda w: quoted_json({"seed": DATASETS[w.world]["synthetic"]["seed"],
                                    "data": {"synthetic": DATASETS[w.world]["synthetic"]},
-                                   "pretrain": DATASETS[w.world]["pretrain"]}),
-    threads: workflow.cores
+                                   "pretrain": {k: v for k, v in DATASETS[w.world]["pretrain"].items()
+                                                if k != "threads"}}),
+    threads: lambda w: DATASETS[w.world]["pretrain"]["threads"] or workflow.cores
     log:
         "logs/{world}/pretrain.log",
     shell:

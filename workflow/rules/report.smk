@@ -2,26 +2,23 @@
 # one experiment) or `results/<report>` (sections of several experiments, config `reports`).
 
 
-def report_methods(experiment):
-    ft = EXPERIMENTS[experiment]["finetune"]
-    methods = ["zeroshot"] + ft["methods"]
-    if ft["wiseft_of"] in methods and ft["wiseft_of"] != "zeroshot":
-        methods.append("wiseft")
-    return list(dict.fromkeys(methods))
-
-
 def report_sections(name):
     """The sections of results/<name>: an experiment's own report is one section of all its targets."""
     if name in REPORTS:
         return REPORTS[name]
-    return [{"experiment": name, "title": name, "targets": None}]
+    return [{"experiment": name, "title": name, "targets": None, "methods": None}]
+
+
+def section_evals(section):
+    """The eval folders of every run of the section's experiment."""
+    e = EXPERIMENTS[section["experiment"]]
+    methods = stage_config.report_methods(e, section["methods"])
+    return [f"results/runs/{section['experiment']}/{m}/seed{s}/eval" for m in methods for s in e["finetune"]["seeds"]]
 
 
 def section_metrics(section):
-    e = EXPERIMENTS[section["experiment"]]
-    targets = section["targets"] or list(stage_config.target_roles(e))
-    return [f"results/runs/{section['experiment']}/{m}/seed{s}/eval/{t}.json"
-            for m in report_methods(section["experiment"]) for s in e["finetune"]["seeds"] for t in targets]
+    targets = section["targets"] or list(stage_config.target_roles(EXPERIMENTS[section["experiment"]]))
+    return [f"{folder}/{t}.json" for folder in section_evals(section) for t in targets]
 
 
 def report_spec(wildcards):
@@ -40,7 +37,8 @@ def report_teachers(wildcards):
 def report_pools(wildcards):
     """The pools of the synthetic experiments, for the report's readable-share note."""
     experiments = dict.fromkeys(s["experiment"] for s in report_sections(wildcards.name))
-    return [f"data/{e}/pools" for e in experiments if JOBS[e].get("synthetic")]
+    return list(dict.fromkeys(f"data/{stage_config.pools_experiment(EXPERIMENTS, e)}/pools"
+                              for e in experiments if JOBS[e].get("synthetic")))
 
 
 def report_category(wildcards):
@@ -53,7 +51,7 @@ report: "../report/workflow.rst"
 
 rule report:
     input:
-        metrics=lambda w: [m for s in report_sections(w.name) for m in section_metrics(s)],
+        evals=lambda w: list(dict.fromkeys(f for s in report_sections(w.name) for f in section_evals(s))),
         teachers=report_teachers,
         pools=report_pools,
     output:
