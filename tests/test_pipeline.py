@@ -66,7 +66,7 @@ def test_waterbirds_real_run_fails_at_once(tmp_path):
 def test_synthbirds_two_methods_with_wiseft(tmp_path):
     """The whole DAG: world, tiny CLIP, real SmolLM2 pool, embed, fine-tune, evaluate, report."""
     finetune = {"methods": ["zeroshot", "ft", "starft"], "seeds": [0, 1], "epochs": 1, "batch_size": 32,
-                "lr": 1e-4, "warmup_steps": 2, "wiseft_alphas": [0.0, 0.5, 1.0]}
+                "lr": 1e-4, "warmup_steps": 2, "wiseft_of": "ft", "wiseft_alphas": [0.0, 0.5, 1.0]}
     work = make_workdir(tmp_path, reduced(finetune=finetune))
     snakemake(work, "results/synthbirds_intask")
     out = work / "results/synthbirds_intask"

@@ -36,7 +36,8 @@ CONFIG = {
     "experiments": {"synthbirds_intask": {
         "describe": {"backend": "file", "pools_of": None, "types": ["background"], "files": {"background": "pool.txt"}, "min_pool": 3},
         "finetune": {**REDUCED_RUNS["finetune"], "methods": ["zeroshot", "flyp"], "seeds": [0], "epochs": 1,
-                     "warmup_steps": 1, "processes": 2}}},
+                     "warmup_steps": 1, "processes": 2,
+                     "wiseft_of": "ft"}}},   # ft is not run: no WiSE-FT row (the shipped in-task one is of flyp)
 }
 POOL = """\
 # the test's own pool (no LLM): the file backend applies the usual filters
