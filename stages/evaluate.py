@@ -6,8 +6,8 @@ classification sets, each target a file of its own, all written by one job that 
 once. The classifier is the run's linear head when the target shares the training label space
 (ImageNet and its shifts), else the zero-shot head of the run's text encoder on the target's class
 names and templates; the target's reader restricts (ImageNet-R/-A) or projects (ObjectNet) the
-logits. Group-shift sets add worst-group, average and
-adjusted average. WiSE-FT evaluates theta = (1 - a) * theta0 + a * theta over a grid of a.
+logits. Group-shift sets add worst-group, average and adjusted average. WiSE-FT evaluates
+theta = (1 - a) * theta0 + a * theta over a grid of a.
 """
 
 from __future__ import annotations
