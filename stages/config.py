@@ -212,6 +212,13 @@ def report_methods(experiment: dict, only: list[str] | None = None) -> list[str]
     return [m for m in dict.fromkeys(methods) if only is None or m in only]
 
 
+def run_seeds(experiment: dict, method: str) -> list[int]:
+    """The seeds of a method's runs. Zero-shot is one run, under the first seed: it trains nothing
+    and draws nothing, so its runs under other seeds would be copies."""
+    seeds = experiment["finetune"]["seeds"]
+    return seeds[:1] if method == "zeroshot" else seeds
+
+
 def pools_experiment(experiments: dict, name: str) -> str:
     """The experiment whose describe job writes `name`'s pools (describe.pools_of, else itself)."""
     return experiments[name]["describe"]["pools_of"] or name

@@ -1,7 +1,7 @@
 import pytest
 import yaml
 
-from stages.config import ConfigError, generated_roots, load, target_roles, train_job, validate
+from stages.config import ConfigError, generated_roots, load, run_seeds, target_roles, train_job, validate
 
 
 def test_shipped_configs_validate_and_get_defaults():
@@ -47,6 +47,12 @@ def test_shipped_configs_validate_and_get_defaults():
     roots = generated_roots(cfg)
     assert all(roots[cfg["datasets"][d]["root"]] == "synth_source" for d in ("synthsource", "synth_v2", "synth_hard"))
     assert roots["data/synthbirds/dataset"] == "synth_world" and "data/imagenet" not in roots
+
+
+def test_zero_shot_is_one_run_under_the_first_seed():
+    experiment = {"finetune": {"seeds": [3, 1, 2]}}
+    assert run_seeds(experiment, "zeroshot") == [3]
+    assert run_seeds(experiment, "flyp") == run_seeds(experiment, "wiseft") == [3, 1, 2]
 
 
 def base():

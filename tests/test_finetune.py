@@ -17,7 +17,7 @@ import yaml
 from helpers import CLASSNAMES, tiny_world
 from stages.embed import read_embeddings
 from stages.finetune import train as train_mod
-from stages.finetune.trainset import EpochSampler, SeededCropTransform, TrainSet, crop_params, draw_template
+from stages.finetune.trainset import DecodedCache, EpochSampler, SeededCropTransform, TrainSet, crop_params, draw_template
 from stages.finetune import probe
 from stages.finetune.methods import METHODS, FinetuneConfigError, check, check_schedule, run_config
 from stages.models import load_clip
@@ -95,6 +95,23 @@ def test_items_are_a_function_of_seed_epoch_and_index(world):
     assert a[0].shape == (3, 32, 32) and a[3] in rows[a[1]].tolist()
     draws = {ts[(e, 0)][3] for e in range(40)}
     assert len(draws) > 3           # the caption is drawn anew every epoch
+
+
+def test_decoded_cache_serves_the_same_items_and_keeps_to_its_budget(world):
+    tmp, cfg, emb = world
+    clip = load_clip(cfg["model"]["name"])
+    from stages.data import GroupDataset
+    images = GroupDataset(cfg["data"]["root"], "train")
+    image_bytes = 32 * 32 * 3
+    cached = DecodedCache(images, max_bytes=3 * image_bytes)
+    transform = SeededCropTransform(clip.model, (0.5, 1.0))
+    plain, through = TrainSet(images, transform, 3, None), TrainSet(cached, transform, 3, None)
+    for epoch in (0, 1):
+        for i in range(5):
+            a, b = plain[(epoch, i)], through[(epoch, i)]
+            assert torch.equal(a[0], b[0]) and a[1:] == b[1:]
+    assert sorted(cached.items) == [0, 1, 2]      # the first three fill the budget
+    assert cached[0] is cached[0] and cached[4] is not cached[4]
 
 
 def test_ranks_together_hold_the_one_process_batches():

@@ -46,7 +46,7 @@ from ..zeroshot import LinearHead, encode_images, ensemble_prompts
 from . import distributed, probe
 from .methods import HPARAMS, METHODS, FinetuneConfigError, Method, check_schedule, validate_run_config
 from .decode import DeviceCropDecoder, EncodedTrainSet, collate_encoded
-from .trainset import EpochSampler, FixedTransform, SeededCropTransform, TrainSet
+from .trainset import DecodedCache, EpochSampler, FixedTransform, SeededCropTransform, TrainSet
 
 CHECKPOINT, RESUME, LOG = "checkpoint.pt", "resume.pt", "train_log.csv"
 LOG_COLUMNS = ("phase", "step", "epoch", "loss", "loss_ft", "regularizer", "lambda", "lr", "logit_scale",
@@ -524,7 +524,8 @@ def train_loader(run: Run) -> tuple[torch.utils.data.DataLoader, EpochSampler, C
     else:
         transform = SeededCropTransform(run.teacher, cfg["crop_scale"]) if augment \
             else FixedTransform(run.clip.preprocess_val)
-        trainset = TrainSet(run.train_set.dataset, transform, run.seed, rows, groups)
+        images = DecodedCache(run.train_set.dataset) if workers == 0 else run.train_set.dataset
+        trainset = TrainSet(images, transform, run.seed, rows, groups)
         collate = None
 
         def to_batch(raw):
@@ -543,7 +544,7 @@ def fine_tune(run: Run, state: dict | None, progress: bool) -> dict:
     student = Student(run.student_clip, run.head)
     params = [p for p in student.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"],
-                            fused=ctx.device.type == "cuda" or None)
+                            fused=ctx.device.type in ("cuda", "cpu") or None)
     selection = Selection(cfg.get("select", "last"))
     start_epoch, epochs = 0, cfg["epochs"]
     if state is not None:

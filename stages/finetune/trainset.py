@@ -114,6 +114,29 @@ class TrainSet(torch.utils.data.Dataset):
         return image, y, i, spurious
 
 
+class DecodedCache(torch.utils.data.Dataset):
+    """A data set's items kept after their first decoding, while their pixels fit in `max_bytes`:
+    a small training set (the synthetic world's 32 px images) is decoded once per run instead of
+    once per epoch. For a loader without workers: each worker would hold its own copy."""
+
+    def __init__(self, images: torch.utils.data.Dataset, max_bytes: int = 1 << 30):
+        self.images, self.budget, self.items = images, max_bytes, {}
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int):
+        item = self.items.get(i)
+        if item is None:
+            item = self.images[i]
+            image = item[0]
+            size = image.width * image.height * len(image.getbands())
+            if size <= self.budget:
+                self.budget -= size
+                self.items[i] = item
+        return item
+
+
 class EpochSampler(torch.utils.data.distributed.DistributedSampler):
     """DistributedSampler that yields (epoch, index), so that the epoch reaches persistent workers."""
 

@@ -13,7 +13,8 @@ def section_evals(section):
     """The eval folders of every run of the section's experiment."""
     e = EXPERIMENTS[section["experiment"]]
     methods = stage_config.report_methods(e, section["methods"])
-    return [f"results/runs/{section['experiment']}/{m}/seed{s}/eval" for m in methods for s in e["finetune"]["seeds"]]
+    return [f"results/runs/{section['experiment']}/{m}/seed{s}/eval" for m in methods
+            for s in stage_config.run_seeds(e, m)]
 
 
 def section_metrics(section):
