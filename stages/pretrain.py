@@ -131,7 +131,7 @@ def run(synthetic: dict, cfg: dict, pretrain_set: str | Path, out: str | Path, s
     wall = time.perf_counter() - start
     tokenizer = open_clip.SimpleTokenizer(context_length=CONTEXT_LENGTH)
     check = zeroshot_check(model, tokenizer, 2000, synthetic["image_size"], seed)
-    report = {"train_seconds": wall, "final_logit_scale": float(model.logit_scale.exp()), "zeroshot": check,
+    report = {"train_seconds": wall, "final_logit_scale": float(model.logit_scale.detach().exp()), "zeroshot": check,
               "pretrain": cfg, "synthetic": synthetic, "seed": seed, "versions": versions(), "log": log}
     with atomic_dir(out) as tmp:
         save_local_dir(model, model_cfg, tmp, extra={"pretrain_report": "pretrain_report.json"})

@@ -17,7 +17,8 @@ import yaml
 from helpers import CLASSNAMES, tiny_world
 from stages.embed import read_embeddings
 from stages.finetune import train as train_mod
-from stages.finetune.trainset import DecodedCache, EpochSampler, SeededCropTransform, TrainSet, crop_params, draw_template
+from stages.finetune.trainset import (DecodedCache, EpochSampler, SeededCropTransform, TrainSet, crop_params,
+                                     draw_template)
 from stages.finetune import probe
 from stages.finetune.methods import METHODS, FinetuneConfigError, check, check_schedule, run_config
 from stages.models import load_clip
