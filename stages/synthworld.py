@@ -72,7 +72,7 @@ class Species:
 
 # The duck is a grey mallard drake: drawn brown, as it once was, it looked at 32 px like the
 # world's brown landbirds (sparrow, owl, eagle) and the all-species teacher called 72% of ducks
-# landbirds (zero-shot, scenes balanced); grey, 14%.
+# landbirds (zero-shot, scenes balanced); grey, 12%.
 SPECIES = (
     Species("sparrow", 0, (0.55, 0.38, 0.22), (0.45, 0.30, 0.18), (0.3, 0.3, 0.3), 0.28, 0.20, 0.0, 0.10, True),
     Species("cardinal", 0, (0.85, 0.10, 0.10), (0.75, 0.05, 0.05), (0.95, 0.6, 0.1), 0.28, 0.20, 0.0, 0.10, True),
