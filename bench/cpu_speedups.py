@@ -3,8 +3,8 @@
     python bench/cpu_speedups.py               # about a minute on one core
     python bench/cpu_speedups.py --steps 40 --epochs 4
 
-1. A pre-training step of the tiny CLIP (stages.pretrain's model and loss, batch 128, one thread):
-   AdamW fused (`fused=True`, as stages.pretrain and stages.finetune use it on the CPU) against
+1. A pre-training step of the tiny CLIP (stages.pretrain.run's loss, stages.synthetic.teacher's model, batch 128, one thread):
+   AdamW fused (`fused=True`, as stages.pretrain.run and stages.finetune use it on the CPU) against
    torch's default for-loop AdamW. The steps alternate between the two, so that a machine slowing
    down or speeding up affects both alike.
 2. A fine-tuning run's image loading: TrainSet items (seeded RandomResizedCrop + normalisation)
@@ -30,11 +30,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from stages.data import GroupDataset  # noqa: E402
+from stages.datasets.waterbirds import GroupDataset  # noqa: E402
 from stages.finetune.trainset import DecodedCache, SeededCropTransform, TrainSet  # noqa: E402
-from stages.models import load_clip, save_local_dir  # noqa: E402
-from stages.pretrain import CONTEXT_LENGTH, tiny_clip_config, to_tensor  # noqa: E402
-from stages.synthworld import generate_dataset, generate_pretrain_set  # noqa: E402
+from stages.method.models import load_clip, save_local_dir  # noqa: E402
+from stages.synthetic.teacher import CONTEXT_LENGTH, tiny_clip_config, to_tensor  # noqa: E402
+from stages.synthetic.world import generate_dataset, generate_pretrain_set  # noqa: E402
 
 TEACHER = {"embed_dim": 64, "layers": 4, "width": 96, "patch_size": 8, "text_layers": 2}  # config/synthbirds.yaml
 

@@ -20,10 +20,12 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
 from helpers import dataset_config, eval_config, make_dataset, make_pools, make_tiny_clip  # noqa: E402
-from stages import datasets, embed, evaluate  # noqa: E402
+from stages import datasets  # noqa: E402
+from stages.embed import run as embed  # noqa: E402
+from stages.evaluate import run as evaluate  # noqa: E402
 from stages.finetune import train as train_mod  # noqa: E402
-from stages.finetune.methods import run_config  # noqa: E402
-from stages.models import save_local_dir  # noqa: E402
+from stages.finetune.runs import run_config  # noqa: E402
+from stages.method.models import save_local_dir  # noqa: E402
 
 
 def main(argv=None) -> None:

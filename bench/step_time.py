@@ -39,12 +39,12 @@ sys.path.insert(0, str(REPO))
 
 from stages import config as stage_config  # noqa: E402
 from stages.finetune import distributed  # noqa: E402
-from stages.finetune.methods import METHODS  # noqa: E402
+from stages.method.registry import METHODS  # noqa: E402
 from stages.finetune.train import Captions, Student, TeacherImages, compute_loss, prepare_batch  # noqa: E402
-from stages.losses import clip_contrastive_loss, star_regularizer  # noqa: E402
+from stages.method.losses import clip_contrastive_loss, star_regularizer  # noqa: E402
 from stages import models  # noqa: E402
-from stages.models import autocast_dtype, can_trim_text, resolve_device  # noqa: E402
-from stages.pretrain import tiny_clip_config  # noqa: E402
+from stages.method.models import autocast_dtype, can_trim_text, resolve_device  # noqa: E402
+from stages.synthetic.teacher import tiny_clip_config  # noqa: E402
 
 PRESETS = {
     # the tests' tiny CLIP

@@ -84,7 +84,7 @@ def validate(config: dict, schema: dict | None = None) -> dict:
 
 def _cross_references(config: dict) -> list[str]:
     from . import datasets as readers   # torchvision & open_clip: only once the schema holds
-    from .finetune.methods import METHODS
+    from .method.registry import METHODS
 
     datasets, experiments = config["datasets"], config["experiments"]
     known = f"known data sets: {', '.join(sorted(datasets)) or 'none'}"
@@ -170,7 +170,7 @@ def checked_splits(config: dict, dataset: str) -> list[str]:
 def generated_roots(config: dict) -> dict[str, str]:
     """Data set folders this workflow writes -> the rule that writes them: a synthetic data set's
     (synth_world) and a source world's task and shifted sets (synth_source)."""
-    from .synthsource import SETS
+    from .synthetic.source import SETS
 
     roots = {}
     for name, d in config["datasets"].items():

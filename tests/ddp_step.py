@@ -21,15 +21,16 @@ from pathlib import Path
 import torch
 from torch.utils.data import default_collate
 
-from stages.data import GroupDataset
-from stages.embed import read_embeddings
+from stages.datasets.waterbirds import GroupDataset
+from stages.method.teacher_text import read_embeddings
 from stages.finetune import distributed
-from stages.finetune.methods import METHODS, run_config
+from stages.finetune.runs import run_config
+from stages.method.registry import METHODS
 from stages.finetune.train import (Captions, Student, TeacherImages, compute_loss, prepare_batch, set_trainable,
                                    zeroshot_class_weights)
 from stages.finetune.trainset import SeededCropTransform, TrainSet
-from stages.models import can_trim_text, load_clip
-from stages.zeroshot import LinearHead
+from stages.method.models import can_trim_text, load_clip
+from stages.method.zeroshot import LinearHead
 
 METHODS_CHECKED = ("starft", "flyp_kl", "starft_ce")
 BATCH = 8

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from stages import config as stage_config
-from stages.models import save_local_dir
+from stages.method.models import save_local_dir
 
 TINY_MODEL_CFG = {
     "embed_dim": 32,
@@ -104,7 +104,7 @@ def eval_config(job: dict, splits=("val", "test"), **finetune) -> dict:
 
 def tiny_world(tmp: str | Path, **finetune) -> tuple[dict, str]:
     """Model, data, pools and teacher embeddings in `tmp`: (dataset config, embeddings path)."""
-    from stages import embed
+    from stages.embed import run as embed
 
     tmp = Path(tmp)
     model = make_tiny_clip(tmp / "clip")

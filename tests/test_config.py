@@ -39,7 +39,7 @@ def test_shipped_configs_validate_and_get_defaults():
     assert train_job(cfg, "synthbirds_intask")["evaluate"]["templates"][0] == "This is a picture of a {}."
     # the synthetic protocol is the same kind of experiment: its source task's class names are the
     # world's, and the rules write its shifted sets where their data sets are read
-    from stages.synthsource import CLASSNAMES
+    from stages.synthetic.source import CLASSNAMES
     assert train_job(cfg, "synthworld")["classnames"] == list(CLASSNAMES)
     assert {r: role for r, role in target_roles(cfg["experiments"]["synthworld"]).items()} == {
         "synthsource": "id", "synth_v2": "shift", "synth_sketch": "shift", "synth_rendition": "shift",

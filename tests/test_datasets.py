@@ -10,7 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from stages import data, datasets
+from stages import datasets
+from stages.datasets import waterbirds as data
 from stages.datasets import DatasetLayoutError, DatasetMissing, imagenet, objectnet, transfer
 from tests import trees
 from tests.helpers import make_dataset
@@ -520,7 +521,7 @@ def test_imagefolder_errors_name_the_folder(tmp_path):
 
 
 def test_imagefolder_reads_the_synthetic_source_world(tmp_path):
-    from stages import synthsource
+    from stages.synthetic import source as synthsource
     params = {"n_train": 32, "n_val": 16}
     df = synthsource.generate_source(tmp_path / "source", params)
     ds = datasets.open("imagefolder", tmp_path / "source", "train")

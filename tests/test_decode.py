@@ -7,14 +7,14 @@ import torch
 from PIL import Image
 
 from helpers import make_dataset, make_tiny_clip
-from stages.data import DataError, GroupDataset
+from stages.datasets.waterbirds import DataError, GroupDataset
 from stages.datasets.base import ImageList
 from stages.finetune import decode as decode_mod
 from stages.finetune import trainset as trainset_mod
 from stages.finetune.decode import (DeviceCropDecoder, EncodedTrainSet, collate_encoded, decode_batch,
                                     device_decodable)
 from stages.finetune.trainset import CROP_STREAM, EpochSampler, SeededCropTransform, TrainSet, crop_params, sample_rng
-from stages.models import load_clip
+from stages.method.models import load_clip
 
 SCALE, SEED = (0.5, 1.0), 3
 

@@ -11,7 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from stages.describe.cli import build_pool, main
+from stages.describe.cli import main
+from stages.describe.job import build_pool
 from stages.describe.output import COLUMNS, read_metadata, write_outputs
 from stages.describe.prompts import load_prompt, prompt_sha256
 

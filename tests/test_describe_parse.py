@@ -222,7 +222,7 @@ def test_parquet_schema_metadata_preview_and_identical_bytes(tmp_path, monkeypat
     assert "4 templates kept" in preview and "`a photo of a {} near a lake.`" in preview
     assert "| names_class | 1 |" in preview
     # SynthBirds: the preview says how much of the pool the synthetic world renders
-    monkeypatch.setattr("stages.synthworld.RENDERED_WORDS", frozenset({"forest", "lake", "beach"}))
+    monkeypatch.setattr("stages.synthetic.vocabulary.RENDERED_WORDS", frozenset({"forest", "lake", "beach"}))
     write_outputs(pool, out1, tmp_path / "a" / "background.preview.md", dataset="synthbirds", job=j)
     assert "3 of 4 phrases (75%) use a word the world renders" in (tmp_path / "a" / "background.preview.md").read_text()
     assert not list(tmp_path.glob("**/*.tmp"))  # written atomically

@@ -9,9 +9,11 @@ import pytest
 import torch
 
 from helpers import CLASSNAMES, POOLS, dataset_config, make_dataset, make_pools, make_tiny_clip
-from stages import embed
-from stages.models import load_clip
-from stages.zeroshot import encode_texts
+from stages.embed import run as embed
+from stages.embed.__main__ import main as embed_main
+from stages.method.teacher_text import EmbeddingMismatchError, read_embeddings
+from stages.method.models import load_clip
+from stages.method.zeroshot import encode_texts
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +29,7 @@ def world(tmp_path_factory):
 
 def test_table_rows_columns_and_embeddings(world):
     tmp, cfg, pools, out = world
-    e = embed.read_embeddings(out)
+    e = read_embeddings(out)
     n_spurious = len(POOLS["background"]) + len(POOLS["texture"])
     assert len(e.table) == len(CLASSNAMES) * (len(cfg["evaluate"]["templates"]) + 1 + n_spurious)
     assert e.rows("caption")["text"].tolist() == ["a photo of a landbird.", "a photo of a waterbird."]
@@ -48,10 +50,10 @@ def test_table_rows_columns_and_embeddings(world):
 
 def test_refuses_embeddings_of_another_teacher(world):
     tmp, cfg, pools, out = world
-    with pytest.raises(embed.EmbeddingMismatchError, match=r"teacher_text\.parquet.*fingerprint.*stale"):
-        embed.read_embeddings(out, expected_fingerprint="0123456789abcdef")
-    with pytest.raises(embed.EmbeddingMismatchError, match="classes"):
-        embed.read_embeddings(out, classnames=["a", "b"])
+    with pytest.raises(EmbeddingMismatchError, match=r"teacher_text\.parquet.*fingerprint.*stale"):
+        read_embeddings(out, expected_fingerprint="0123456789abcdef")
+    with pytest.raises(EmbeddingMismatchError, match="classes"):
+        read_embeddings(out, classnames=["a", "b"])
 
 
 def test_finetune_cli_refuses_a_stale_table(world, tmp_path, capsys):
@@ -81,6 +83,6 @@ def test_pool_errors_name_the_file_and_row(tmp_path):
 def test_cli_writes_the_table(world, tmp_path, capsys):
     tmp, cfg, pools, out = world
     dest = tmp_path / "t.parquet"
-    embed.main(["--dataset-config", json.dumps(cfg), "--pools", *pools, "--out", str(dest)])
+    embed_main(["--dataset-config", json.dumps(cfg), "--pools", *pools, "--out", str(dest)])
     assert "embedded" in capsys.readouterr().out
-    assert torch.equal(embed.read_embeddings(dest).embeddings, embed.read_embeddings(out).embeddings)
+    assert torch.equal(read_embeddings(dest).embeddings, read_embeddings(out).embeddings)

@@ -7,7 +7,9 @@ import json
 import pytest
 
 from helpers import TEMPLATES, dataset_config, make_dataset, make_tiny_clip
-from stages import datasets, evaluate
+from stages import datasets
+from stages.evaluate import run as evaluate
+from stages.evaluate.__main__ import main as evaluate_main
 
 
 def test_one_job_writes_one_record_per_target(tmp_path, capsys):
@@ -24,7 +26,7 @@ def test_one_job_writes_one_record_per_target(tmp_path, capsys):
                 "splits": ["val", "test"], "data_check": str(checks["other"])}]
     cfg = {"experiment": "tiny", "targets": targets, "model": job["model"], "evaluate": job["evaluate"],
            "finetune": {"precision": "auto"}}
-    evaluate.main(["--config", json.dumps(cfg), "--method", "zeroshot", "--seed", "3", "--out-dir", str(tmp_path / "eval")])
+    evaluate_main(["--config", json.dumps(cfg), "--method", "zeroshot", "--seed", "3", "--out-dir", str(tmp_path / "eval")])
 
     records = {p.stem: json.loads(p.read_text()) for p in (tmp_path / "eval").glob("*.json")}
     assert set(records) == {"own", "other"}

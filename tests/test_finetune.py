@@ -15,14 +15,15 @@ import torch
 import yaml
 
 from helpers import CLASSNAMES, tiny_world
-from stages.embed import read_embeddings
+from stages.method.teacher_text import read_embeddings
 from stages.finetune import train as train_mod
 from stages.finetune.trainset import (DecodedCache, EpochSampler, SeededCropTransform, TrainSet, crop_params,
                                      draw_template)
 from stages.finetune import probe
-from stages.finetune.methods import METHODS, FinetuneConfigError, check, check_schedule, run_config
-from stages.models import load_clip
-from stages.zeroshot import LinearHead, zeroshot_weights
+from stages.finetune.runs import FinetuneConfigError, check, check_schedule, run_config
+from stages.method.registry import METHODS
+from stages.method.models import load_clip
+from stages.method.zeroshot import LinearHead, zeroshot_weights
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -86,7 +87,7 @@ def test_crop_params_stay_inside_the_image():
 def test_items_are_a_function_of_seed_epoch_and_index(world):
     tmp, cfg, emb = world
     clip = load_clip(cfg["model"]["name"])
-    from stages.data import GroupDataset
+    from stages.datasets.waterbirds import GroupDataset
     images = GroupDataset(cfg["data"]["root"], "train")
     rows = torch.arange(14).view(2, 7)
     ts = TrainSet(images, SeededCropTransform(clip.model, (0.5, 1.0)), seed=3, spurious_rows=rows)
@@ -101,7 +102,7 @@ def test_items_are_a_function_of_seed_epoch_and_index(world):
 def test_decoded_cache_serves_the_same_items_and_keeps_to_its_budget(world):
     tmp, cfg, emb = world
     clip = load_clip(cfg["model"]["name"])
-    from stages.data import GroupDataset
+    from stages.datasets.waterbirds import GroupDataset
     images = GroupDataset(cfg["data"]["root"], "train")
     image_bytes = 32 * 32 * 3
     cached = DecodedCache(images, max_bytes=3 * image_bytes)
@@ -186,8 +187,8 @@ def test_zeroshot_and_linear_probe_runs(world, go):
     # moves W (entries up to ~tau0 = 14) by ~1e-6, which moves the gradient by less than that
     # again (the Hessian of the mean cross-entropy on unit features is below 1 + l2): 1e-4 is safe.
     clip = load_clip(cfg["model"]["name"])
-    from stages.data import GroupDataset
-    from stages.zeroshot import encode_images
+    from stages.datasets.waterbirds import GroupDataset
+    from stages.method.zeroshot import encode_images
     loader = torch.utils.data.DataLoader(GroupDataset(cfg["data"]["root"], "train", clip.preprocess_val), batch_size=16)
     feats, y, _ = encode_images(clip.model.eval(), loader, torch.device("cpu"))
     w = lp["head"]["linear.weight"].double().requires_grad_(True)
@@ -432,7 +433,7 @@ def test_kl_scale_chooses_the_students_logit_scale(world):
         f = torch.nn.functional.normalize(student.encode_image(raw[0]), dim=-1)
         f0 = torch.nn.functional.normalize(teacher.encode_image(raw[0]), dim=-1)
         g = torch.nn.functional.normalize(student.encode_text(captions.tokens[raw[3]]), dim=-1)
-    from stages.losses import kl_regularizer
+    from stages.method.losses import kl_regularizer
     t = e.embeddings[raw[3]]
     assert float(regs["student"]) == pytest.approx(float(kl_regularizer(f, g, f0, t, tau0, 3 * tau0)), rel=1e-4)
     assert float(regs["teacher"]) == pytest.approx(float(kl_regularizer(f, g, f0, t, tau0)), rel=1e-4)
@@ -449,7 +450,8 @@ def test_select_val_worst_group_keeps_the_best_epoch(world, go):
     assert sel["epoch"] == 1 + int(np.argmax(history)) and sel["val_worst_group"] == max(history)
     # the stored weights score what the selection recorded, scored as the evaluate stage scores them
     from helpers import eval_config
-    from stages import datasets, evaluate
+    from stages import datasets
+    from stages.evaluate import run as evaluate
     data_check = datasets.check("tiny", "waterbirds", cfg["data"]["root"], templates=cfg["evaluate"]["templates"])
     m = evaluate.run(eval_config(cfg, splits=["val"]), {"tiny": data_check}, "flyp", 0,
                      str(tmp / "sel" / "checkpoint.pt"))["tiny"]
@@ -462,7 +464,7 @@ def test_select_val_worst_group_keeps_the_best_epoch(world, go):
 def test_resume_with_changed_pools_starts_afresh(world, go, monkeypatch, capsys, tmp_path):
     tmp, cfg, emb = world
     from helpers import POOLS, make_pools
-    from stages import embed
+    from stages.embed import run as embed
     other = tmp_path / "other.parquet"
     embed.run(cfg, make_pools(tmp_path / "pools", {**POOLS, "texture": ["a photo of a striped {}."]}), other)
     interrupt_after_first_epoch(go, monkeypatch, "starft", tmp_path / "run", epochs=2)

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from stages.losses import clip_contrastive_loss, diminishing_lambda, kl_regularizer, star_regularizer
+from stages.method.losses import clip_contrastive_loss, diminishing_lambda, kl_regularizer, star_regularizer
 
 
 def unit(*rows):

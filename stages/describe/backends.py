@@ -12,8 +12,8 @@ import os
 from pathlib import Path
 from typing import Protocol
 
-from ..io import sha256_file
-from ..progress import progress
+from ..common.io import sha256_file
+from ..common.progress import progress
 from .sampling import SamplingSpec, to_generate_kwargs, to_vllm_kwargs
 
 Conversation = list[dict[str, str]]
@@ -42,7 +42,7 @@ class TransformersBackend:
 
         if threads > 0:
             torch.set_num_threads(threads)
-        from ..models import resolve_device
+        from ..method.models import resolve_device
 
         kwargs = {}
         if gguf_file:

@@ -8,15 +8,14 @@ give byte-identical files.
 from __future__ import annotations
 
 import json
-import re
-from collections import Counter
 from importlib import metadata
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..io import atomic_path, versions
+from ..common.io import atomic_path, versions
+from ..synthetic.vocabulary import rendered_word_counts
 from .parse import REASONS
 from .pool import Pool
 
@@ -82,22 +81,6 @@ def read_metadata(path: str | Path) -> dict:
     return json.loads(pq.read_schema(path).metadata[METADATA_KEY])
 
 
-def rendered_word_counts(phrases: list[str]) -> tuple[int, Counter] | None:
-    """How many phrases use a word the synthetic world renders, and which words; None when the
-    synthetic world does not say which words it renders."""
-    try:
-        from ..synthworld import RENDERED_WORDS
-    except ImportError:
-        return None
-    vocab = {w.lower() for w in RENDERED_WORDS}
-    hits, counter = 0, Counter()
-    for phrase in phrases:
-        found = {w for w in re.findall(r"[a-z]+", phrase.lower()) if w in vocab or (w.endswith("s") and w[:-1] in vocab)}
-        hits += bool(found)
-        counter.update(found)
-    return hits, counter
-
-
 def preview_markdown(pool: Pool, meta: dict, *, synthetic: bool, max_rejected_examples: int = 3) -> str:
     n = len(pool.rows)
     out = [f"# Spurious pool `{pool.spurious_type}` of `{meta['dataset']}`", "",
@@ -108,14 +91,10 @@ def preview_markdown(pool: Pool, meta: dict, *, synthetic: bool, max_rejected_ex
     if copied:
         out.append(f"- {copied} of {n} instances copy a line of the prompt's worked example (column from_example)")
     if synthetic:
-        counts = rendered_word_counts([r["phrase"] for r in pool.rows])
-        if counts is None:
-            out.append("- synthetic world: stages.synthworld.RENDERED_WORDS is not available, rendered words not counted")
-        else:
-            hits, words = counts
-            listed = ", ".join(f"{w} ({c})" for w, c in sorted(words.items(), key=lambda x: (-x[1], x[0])))
-            out.append(f"- synthetic world: {hits} of {n} phrases ({100 * hits / max(n, 1):.0f}%) use a word the "
-                       f"world renders, so the tiny CLIP can relate them to pixels" + (f": {listed}" if listed else ""))
+        hits, words = rendered_word_counts([r["phrase"] for r in pool.rows])
+        listed = ", ".join(f"{w} ({c})" for w, c in sorted(words.items(), key=lambda x: (-x[1], x[0])))
+        out.append(f"- synthetic world: {hits} of {n} phrases ({100 * hits / max(n, 1):.0f}%) use a word the "
+                   f"world renders, so the tiny CLIP can relate them to pixels" + (f": {listed}" if listed else ""))
     out += ["", "## Templates", ""]
     out += [f"{i + 1}. `{r['template']}`" for i, r in enumerate(pool.rows)]
     if pool.rejections:
@@ -129,7 +108,7 @@ def preview_markdown(pool: Pool, meta: dict, *, synthetic: bool, max_rejected_ex
 
 def write_outputs(pool: Pool, parquet_path: str | Path, preview_path: str | Path, *, dataset: str,
                   job: dict) -> dict:
-    """`job`: seed, domain, classnames, describe section and `synthetic` (see cli.describe_job)."""
+    """`job`: seed, domain, classnames, describe section and `synthetic` (see job.describe_job)."""
     meta = file_metadata(pool, dataset=dataset, job=job)
     write_parquet(pool, parquet_path, meta)
     with atomic_path(preview_path) as tmp:

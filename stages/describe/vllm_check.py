@@ -46,7 +46,7 @@ def check_job(model: str, *, tensor_parallel_size: int = 1, vllm_args: dict | No
 def run(job: dict, out_dir: str | Path, spurious_type: str = "background") -> dict:
     """Load, generate, write and repeat; returns what happened (`ok` when every step passed)."""
     from .backends import VLLMBackend
-    from .cli import build_pool
+    from .job import build_pool
     from .output import read_metadata, write_outputs
     from .prompts import instance_messages, load_prompt
 

@@ -17,7 +17,7 @@ import sys
 import yaml
 
 from .. import config as stage_config
-from .methods import HPARAMS, RUNTIME, FinetuneConfigError, run_config, validate_run_config
+from .runs import HPARAMS, RUNTIME, FinetuneConfigError, run_config, validate_run_config
 
 
 def parse_sets(items: list[str]) -> dict:
@@ -48,9 +48,9 @@ def main(argv=None) -> None:
     a = p.parse_args(argv)
 
     from .train import NonFiniteLossError, train   # torch is imported only once the arguments parse
-    from ..data import DataError
+    from ..datasets.waterbirds import DataError
     from ..datasets import DatasetConfigError, DatasetLayoutError
-    from ..embed import EmbeddingMismatchError
+    from ..method.teacher_text import EmbeddingMismatchError
     try:
         if a.config:
             if not a.experiment:

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 import torchvision.transforms.functional as TF
 from torchvision.io import ImageReadMode, decode_image, decode_jpeg
 
-from ..data import DataError
+from ..datasets.waterbirds import DataError
 from .trainset import CAPTION_STREAM, CROP_STREAM, crop_params, draw_template, sample_rng
 
 
@@ -44,7 +44,7 @@ from .trainset import CAPTION_STREAM, CROP_STREAM, crop_params, draw_template, s
 
 
 class _GroupPaths:
-    """path(i) of a stages.data.GroupDataset (root / img_filename), from a flat bytes array: the
+    """path(i) of a stages.datasets.waterbirds.GroupDataset (root / img_filename), from a flat bytes array: the
     metadata's Python strings would be copied into every forked worker through refcounts."""
 
     def __init__(self, images):
@@ -57,7 +57,7 @@ class _GroupPaths:
 
 def paths_and_labels(images) -> tuple:
     """(path function i -> str, int64 label array) of a data set with `path(i)` and `labels` or
-    `y` (stages.datasets.base.ImageList), or of a stages.data.GroupDataset (`root`, `meta`, `y`)."""
+    `y` (stages.datasets.base.ImageList), or of a stages.datasets.waterbirds.GroupDataset (`root`, `meta`, `y`)."""
     if callable(getattr(images, "path", None)):
         path = images.path
     elif hasattr(images, "root") and hasattr(images, "meta"):

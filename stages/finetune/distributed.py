@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from ..models import resolve_device
+from ..method.models import resolve_device
 
 
 @dataclass

@@ -36,15 +36,16 @@ import torch.nn.functional as F
 
 from .. import datasets
 from ..datasets.datacheck import group_counts
-from ..embed import Embeddings, read_embeddings
-from ..io import atomic_path, versions
-from ..losses import clip_contrastive_loss, diminishing_lambda, kl_regularizer, star_regularizer, widen
-from ..models import Clip, autocast, autocast_dtype, can_trim_text, encode_text, load_clip, trim_tokens
-from ..progress import progress as progress_bar
-from ..schedule import warmup_cosine_lr
-from ..zeroshot import LinearHead, encode_images, ensemble_prompts
+from ..method.teacher_text import Embeddings, read_embeddings
+from ..common.io import atomic_path, versions
+from ..method.losses import clip_contrastive_loss, diminishing_lambda, kl_regularizer, star_regularizer, widen
+from ..method.models import Clip, autocast, autocast_dtype, can_trim_text, encode_text, load_clip, trim_tokens
+from ..common.progress import progress as progress_bar
+from ..method.schedule import warmup_cosine_lr
+from ..method.zeroshot import LinearHead, encode_images, ensemble_prompts
 from . import distributed, probe
-from .methods import HPARAMS, METHODS, FinetuneConfigError, Method, check_schedule, validate_run_config
+from ..method.registry import METHODS, Method
+from .runs import HPARAMS, FinetuneConfigError, check_schedule, validate_run_config
 from .decode import DeviceCropDecoder, EncodedTrainSet, collate_encoded
 from .trainset import DecodedCache, EpochSampler, FixedTransform, SeededCropTransform, TrainSet
 
@@ -406,7 +407,7 @@ def fit_linear_probe(run: Run) -> None:
 def val_metrics(run: Run) -> dict:
     """Group metrics of the student on the val split, with its own head or the zero-shot head of
     its text encoder, as the evaluate stage scores it."""
-    from ..evaluate import evaluate_splits, make_head
+    from ..method.scoring import evaluate_splits, make_head
 
     classnames = run.dataset_cfg["classnames"]
     head = make_head(run.student_clip, run.clip.tokenizer, classnames, run.dataset_cfg["evaluate"]["templates"],
@@ -625,7 +626,7 @@ def train(dataset_cfg: dict, cfg: dict, seed: int, embeddings: str | Path, out_d
           progress: bool = True) -> dict:
     """Run one fine-tuning run; write out_dir/checkpoint.pt and out_dir/train_log.csv.
 
-    `cfg` is a resolved run configuration (methods.run_config), checked against the schema here.
+    `cfg` is a resolved run configuration (runs.run_config), checked against the schema here.
     Under torchrun every process calls this; rank 0 writes the files.
     """
     validate_run_config(cfg)

@@ -17,7 +17,7 @@ import torch
 import torchvision.transforms.functional as TF
 from torchvision.transforms import InterpolationMode
 
-from ..data import GroupDataset
+from ..datasets.waterbirds import GroupDataset
 
 CROP_STREAM, CAPTION_STREAM = 0, 1
 RATIO = (3 / 4, 4 / 3)  # RandomResizedCrop's default aspect-ratio range, as open_clip uses it

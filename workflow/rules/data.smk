@@ -11,7 +11,7 @@ rule synth_world:
     log:
         "logs/{world}/synth_world.log",
     shell:
-        "python -m stages.synthworld --params {params.synthetic} --root {output.dataset}"
+        "python -m stages.synthetic.world --params {params.synthetic} --root {output.dataset}"
         " --pretrain-out {output.pretrain_set} > {log} 2>&1"
 
 
@@ -23,7 +23,7 @@ rule synth_source:
     log:
         "logs/{source}/synth_source.log",
     shell:
-        "python -m stages.synthsource --params {params.source} --root data/{wildcards.source} > {log} 2>&1"
+        "python -m stages.synthetic.source --params {params.source} --root data/{wildcards.source} > {log} 2>&1"
 
 
 def check_options(wildcards):
@@ -62,4 +62,4 @@ rule download_data:
     log:
         "logs/{dataset}/download.log",
     shell:
-        "python -m stages.download --url '{params.url}' --sha256 '{params.sha256}' --dest {params.dest} > {log} 2>&1"
+        "python -m stages.datasets.download --url '{params.url}' --sha256 '{params.sha256}' --dest {params.dest} > {log} 2>&1"

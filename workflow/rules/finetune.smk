@@ -1,12 +1,13 @@
 # One fine-tuning job per (experiment, method, seed) on the experiment's training set; see
 # docs/finetune.md. `wiseft` has no job: the evaluate rule interpolates the checkpoint of
 # `finetune.wiseft_of`.
-from stages.finetune import methods as ft_methods
+from stages.finetune import runs as ft_runs
+from stages.method.registry import EVAL_ONLY, METHODS
 
 for _name, _job in JOBS.items():
     try:
-        ft_methods.check(_job["finetune"], f"experiments.{_name}.finetune")
-    except ft_methods.FinetuneConfigError as e:
+        ft_runs.check(_job["finetune"], f"experiments.{_name}.finetune")
+    except ft_runs.FinetuneConfigError as e:
         raise WorkflowError(f"config key {e}") from None
     _train = DATASETS[_job["data"]["dataset"]]
     _world = _train.get("synthetic") or _train.get("source")
@@ -14,13 +15,13 @@ for _name, _job in JOBS.items():
         # A synthetic training set's size is known before any job: check every run's schedule
         # now (for real data the fine-tune stage checks it before loading a model).
         for _method in _job["finetune"]["methods"]:
-            if _method in ft_methods.EVAL_ONLY:
+            if _method in EVAL_ONLY:
                 continue
-            _run = ft_methods.run_config(_job["finetune"], _method)
-            if ft_methods.METHODS[_run["method"]].objective is not None:
+            _run = ft_runs.run_config(_job["finetune"], _method)
+            if METHODS[_run["method"]].objective is not None:
                 try:
-                    ft_methods.check_schedule(_run, _world["n_train"], _job["finetune"]["processes"])
-                except ft_methods.FinetuneConfigError as e:
+                    ft_runs.check_schedule(_run, _world["n_train"], _job["finetune"]["processes"])
+                except ft_runs.FinetuneConfigError as e:
                     raise WorkflowError(f"config key experiments.{_name}.{e}") from None
 
 
@@ -33,7 +34,7 @@ def finetune_json(wildcards):
 def run_json(wildcards):
     """The resolved run configuration: a change of its own hyper-parameters reruns the job, a
     change of another method's or of the seed list does not."""
-    return quoted_json(ft_methods.run_config(job(wildcards)["finetune"], wildcards.method))
+    return quoted_json(ft_runs.run_config(job(wildcards)["finetune"], wildcards.method))
 
 
 def finetune_launcher(wildcards):

@@ -9,8 +9,8 @@ import tarfile
 import urllib.request
 from pathlib import Path
 
-from .io import atomic_path
-from .progress import progress
+from ..common.io import atomic_path
+from ..common.progress import progress
 
 
 def download(url: str, dest: str | Path, sha256: str | None = None) -> Path:

@@ -1,6 +1,6 @@
 """The synthetic world's many-class source task (the ImageNet stand-in) and its shifted test sets.
 
-Sixteen bird classes (SynthBirds' eight species and eight more, stages.synthworld.WORLD_SPECIES),
+Sixteen bird classes (SynthBirds' eight species and eight more, stages.synthetic.world.WORLD_SPECIES),
 each photographed mostly in a few habitual scenes (synthworld.HABITS), as natural photos are:
 fine-tuning on it can learn the scene as a shortcut. Its shifted sets mirror the paper's
 evaluation sets, and a scene-classification set stands in for SUN397 (a zero-shot target whose
@@ -41,7 +41,7 @@ scene, and a small or a faint bird in one of its habitual scenes. Every image in
 and small or faint was below chance for the demo's teacher, which reads the scene far more than
 the bird.
 
-    python -m stages.synthsource --params '{"n_train": 4000}' --root data/synthsource [--sets v2,hard]
+    python -m stages.synthetic.source --params '{"n_train": 4000}' --root data/synthsource [--sets v2,hard]
 """
 
 from __future__ import annotations
@@ -55,9 +55,9 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from .io import atomic_dir
-from .progress import progress
-from .synthworld import (HABITS, SCENE_WORDS, SPECIES_BY_NAME, WORLD_CLASSNAMES, WORLD_SCENES, Look,
+from ..common.io import atomic_dir
+from ..common.progress import progress
+from .world import (HABITS, SCENE_WORDS, SPECIES_BY_NAME, WORLD_CLASSNAMES, WORLD_SCENES, Look,
                          draw_nuisances, habitual_scene, make_look, render_sample, unusual_scenes)
 
 CLASSNAMES = WORLD_CLASSNAMES  # label order: sorted class folder names

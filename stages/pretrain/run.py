@@ -1,4 +1,5 @@
-"""Pre-train the synthetic world's tiny CLIP contrastively on the captioned set (CPU, minutes).
+"""The pretrain stage's core: pre-train the synthetic world's tiny CLIP contrastively on its
+captioned set (CPU, minutes).
 
 The result is saved in open_clip's `local-dir:` format and from then on is used exactly like a
 downloaded CLIP (`load_clip("local-dir:...")`).
@@ -6,7 +7,6 @@ downloaded CLIP (`load_clip("local-dir:...")`).
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import time
@@ -15,38 +15,12 @@ from pathlib import Path
 import numpy as np
 import open_clip
 import torch
-import torch.nn.functional as F
-from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 
-from .data import group_of
-from .io import atomic_dir, versions
-from .metrics import group_accuracies
-from .models import load_clip, save_local_dir
-from .progress import progress
-from .schedule import warmup_cosine_lr
-from .synthworld import CLASSNAMES, PLACES, SCENE_WORDS, SCENES, render, sample_groups, scenes_of, species_of
-from .zeroshot import zeroshot_weights
-
-CONTEXT_LENGTH = 24
-
-
-def tiny_clip_config(cfg: dict, image_size: int) -> dict:
-    """open_clip model_cfg of the tiny CLIP (ViT on 32x32 images, small text transformer)."""
-    return {
-        "embed_dim": cfg["embed_dim"],
-        "vision_cfg": {"image_size": image_size, "layers": cfg["layers"], "width": cfg["width"],
-                       "patch_size": cfg["patch_size"], "head_width": 32, "mlp_ratio": 4.0},
-        "text_cfg": {"context_length": CONTEXT_LENGTH, "vocab_size": 49408, "width": cfg["width"],
-                     "heads": max(1, cfg["width"] // 32), "layers": cfg["text_layers"]},
-    }
-
-
-def to_tensor(images: np.ndarray) -> torch.Tensor:
-    """uint8 [N, H, W, 3] -> normalised float [N, 3, H, W], as open_clip's eval transform does."""
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255)
-    mean = torch.tensor(OPENAI_DATASET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(OPENAI_DATASET_STD).view(1, 3, 1, 1)
-    return (x - mean) / std
+from ..common.io import atomic_dir, versions
+from ..common.progress import progress
+from ..method.models import load_clip, save_local_dir
+from ..method.schedule import warmup_cosine_lr
+from ..synthetic.teacher import CONTEXT_LENGTH, tiny_clip_config, to_tensor, zeroshot_check
 
 
 def train(model: open_clip.CLIP, images: np.ndarray, captions: np.ndarray, cfg: dict, seed: int) -> list[dict]:
@@ -99,29 +73,6 @@ def train(model: open_clip.CLIP, images: np.ndarray, captions: np.ndarray, cfg: 
     return log
 
 
-@torch.no_grad()
-def zeroshot_check(model, tokenizer, n: int, image_size: int, seed: int) -> dict:
-    """Zero-shot accuracy on a fresh, group-balanced set: class, scene type, and per group."""
-    rng = np.random.default_rng(seed + 7)
-    ys, places = sample_groups(n, None, rng)
-    images = np.stack([render(rng.choice(species_of(y)), rng.choice(scenes_of(p)), image_size, rng)
-                       for y, p in zip(ys, places)])
-    model.eval()
-    feats = F.normalize(model.encode_image(to_tensor(images)), dim=-1)
-    class_w = zeroshot_weights(model, tokenizer, list(CLASSNAMES), ["This is a picture of a {}.", "a photo of a {}."], "cpu")
-    # A place's text embedding: the mean over the names of its scenes ("the forest.", ...).
-    scene_w = torch.stack([
-        zeroshot_weights(model, tokenizer, [w for s, p in SCENES.items() if p == place for w in SCENE_WORDS[s]],
-                         ["the {}."], "cpu").mean(0) for place in range(len(PLACES))])
-    pred_y = (feats @ class_w.T).argmax(1).numpy()
-    pred_place = (feats @ scene_w.T).argmax(1).numpy()
-    accs = group_accuracies(pred_y, ys, group_of(ys, places), 4)
-    return {"class_accuracy": 100 * float((pred_y == ys).mean()),
-            "scene_accuracy": 100 * float((pred_place == places).mean()),
-            "class_group_accuracy": [100 * float(a) for a in accs],
-            "class_worst_group": 100 * float(np.min(accs)), "n": n}
-
-
 def run(synthetic: dict, cfg: dict, pretrain_set: str | Path, out: str | Path, seed: int) -> dict:
     data = np.load(pretrain_set)
     model_cfg = tiny_clip_config(cfg, synthetic["image_size"])
@@ -140,21 +91,3 @@ def run(synthetic: dict, cfg: dict, pretrain_set: str | Path, out: str | Path, s
     # The saved model must load back through the same path as any CLIP.
     load_clip(f"local-dir:{out}")
     return report
-
-
-def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description="Pre-train the synthetic world's tiny CLIP and save it as local-dir:.")
-    p.add_argument("--dataset-config", required=True, help="JSON of the validated dataset config")
-    p.add_argument("--pretrain-set", required=True, help=".npz written by stages.synthworld")
-    p.add_argument("--out", required=True, help="output folder (local-dir: model)")
-    a = p.parse_args(argv)
-    cfg = json.loads(a.dataset_config)
-    report = run(cfg["data"]["synthetic"], cfg["pretrain"], a.pretrain_set, a.out, cfg["seed"])
-    z = report["zeroshot"]
-    print(f"pre-trained in {report['train_seconds']:.0f} s; logit scale {report['final_logit_scale']:.1f}; "
-          f"zero-shot class {z['class_accuracy']:.1f}% (worst group {z['class_worst_group']:.1f}%), "
-          f"scene {z['scene_accuracy']:.1f}%")
-
-
-if __name__ == "__main__":
-    main()

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from .models import autocast
-from .progress import progress
+from ..common.progress import progress
 
 
 def class_prompts(classnames: list[str], templates: list[str]) -> list[list[str]]:

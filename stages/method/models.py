@@ -16,7 +16,7 @@ import torch
 from open_clip.transformer import text_global_pool
 from safetensors.torch import save_file
 
-from .io import sha256_file
+from ..common.io import sha256_file
 
 LOCAL_DIR = "local-dir:"
 WEIGHTS_FILE = "open_clip_model.safetensors"

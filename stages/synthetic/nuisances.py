@@ -9,13 +9,11 @@ enough to be visible at 32 px, each with the words a caption uses for it:
   what a camera or a print does to a picture: smear, sharpening, tilt, a frame, a mirror, halftone),
 - styles (the whole image re-drawn: sketch, cartoon, painting; the shifted sets' renditions).
 
-`RENDERED_WORDS` is every content word of those captions: the describe stage's preview counts the
-LLM templates that use one (stages.describe.output.rendered_word_counts).
+The words of those captions that the world renders are stages.synthetic.vocabulary's.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from functools import partial
 from typing import Callable
@@ -25,7 +23,7 @@ import numpy as np
 # ---- scenes ------------------------------------------------------------------------------------
 
 # scene name -> place (0 land, 1 water, None neither). The first ten are SynthBirds' scenes, in
-# the order its generator draws from (stages.synthworld.SCENES); the rest exist for the source task,
+# the order its generator draws from (stages.synthetic.world.SCENES); the rest exist for the source task,
 # the pre-training captions and the LLM's background words.
 SCENES = {
     "forest": 0, "bamboo": 0, "meadow": 0, "desert": 0,
@@ -707,35 +705,3 @@ def apply_style(img: np.ndarray, style: str, rng: np.random.Generator) -> np.nda
 
 
 # ---- words -------------------------------------------------------------------------------------
-
-# words of the phrases above that name no nuisance by themselves ("out" of "washed out", "lines" of
-# "etched lines", "barely" of "barely lit"), left out of RENDERED_WORDS so that the preview does
-# not count "a {} out in the open" or "a {} with feathers" as phrases the world renders. "light"
-# is not one of them: every phrase with it names lighting the world draws (dim, low, bright).
-_FILLER = frozenset({"a", "an", "the", "of", "with", "in", "on", "at", "by", "to", "up", "and", "from",
-                     "big", "heavy", "strong", "visible", "seen", "feathers", "pattern", "texture",
-                     "surface", "out", "away", "line", "lines", "wide", "angle", "film", "oil", "res",
-                     "motion", "polka", "barely"})
-
-
-def content_words(phrases) -> frozenset[str]:
-    return frozenset(w for p in phrases for w in re.findall(r"[a-z]+", p.lower()) if w not in _FILLER)
-
-
-def all_phrases():
-    for words in SCENE_WORDS.values():
-        yield from words
-    for words in PLACE_PHRASES.values():
-        yield from words
-    for table in (TEXTURES, QUALITIES, STYLES):
-        for n in table.values():
-            yield from n.adjectives
-            yield from n.phrases
-
-
-# Words a caption may use that the world renders; the describe stage counts them in its preview.
-RENDERED_WORDS = content_words(all_phrases())
-
-
-def a_or_an(phrase: str) -> str:
-    return f"{'an' if phrase[:1] in 'aeiou' else 'a'} {phrase}"

@@ -28,8 +28,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from .finetune.methods import METHODS  # noqa: E402
-from .io import atomic_dir  # noqa: E402
+from ..method.registry import METHODS  # noqa: E402
+from ..common.io import atomic_dir  # noqa: E402
 
 HATCHES = ("", "//", "..", "xx", "\\\\", "oo")  # one per ten methods of method_styles
 METRICS = {"worst_group": "Worst-group", "average": "Average", "adjusted_average": "Adj. average"}
@@ -337,7 +337,7 @@ def teacher_note(pretrain: dict, source: str) -> str:
 def pools_note(folder: str | Path) -> str:
     """The spurious pools of a synthetic experiment: how many templates of each use a word the
     world renders (the describe previews' count), i.e. how many the tiny CLIP can relate to pixels."""
-    from .describe.output import rendered_word_counts
+    from ..synthetic.vocabulary import rendered_word_counts
 
     parts = []
     for path in sorted(Path(folder).glob("*.descriptions.parquet")):

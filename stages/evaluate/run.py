@@ -1,4 +1,4 @@
-"""Evaluate stage: one run (the zero-shot teacher or a fine-tuned checkpoint) on every target.
+"""The evaluate stage's core: one run (the zero-shot teacher or a fine-tuned checkpoint) on every target.
 
 A run is fine-tuned once on its experiment's training set and evaluated on every target: the
 training set itself (role `id`), its distribution shifts, group-shift sets and zero-shot
@@ -12,69 +12,14 @@ theta = (1 - a) * theta0 + a * theta over a grid of a.
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
-from pathlib import Path
-
-import numpy as np
 import torch
 
-from . import datasets
-from .io import versions, write_json
-from .metrics import group_metrics
-from .models import autocast_dtype as autocast_dtype_of, load_clip, resolve_device
-from .progress import progress
-from .zeroshot import LinearHead, encode_images, zeroshot_weights
-
-
-@torch.no_grad()
-def predict(model, head, target: datasets.ClassificationSet, loader, device, autocast_dtype=None):
-    """Predicted labels (in the target's label space) with labels and attributes."""
-    model.eval()
-    feats, y, attribute = encode_images(model, loader, device, desc=f"encode {target.name} {target.split}",
-                                        autocast_dtype=autocast_dtype)
-    logits = head(feats.to(device)).float()
-    return target.predict(logits).cpu(), y, attribute
-
-
-def zeroshot_head(model, tokenizer, classnames, templates, device):
-    weights = zeroshot_weights(model, tokenizer, classnames, templates, device)
-    return lambda feats: feats @ weights.T
-
-
-def make_head(model, tokenizer, classnames, templates, device, head_state: dict | None):
-    """The run's classifier: its own linear head if it has one, else the zero-shot head."""
-    if head_state is None:
-        return zeroshot_head(model, tokenizer, classnames, templates, device)
-    n_classes, dim = head_state["linear.weight"].shape
-    head = LinearHead(torch.zeros(n_classes, dim), 1.0).to(device)
-    head.load_state_dict(head_state)
-    return head.eval()
-
-
-def interpolate(theta0: dict, theta1: dict, alpha: float) -> dict:
-    """WiSE-FT weights (1 - alpha) * theta0 + alpha * theta1 (non-float buffers taken from theta1)."""
-    return {k: ((1 - alpha) * theta0[k] + alpha * v) if v.is_floating_point() else v for k, v in theta1.items()}
-
-
-def split_metrics(target: datasets.ClassificationSet, pred, y, attribute, train_counts) -> dict:
-    """Accuracy of one split, and for a group-shift set its group metrics."""
-    out = {"accuracy": 100 * float((pred == y).float().mean()), "n": len(y)}
-    if target.group_names:
-        group = target.group(y, attribute).numpy()
-        # the literature weights by the training groups; a set without a train split by its own
-        counts = train_counts if train_counts is not None else np.bincount(group, minlength=target.n_groups)
-        out.update(group_metrics(pred.numpy(), y.numpy(), group, target.n_groups, counts))
-    return out
-
-
-def evaluate_splits(model, head, targets: dict, loaders: dict, device, train_counts, autocast_dtype=None) -> dict:
-    out = {}
-    for split, target in targets.items():
-        pred, y, attribute = predict(model, head, target, loaders[split], device, autocast_dtype)
-        out[split] = split_metrics(target, pred, y, attribute, train_counts)
-    return out
+from .. import datasets
+from ..common.io import versions
+from ..common.progress import progress
+from ..method.models import autocast_dtype as autocast_dtype_of, load_clip, resolve_device
+from ..method.scoring import evaluate_splits, interpolate, make_head
+from ..method.zeroshot import LinearHead, zeroshot_weights
 
 
 def open_target(cfg: dict, data_check: dict, transform) -> dict[str, datasets.ClassificationSet]:
@@ -171,32 +116,3 @@ def run(cfg: dict, data_checks: dict[str, dict], method: str, seed: int, checkpo
     return {t["target"]: evaluate_target(clip, device, theta0, ckpt, provenance, cfg, t,
                                          data_checks[t["target"]], wiseft)
             for t in cfg["targets"]}
-
-
-def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description="Evaluate a zero-shot or fine-tuned CLIP on its experiment's targets.")
-    p.add_argument("--config", required=True,
-                   help="JSON: experiment, model, evaluate, finetune, and targets: [{target, role, reader, root, "
-                        "splits, data_check}] (data_check: the target's data check JSON: class names, groups)")
-    p.add_argument("--method", default="zeroshot")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--checkpoint", default=None)
-    p.add_argument("--wiseft", action="store_true", help="also evaluate the WiSE-FT interpolation grid")
-    p.add_argument("--out-dir", required=True, help="writes <target>.json per target")
-    a = p.parse_args(argv)
-    cfg = json.loads(a.config)
-    data_checks = {t["target"]: json.loads(Path(t["data_check"]).read_text()) for t in cfg["targets"]}
-    try:
-        results = run(cfg, data_checks, a.method, a.seed, a.checkpoint, a.wiseft)
-    except (datasets.DatasetLayoutError, datasets.DatasetConfigError) as e:
-        sys.exit(f"error: {e}")
-    for target, result in results.items():
-        write_json(Path(a.out_dir) / f"{target}.json", result)
-        for split, m in result["splits"].items():
-            groups = (f"  worst-group {m['worst_group']:.2f}  adjusted {m['adjusted_average']:.2f}"
-                      if "worst_group" in m else "")
-            print(f"{a.method} seed {a.seed} {target} {split}: accuracy {m['accuracy']:.2f}{groups}")
-
-
-if __name__ == "__main__":
-    main()

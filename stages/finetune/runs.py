@@ -1,8 +1,8 @@
-"""The methods of the comparison and the resolution of one run's configuration.
+"""A run's configuration: its method or variant resolved, its hyper-parameters checked.
 
 Kept free of torch so that the Snakefile can validate method lists while it builds the DAG.
 
-A run is named by an entry of `finetune.methods`: a base method below, or a key of
+A run is named by an entry of `finetune.methods`: a base method of stages.method.registry, or a key of
 `finetune.variants` (a base method with overridden hyper-parameters, e.g. a lambda sweep or a
 control of matched strength). `wiseft` is no training run: the evaluate stage interpolates the
 checkpoint of `finetune.wiseft_of` with its zero-shot weights.
@@ -11,39 +11,16 @@ checkpoint of `finetune.wiseft_of` with its zero-shot weights.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import jsonschema
 
 from .. import config as stage_config
+from ..method.registry import EVAL_ONLY, METHODS
 
 
 class FinetuneConfigError(ValueError):
     """A fine-tune configuration that cannot run; the message names the key."""
 
-
-@dataclass(frozen=True)
-class Method:
-    objective: str | None        # "flyp" (contrastive), "ce" (linear head) or None (no fine-tuning)
-    regularizer: str | None      # "star", "kl" or None
-    linear_probe: bool = False   # fit a linear head on frozen features first (lp, lpft)
-
-    @property
-    def has_head(self) -> bool:
-        return self.objective == "ce" or self.linear_probe
-
-
-METHODS = {
-    "zeroshot": Method(None, None),
-    "lp": Method(None, None, linear_probe=True),
-    "ft": Method("ce", None),
-    "lpft": Method("ce", None, linear_probe=True),
-    "flyp": Method("flyp", None),
-    "flyp_kl": Method("flyp", "kl"),
-    "starft": Method("flyp", "star"),
-    "starft_ce": Method("ce", "star"),
-}
-EVAL_ONLY = ("wiseft",)
 
 # Keys that determine a run's result (a resume checkpoint must agree on all of them) ...
 HPARAMS = ("epochs", "batch_size", "lr", "weight_decay", "warmup_steps", "lp_l2_grid", "lambda", "schedule",

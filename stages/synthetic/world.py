@@ -6,9 +6,9 @@ captioned pre-training set from the same world for the tiny CLIP.
 
 Species differ in silhouette (body shape, neck, tail, legs, beak) and colours; scenes differ in
 palette and texture, so that both the object and the background are visually learnable at 32x32.
-The world also draws the nuisances an LLM names (stages.nuisances: more scenes, textures on the
+The world also draws the nuisances an LLM names (stages.synthetic.nuisances: more scenes, textures on the
 object, image-quality effects, drawing styles), which the pre-training captions mention, and holds
-the 16 classes of the many-class source task (stages.synthsource), each with habitual scenes.
+the 16 classes of the many-class source task (stages.synthetic.source), each with habitual scenes.
 
 SynthBirds' own data set keeps its 8 land and water scenes and no nuisances unless asked
 (`generate_dataset`'s texture and quality): with the defaults it is byte-identical to the first world's.
@@ -26,13 +26,13 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from .data import SPLITS
-from .io import atomic_dir, atomic_path
+from ..datasets.waterbirds import SPLITS
+from ..common.io import atomic_dir, atomic_path
 from .nuisances import (PLACE_PHRASES, QUALITIES, SCENE_PREPOSITIONS, SCENE_WORDS, STYLES, TEXTURES,
-                        a_or_an, apply_quality, apply_style, apply_texture, grid, render_scene)
-from .nuisances import RENDERED_WORDS  # noqa: F401  (read from here by the describe stage's preview)
+                        apply_quality, apply_style, apply_texture, grid, render_scene)
+from .vocabulary import a_or_an
 from .nuisances import SCENES as WORLD_SCENES
-from .progress import progress
+from ..common.progress import progress
 
 CLASSNAMES = ("landbird", "waterbird")
 PLACES = ("land", "water")
@@ -84,7 +84,7 @@ SPECIES = (
     Species("flamingo", 1, (0.98, 0.50, 0.65), (0.98, 0.55, 0.70), (0.15, 0.15, 0.15), 0.26, 0.14, 0.45, 0.50, False,
             leg_colour=(0.9, 0.4, 0.5)),
 )
-# the source task's other eight (stages.synthsource), each told apart at 32 px by shape and colour
+# the source task's other eight (stages.synthetic.source), each told apart at 32 px by shape and colour
 EXTRA_SPECIES = (
     Species("owl", 0, (0.50, 0.38, 0.25), (0.58, 0.45, 0.30), (0.25, 0.20, 0.15), 0.26, 0.20, 0.0, 0.04, False,
             upright=True, head_size=0.17, eye=0.045, beak_len=0.14, belly=(0.85, 0.78, 0.60)),
@@ -104,7 +104,7 @@ EXTRA_SPECIES = (
             leg_colour=(0.10, 0.10, 0.10), belly=(0.85, 0.82, 0.75)),
 )
 WORLD_SPECIES = SPECIES + EXTRA_SPECIES
-# the source task's label order: class folder names, sorted (stages.synthsource.CLASSNAMES)
+# the source task's label order: class folder names, sorted (stages.synthetic.source.CLASSNAMES)
 WORLD_CLASSNAMES = tuple(sorted(s.name for s in WORLD_SPECIES))
 SPECIES_BY_NAME = {s.name: s for s in WORLD_SPECIES}
 # Each class's habitual scenes, as photos of it are mostly taken in a few places. SynthBirds'

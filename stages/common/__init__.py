@@ -1,0 +1,1 @@
+"""What every layer uses: atomic writes, JSON, file hashes and versions (`io`), progress bars (`progress`)."""

@@ -1,0 +1,1 @@
+"""Embed stage: the frozen teacher's text embeddings of every caption fine-tuning will need."""

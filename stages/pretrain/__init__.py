@@ -1,0 +1,1 @@
+"""Pretrain stage: the synthetic world's tiny CLIP, pre-trained contrastively and saved as an open_clip `local-dir:` model."""

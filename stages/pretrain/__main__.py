@@ -1,0 +1,26 @@
+"""`python -m stages.pretrain`: pre-train the synthetic world's tiny CLIP (see stages.pretrain.run)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from .run import run
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description="Pre-train the synthetic world's tiny CLIP and save it as local-dir:.")
+    p.add_argument("--dataset-config", required=True, help="JSON of the validated dataset config")
+    p.add_argument("--pretrain-set", required=True, help=".npz written by stages.synthetic.world")
+    p.add_argument("--out", required=True, help="output folder (local-dir: model)")
+    a = p.parse_args(argv)
+    cfg = json.loads(a.dataset_config)
+    report = run(cfg["data"]["synthetic"], cfg["pretrain"], a.pretrain_set, a.out, cfg["seed"])
+    z = report["zeroshot"]
+    print(f"pre-trained in {report['train_seconds']:.0f} s; logit scale {report['final_logit_scale']:.1f}; "
+          f"zero-shot class {z['class_accuracy']:.1f}% (worst group {z['class_worst_group']:.1f}%), "
+          f"scene {z['scene_accuracy']:.1f}%")
+
+
+if __name__ == "__main__":
+    main()

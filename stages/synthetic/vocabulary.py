@@ -1,0 +1,55 @@
+"""The words the synthetic world renders: every content word of its nuisances' captions.
+
+The describe stage's preview and the report count the LLM templates that use one of them: those
+are the templates the tiny CLIP can relate to pixels.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+from .nuisances import PLACE_PHRASES, QUALITIES, SCENE_WORDS, STYLES, TEXTURES
+
+# words of the nuisances' phrases that name no nuisance by themselves ("out" of "washed out", "lines" of
+# "etched lines", "barely" of "barely lit"), left out of RENDERED_WORDS so that the preview does
+# not count "a {} out in the open" or "a {} with feathers" as phrases the world renders. "light"
+# is not one of them: every phrase with it names lighting the world draws (dim, low, bright).
+_FILLER = frozenset({"a", "an", "the", "of", "with", "in", "on", "at", "by", "to", "up", "and", "from",
+                     "big", "heavy", "strong", "visible", "seen", "feathers", "pattern", "texture",
+                     "surface", "out", "away", "line", "lines", "wide", "angle", "film", "oil", "res",
+                     "motion", "polka", "barely"})
+
+
+def content_words(phrases) -> frozenset[str]:
+    return frozenset(w for p in phrases for w in re.findall(r"[a-z]+", p.lower()) if w not in _FILLER)
+
+
+def all_phrases():
+    for words in SCENE_WORDS.values():
+        yield from words
+    for words in PLACE_PHRASES.values():
+        yield from words
+    for table in (TEXTURES, QUALITIES, STYLES):
+        for n in table.values():
+            yield from n.adjectives
+            yield from n.phrases
+
+
+# Words a caption may use that the world renders; the describe stage counts them in its preview.
+RENDERED_WORDS = content_words(all_phrases())
+
+
+def a_or_an(phrase: str) -> str:
+    return f"{'an' if phrase[:1] in 'aeiou' else 'a'} {phrase}"
+
+
+def rendered_word_counts(phrases: list[str]) -> tuple[int, Counter]:
+    """How many phrases use a word the synthetic world renders, and which words."""
+    vocab = {w.lower() for w in RENDERED_WORDS}
+    hits, counter = 0, Counter()
+    for phrase in phrases:
+        found = {w for w in re.findall(r"[a-z]+", phrase.lower()) if w in vocab or (w.endswith("s") and w[:-1] in vocab)}
+        hits += bool(found)
+        counter.update(found)
+    return hits, counter
