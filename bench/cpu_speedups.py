@@ -3,10 +3,10 @@
     python bench/cpu_speedups.py               # about a minute on one core
     python bench/cpu_speedups.py --steps 40 --epochs 4
 
-1. A pre-training step of the tiny CLIP (stages.pretrain.run's loss, stages.synthetic.teacher's model, batch 128, one thread):
-   AdamW fused (`fused=True`, as stages.pretrain.run and stages.finetune use it on the CPU) against
-   torch's default for-loop AdamW. The steps alternate between the two, so that a machine slowing
-   down or speeding up affects both alike.
+1. A pre-training step of the tiny CLIP (stages.synthetic.teacher's model, stages.pretrain.run's
+   loss, batch 128, one thread): AdamW fused (`fused=True`, as stages.pretrain.run and
+   stages.finetune use it on the CPU) against torch's default for-loop AdamW. The steps alternate
+   between the two, so that a machine slowing down or speeding up affects both alike.
 2. A fine-tuning run's image loading: TrainSet items (seeded RandomResizedCrop + normalisation)
    of SynthBirds' 32 px training JPEGs over several epochs, decoding every image every epoch
    against once per run (stages.finetune.trainset.DecodedCache, used when the loader has no
@@ -34,7 +34,8 @@ from stages.datasets.waterbirds import GroupDataset  # noqa: E402
 from stages.finetune.trainset import DecodedCache, SeededCropTransform, TrainSet  # noqa: E402
 from stages.method.models import load_clip, save_local_dir  # noqa: E402
 from stages.synthetic.teacher import CONTEXT_LENGTH, tiny_clip_config, to_tensor  # noqa: E402
-from stages.synthetic.world import generate_dataset, generate_pretrain_set  # noqa: E402
+from stages.synthetic.captions import generate_pretrain_set  # noqa: E402
+from stages.synthetic.world import generate_dataset  # noqa: E402
 
 TEACHER = {"embed_dim": 64, "layers": 4, "width": 96, "patch_size": 8, "text_layers": 2}  # config/synthbirds.yaml
 

@@ -23,7 +23,8 @@ from helpers import dataset_config, eval_config, make_dataset, make_pools, make_
 from stages import datasets  # noqa: E402
 from stages.embed import run as embed  # noqa: E402
 from stages.evaluate import run as evaluate  # noqa: E402
-from stages.finetune import train as train_mod  # noqa: E402
+from stages.finetune import loop as loop_mod  # noqa: E402
+from stages.finetune.train import train  # noqa: E402
 from stages.finetune.runs import run_config  # noqa: E402
 from stages.method.models import save_local_dir  # noqa: E402
 
@@ -60,7 +61,7 @@ def main(argv=None) -> None:
         rc.update(overrides)
         out = tmp / "runs" / (name + suffix)
         t = time.time()
-        r = train_mod.train(cfg, rc, 0, emb, out, progress=False)
+        r = train(cfg, rc, 0, emb, out, progress=False)
         ft = [row for row in r["log"] if row["phase"] == "ft"]
         assert all(torch.isfinite(torch.tensor(row["loss"])) for row in ft), ft
         ips = [row["images_per_s"] for row in ft[1:]] or [ft[-1]["images_per_s"]]
@@ -70,7 +71,7 @@ def main(argv=None) -> None:
         print(out.name, results[out.name], flush=True)
 
     # resume on CUDA: interrupt after epoch 1, rerun, compare with the uninterrupted run
-    real_save = train_mod.save
+    real_save = loop_mod.save   # the resume.pt write of the training loop
 
     def crash(path, state):
         real_save(path, state)
@@ -78,13 +79,13 @@ def main(argv=None) -> None:
             raise KeyboardInterrupt
 
     rc = run_config(cfg["finetune"], "starft")
-    train_mod.save = crash
+    loop_mod.save = crash
     try:
-        train_mod.train(cfg, rc, 0, emb, tmp / "runs" / "cut", progress=False)
+        train(cfg, rc, 0, emb, tmp / "runs" / "cut", progress=False)
     except KeyboardInterrupt:
         pass
-    train_mod.save = real_save
-    train_mod.train(cfg, rc, 0, emb, tmp / "runs" / "cut", progress=False)
+    loop_mod.save = real_save
+    train(cfg, rc, 0, emb, tmp / "runs" / "cut", progress=False)
     a_ = torch.load(tmp / "runs" / "starft" / "checkpoint.pt", weights_only=False)["model"]
     b_ = torch.load(tmp / "runs" / "cut" / "checkpoint.pt", weights_only=False)["model"]
     diff = max((a_[k].float() - b_[k].float()).abs().max().item() for k in a_)

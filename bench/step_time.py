@@ -40,7 +40,8 @@ sys.path.insert(0, str(REPO))
 from stages import config as stage_config  # noqa: E402
 from stages.finetune import distributed  # noqa: E402
 from stages.method.registry import METHODS  # noqa: E402
-from stages.finetune.train import Captions, Student, TeacherImages, compute_loss, prepare_batch  # noqa: E402
+from stages.finetune.captions import Captions  # noqa: E402
+from stages.finetune.step import Student, TeacherImages, compute_loss, prepare_batch  # noqa: E402
 from stages.method.losses import clip_contrastive_loss, star_regularizer  # noqa: E402
 from stages import models  # noqa: E402
 from stages.method.models import autocast_dtype, can_trim_text, resolve_device  # noqa: E402

@@ -3,7 +3,7 @@
     python tests/ddp_step.py --dataset-config JSON --embeddings PATH --out FILE
     torchrun --standalone --nproc_per_node 2 tests/ddp_step.py ...
 
-Every process runs the real step of stages.finetune.train (Student under DistributedDataParallel,
+Every process runs the real step of stages.finetune.step (Student under DistributedDataParallel,
 the losses on the gathered global batch) on its slice of one fixed global batch, then backward.
 Rank 0 writes, per method, the loss, the regulariser and the gradient of every trainable
 parameter (after DDP's all-reduce). Used by tests/test_finetune.py: the gradient must not depend on
@@ -26,8 +26,8 @@ from stages.method.teacher_text import read_embeddings
 from stages.finetune import distributed
 from stages.finetune.runs import run_config
 from stages.method.registry import METHODS
-from stages.finetune.train import (Captions, Student, TeacherImages, compute_loss, prepare_batch, set_trainable,
-                                   zeroshot_class_weights)
+from stages.finetune.captions import Captions, zeroshot_class_weights
+from stages.finetune.step import Student, TeacherImages, compute_loss, prepare_batch, set_trainable
 from stages.finetune.trainset import SeededCropTransform, TrainSet
 from stages.method.models import can_trim_text, load_clip
 from stages.method.zeroshot import LinearHead

@@ -16,7 +16,11 @@ import yaml
 
 from helpers import CLASSNAMES, tiny_world
 from stages.method.teacher_text import read_embeddings
-from stages.finetune import train as train_mod
+from stages.finetune import distributed
+from stages.finetune import loop as loop_mod     # save, compute_loss: patched where the loop looks them up
+from stages.finetune.captions import Captions, zeroshot_class_weights
+from stages.finetune.step import Student, TeacherImages, compute_loss, prepare_batch
+from stages.finetune.train import train
 from stages.finetune.trainset import (DecodedCache, EpochSampler, SeededCropTransform, TrainSet, crop_params,
                                      draw_template)
 from stages.finetune import probe
@@ -43,7 +47,7 @@ def go(world):
     def _go(method, out, seed=0, **overrides):
         rc = run_config(cfg["finetune"], method)
         rc.update(overrides)
-        return train_mod.train(cfg, rc, seed, emb, out, progress=False)
+        return train(cfg, rc, seed, emb, out, progress=False)
     return _go
 
 
@@ -136,12 +140,12 @@ def test_student_text_encoder_sees_each_distinct_caption_once(world):
     tmp, cfg, emb = world
     e = read_embeddings(emb)
     clip = load_clip(cfg["model"]["name"])
-    captions = train_mod.Captions.build(e, clip.tokenizer, CLASSNAMES, run_config(cfg["finetune"], "starft"), emb, True)
+    captions = Captions.build(e, clip.tokenizer, CLASSNAMES, run_config(cfg["finetune"], "starft"), emb, True)
     assert captions.spurious_rows.shape == (2, 7)    # 5 + 3 templates, one shared by both pools
     y = torch.tensor([0, 0, 1, 1, 0, 1])
     spurious = captions.spurious_rows[y, torch.tensor([0, 0, 2, 2, 1, 2])]
     raw = (torch.zeros(6, 3, 32, 32), y, torch.arange(6), spurious)
-    batch = train_mod.prepare_batch(raw, captions, METHODS["starft"], torch.device("cpu"))
+    batch = prepare_batch(raw, captions, METHODS["starft"], torch.device("cpu"))
     assert len(batch.tokens) == 2 + 3                # 2 class captions + 3 distinct spurious captions
     texts = e.table["text"].tolist()
     tokens = captions.tokens
@@ -157,7 +161,7 @@ def test_zeroshot_head_from_the_table_is_the_zeroshot_classifier(world):
     tmp, cfg, emb = world
     clip = load_clip(cfg["model"]["name"])
     templates = cfg["evaluate"]["templates"]
-    from_table = train_mod.zeroshot_class_weights(read_embeddings(emb), templates, 2, emb)
+    from_table = zeroshot_class_weights(read_embeddings(emb), templates, 2, emb)
     direct = zeroshot_weights(clip.model.eval(), clip.tokenizer, CLASSNAMES, templates, torch.device("cpu"))
     assert torch.allclose(from_table, direct, atol=1e-6)
     feats = torch.nn.functional.normalize(torch.randn(50, 32), dim=-1)
@@ -263,18 +267,18 @@ def test_resume_ends_with_the_weights_of_an_uninterrupted_run(world, go, monkeyp
     tmp, cfg, emb = world
     go("starft", tmp / "whole", epochs=3)
 
-    real_save = train_mod.save
+    real_save = loop_mod.save
 
     def save_then_crash(path, state):
         real_save(path, state)
         if path.name == "resume.pt" and state["epoch"] == 1:
             raise KeyboardInterrupt("simulated interruption after epoch 1")
 
-    monkeypatch.setattr(train_mod, "save", save_then_crash)
+    monkeypatch.setattr(loop_mod, "save", save_then_crash)
     with pytest.raises(KeyboardInterrupt):
         go("starft", tmp / "cut", epochs=3)
     assert (tmp / "cut" / "resume.pt").exists() and not (tmp / "cut" / "checkpoint.pt").exists()
-    monkeypatch.setattr(train_mod, "save", real_save)
+    monkeypatch.setattr(loop_mod, "save", real_save)
     go("starft", tmp / "cut", epochs=3)
 
     a, b = load(tmp / "whole" / "checkpoint.pt"), load(tmp / "cut" / "checkpoint.pt")
@@ -287,16 +291,16 @@ def test_resume_ends_with_the_weights_of_an_uninterrupted_run(world, go, monkeyp
 
 def interrupt_after_first_epoch(go, monkeypatch, method, out, **overrides):
     """Run `method` until its first resume.pt is written, then stop it as a kill would."""
-    real_save = train_mod.save
+    real_save = loop_mod.save
 
     def save_then_crash(path, state):
         real_save(path, state)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(train_mod, "save", save_then_crash)
+    monkeypatch.setattr(loop_mod, "save", save_then_crash)
     with pytest.raises(KeyboardInterrupt):
         go(method, out, **overrides)
-    monkeypatch.setattr(train_mod, "save", real_save)
+    monkeypatch.setattr(loop_mod, "save", real_save)
     assert (out / "resume.pt").exists()
 
 
@@ -310,7 +314,7 @@ def test_resume_from_another_configuration_starts_afresh(world, go, monkeypatch,
 
 def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(world, go, monkeypatch):
     tmp, cfg, emb = world
-    real = train_mod.compute_loss
+    real = loop_mod.compute_loss
     calls = []
 
     def poisoned(*args, **kwargs):
@@ -320,9 +324,9 @@ def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(world, go, monk
             loss = loss * float("nan")
         return loss, loss_ft, reg, scale
 
-    monkeypatch.setattr(train_mod, "compute_loss", poisoned)
+    monkeypatch.setattr(loop_mod, "compute_loss", poisoned)
     out = tmp / "nan"
-    with pytest.raises(train_mod.NonFiniteLossError, match=r"non-finite loss at step 3 \(epoch 1.*resume\.pt"):
+    with pytest.raises(loop_mod.NonFiniteLossError, match=r"non-finite loss at step 3 \(epoch 1.*resume\.pt"):
         go("starft", out, epochs=3)
     assert not (out / "checkpoint.pt").exists()
     kept = load(out / "resume.pt")
@@ -332,7 +336,7 @@ def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(world, go, monk
 def test_without_augmentation_teacher_images_are_encoded_once(world, go, monkeypatch):
     tmp, cfg, emb = world
     seen = []
-    real = train_mod.TeacherImages.__call__
+    real = TeacherImages.__call__
 
     def counting(self, images, index):
         before = int(self.filled.sum()) if self.cache else None
@@ -340,7 +344,7 @@ def test_without_augmentation_teacher_images_are_encoded_once(world, go, monkeyp
         seen.append((self.cache, before))
         return out
 
-    monkeypatch.setattr(train_mod.TeacherImages, "__call__", counting)
+    monkeypatch.setattr(TeacherImages, "__call__", counting)
     go("starft", tmp / "noaug", epochs=3, augment=False)
     assert all(cache for cache, _ in seen) and len(seen) == 6
     assert [b for _, b in seen][2:] == [16] * 4          # after epoch 1 every image is cached
@@ -374,7 +378,7 @@ def test_set_overrides_are_checked_against_the_schema(world, tmp_path):
         main([*base, "--set", "select=best"])
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
     with pytest.raises(FinetuneConfigError, match="epochs"):     # the same check for a direct call
-        train_mod.train(cfg, {**run_config(cfg["finetune"], "flyp"), "epochs": 0}, 0, emb, tmp_path / "x")
+        train(cfg, {**run_config(cfg["finetune"], "flyp"), "epochs": 0}, 0, emb, tmp_path / "x")
 
 
 def test_a_warmup_as_long_as_the_run_is_refused_naming_both_numbers():
@@ -393,8 +397,8 @@ def test_spurious_captions_are_drawn_by_type_then_template(world):
     e = read_embeddings(emb)
     clip = load_clip(cfg["model"]["name"])
     rc = run_config(cfg["finetune"], "starft")
-    by_type = train_mod.Captions.build(e, clip.tokenizer, CLASSNAMES, rc, emb, True)
-    pooled = train_mod.Captions.build(e, clip.tokenizer, CLASSNAMES, {**rc, "spurious_sampling": "all_templates"}, emb, True)
+    by_type = Captions.build(e, clip.tokenizer, CLASSNAMES, rc, emb, True)
+    pooled = Captions.build(e, clip.tokenizer, CLASSNAMES, {**rc, "spurious_sampling": "all_templates"}, emb, True)
     assert pooled.spurious_groups is None
     # 5 background templates, 3 texture ones, one of them shared with background (column 1)
     assert by_type.spurious_groups == [[0, 1, 2, 3, 4], [1, 5, 6]]
@@ -405,7 +409,7 @@ def test_spurious_captions_are_drawn_by_type_then_template(world):
     assert texture_only == pytest.approx(1 / 3, abs=0.02)  # 5 sigma of a binomial with n = 20000
     pooled_draws = np.array([draw_template(rng, 7, None) for _ in range(n)])
     assert np.isin(pooled_draws, [5, 6]).mean() == pytest.approx(2 / 7, abs=0.02)
-    one_pool = train_mod.Captions.build(e, clip.tokenizer, CLASSNAMES, {**rc, "spurious_types": ["texture"]}, emb, True)
+    one_pool = Captions.build(e, clip.tokenizer, CLASSNAMES, {**rc, "spurious_types": ["texture"]}, emb, True)
     assert one_pool.spurious_rows.shape == (2, 3) and one_pool.spurious_groups == [[0, 1, 2]]
 
 
@@ -419,16 +423,16 @@ def test_kl_scale_chooses_the_students_logit_scale(world):
     with torch.no_grad():
         student.logit_scale.fill_(float(np.log(3 * tau0)))
         student.visual.proj.mul_(1.1)
-    captions = train_mod.Captions.build(e, clip.tokenizer, CLASSNAMES, run_config(cfg["finetune"], "flyp_kl"), emb, True)
+    captions = Captions.build(e, clip.tokenizer, CLASSNAMES, run_config(cfg["finetune"], "flyp_kl"), emb, True)
     y = torch.tensor([0, 1, 0, 1])
     raw = (torch.randn(4, 3, 32, 32), y, torch.arange(4), captions.spurious_rows[y, torch.tensor([0, 1, 2, 3])])
-    batch = train_mod.prepare_batch(raw, captions, METHODS["flyp_kl"], torch.device("cpu"))
-    ctx = train_mod.distributed.Context()
+    batch = prepare_batch(raw, captions, METHODS["flyp_kl"], torch.device("cpu"))
+    ctx = distributed.Context()
     regs = {}
     for kl_scale in ("student", "teacher"):
-        regs[kl_scale] = train_mod.compute_loss(train_mod.Student(student, None), train_mod.TeacherImages(teacher, 4, False),
-                                                e.embeddings, tau0, METHODS["flyp_kl"], batch, 1.0, ctx,
-                                                contextlib.nullcontext, kl_scale)[2]
+        regs[kl_scale] = compute_loss(Student(student, None), TeacherImages(teacher, 4, False),
+                                      e.embeddings, tau0, METHODS["flyp_kl"], batch, 1.0, ctx,
+                                      contextlib.nullcontext, kl_scale)[2]
     with torch.no_grad():
         f = torch.nn.functional.normalize(student.encode_image(raw[0]), dim=-1)
         f0 = torch.nn.functional.normalize(teacher.encode_image(raw[0]), dim=-1)
@@ -471,7 +475,7 @@ def test_resume_with_changed_pools_starts_afresh(world, go, monkeypatch, capsys,
     capsys.readouterr()
     rc = run_config(cfg["finetune"], "starft")
     rc.update(epochs=2)
-    r = train_mod.train(cfg, rc, 0, str(other), tmp_path / "run", progress=False)
+    r = train(cfg, rc, 0, str(other), tmp_path / "run", progress=False)
     assert "inputs (spurious pools" in capsys.readouterr().err and r["steps"] == 4
 
 
@@ -529,7 +533,7 @@ def test_torchrun_run_writes_the_same_run_as_one_process(world, tmp_path):
     args = ["-m", "stages.finetune", "--dataset-config", json.dumps(cfg), "--run-config", json.dumps(rc),
             "--method", "starft", "--seed", "0", "--embeddings", emb, "--no-progress"]
     _torchrun(2, *args, "--out-dir", str(tmp_path / "two"))
-    train_mod.train(cfg, rc, 0, emb, tmp_path / "one", progress=False)
+    train(cfg, rc, 0, emb, tmp_path / "one", progress=False)
     a, b = load(tmp_path / "one" / "checkpoint.pt"), load(tmp_path / "two" / "checkpoint.pt")
     assert a["step"] == b["step"] == 4 and a["inputs"] == b["inputs"]
     assert all(torch.isfinite(v).all() for v in b["model"].values() if v.is_floating_point())

@@ -9,7 +9,7 @@ import torch
 
 from stages.pretrain.run import train
 from stages.synthetic.teacher import tiny_clip_config
-from stages.synthetic.world import generate_pretrain_set
+from stages.synthetic.captions import generate_pretrain_set
 
 CFG = {"steps": 6, "batch_size": 32, "lr": 1e-3, "weight_decay": 0.1, "warmup_steps": 1, "logit_scale_lr_mult": 30,
        "width": 32, "layers": 1, "patch_size": 8, "text_layers": 1, "embed_dim": 16}

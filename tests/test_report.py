@@ -9,7 +9,8 @@ from matplotlib.colors import to_rgb
 from matplotlib.container import ErrorbarContainer
 from matplotlib.figure import Figure
 
-from stages.report.cli import build, main, method_styles
+from stages.report.cli import build, main
+from stages.report.figures import method_styles
 
 GROUPS = ["landbird on land", "landbird on water", "waterbird on land", "waterbird on water"]
 SEEDS = (0, 1, 2)

@@ -10,7 +10,8 @@ from PIL import Image
 
 from stages import datasets
 from stages.synthetic import source as synthsource
-from stages.synthetic import world as synthworld
+from stages.synthetic import scenes as synthscenes
+from stages.synthetic import species as synthspecies
 from stages.synthetic.source import CLASSNAMES, SCENE_CLASSNAMES
 
 SMALL = {"n_train": 160, "n_val": 32, "n_v2": 48, "n_sketch": 32, "n_rendition": 32, "n_hard": 64,
@@ -30,8 +31,8 @@ def meta(root, name) -> pd.DataFrame:
 
 def test_classes_are_sorted_folder_names_including_synthbirds_species():
     assert len(CLASSNAMES) >= 16 and list(CLASSNAMES) == sorted(CLASSNAMES)
-    assert {s.name for s in synthworld.SPECIES} < set(CLASSNAMES)
-    assert all(2 <= len(synthworld.HABITS[c]) <= 3 for c in CLASSNAMES)
+    assert {s.name for s in synthspecies.SPECIES} < set(CLASSNAMES)
+    assert all(2 <= len(synthspecies.HABITS[c]) <= 3 for c in CLASSNAMES)
 
 
 def test_folder_layout(world):
@@ -58,7 +59,7 @@ def test_train_has_exactly_the_habitual_share_per_class(world):
     train = meta(world, "source").query("split == 'train'")
     counts = train.groupby("class").size()
     assert counts.max() - counts.min() <= 1  # balanced
-    in_habit = train.apply(lambda r: r["scene"] in synthworld.HABITS[r["class"]], axis=1)
+    in_habit = train.apply(lambda r: r["scene"] in synthspecies.HABITS[r["class"]], axis=1)
     assert (in_habit == train["habitual"]).all()
     per_class = in_habit.groupby(train["class"]).sum()
     assert (per_class == (0.9 * counts).round().astype(int)).all()  # 9 of 10 per class
@@ -68,7 +69,7 @@ def test_train_has_exactly_the_habitual_share_per_class(world):
 def test_the_plans_rates_follow_the_parameters():
     params = synthsource.with_defaults({"habitual": 0.7, "texture": 0.2, "quality": 0.4})
     plan = synthsource.natural_plan(3200, params, np.random.default_rng(0))
-    habitual = np.array([look.scene in synthworld.HABITS[CLASSNAMES[y]] for y, look, _ in plan])
+    habitual = np.array([look.scene in synthspecies.HABITS[CLASSNAMES[y]] for y, look, _ in plan])
     assert habitual.sum() == 0.7 * 3200
     assert np.mean([look.texture is not None for _, look, _ in plan]) == pytest.approx(0.2, abs=0.025)
     assert np.mean([look.quality is not None for _, look, _ in plan]) == pytest.approx(0.4, abs=0.025)
@@ -78,7 +79,7 @@ def test_the_plans_rates_follow_the_parameters():
 def test_v2_is_a_fresh_draw_of_the_same_distribution(world):
     v2, val = meta(world, "v2"), meta(world, "source").query("split == 'val'")
     assert v2["habitual"].sum() == round(0.9 * 3) * 16  # 3 per class
-    assert set(v2["scene"]) - set().union(*synthworld.HABITS.values()) <= set(synthworld.WORLD_SCENES)
+    assert set(v2["scene"]) - set().union(*synthspecies.HABITS.values()) <= set(synthscenes.SCENES)
     first = lambda root, df: (root / df["path"].iloc[0]).read_bytes()
     assert first(world / "v2", v2) != first(world / "source", val)
 
@@ -108,11 +109,11 @@ def test_hard_has_one_difficulty_per_image(world):
     df = meta(world, "hard")
     assert set(df["hard"]) == set(synthsource.HARD_KINDS)
     for _, r in df.iterrows():
-        sp = synthworld.SPECIES_BY_NAME[r["class"]]
-        habits = synthworld.HABITS[r["class"]]
+        sp = synthspecies.SPECIES_BY_NAME[r["class"]]
+        habits = synthspecies.HABITS[r["class"]]
         if r["hard"] == "unusual_scene":  # a plain object where its class is never photographed
             assert r["scene"] not in habits and not r["habitual"]
-            assert synthworld.WORLD_SCENES[r["scene"]] != sp.y  # not even of its own place
+            assert synthscenes.SCENES[r["scene"]] != sp.y  # not even of its own place
             assert (r["scale"], r["contrast"]) == (0.5, 1)
         else:  # a small or faint object in one of its habitual scenes
             assert r["scene"] in habits and r["habitual"]
@@ -141,10 +142,10 @@ def test_scenes_set_classes_are_the_scenes_caption_words(world):
     """SUN397's stand-in: one class folder per scene of the world, named by the first word a
     caption uses for it, each image a plain bird of a random species."""
     folders = synthsource.SCENE_FOLDERS
-    assert sorted(folders) == sorted(synthworld.WORLD_SCENES)
+    assert sorted(folders) == sorted(synthscenes.SCENES)
     assert len(set(folders.values())) == len(folders) and list(SCENE_CLASSNAMES) == sorted(folders.values())
     for scene, folder in folders.items():
-        assert folder.replace("_", " ") == synthworld.SCENE_WORDS[scene][0] and " " not in folder
+        assert folder.replace("_", " ") == synthscenes.SCENE_WORDS[scene][0] and " " not in folder
     df = meta(world, "scenes")
     assert list(df.columns) == ["path", "split", "label", "class", "species", "scene", "habitual", "texture",
                                 "quality", "style", "scale", "contrast", "palette", "hard"]
@@ -153,7 +154,7 @@ def test_scenes_set_classes_are_the_scenes_caption_words(world):
     counts = df["class"].value_counts()
     assert len(counts) == len(SCENE_CLASSNAMES) and counts.max() - counts.min() <= 1  # balanced: 34 = 2 x 17
     assert set(df["species"]) <= set(CLASSNAMES) and df["species"].nunique() > 8
-    assert (df["habitual"] == df.apply(lambda r: r["scene"] in synthworld.HABITS[r["species"]], axis=1)).all()
+    assert (df["habitual"] == df.apply(lambda r: r["scene"] in synthspecies.HABITS[r["species"]], axis=1)).all()
     assert (df["scale"] == 0.5).all() and (df["contrast"] == 1).all()  # nothing else varied
     assert set(df["texture"]) == set(df["quality"]) == set(df["style"]) == set(df["palette"]) == set(df["hard"]) == {""}
     for path in df["path"][:4]:

@@ -7,11 +7,20 @@ import pandas as pd
 import pytest
 
 from stages.datasets import waterbirds as data
-from stages.synthetic import nuisances as nz
+from stages.synthetic import canvas as cv
+from stages.synthetic import captions as capt
+from stages.synthetic import groups as grp
+from stages.synthetic import quality as ql
+from stages.synthetic import scenes as scn
+from stages.synthetic import species as spc
+from stages.synthetic import styles as sty
+from stages.synthetic import textures as tx
 from stages.synthetic import world as sw
 from stages.synthetic import vocabulary
+from stages.synthetic.captions import generate_pretrain_set
+from stages.synthetic.species import SPECIES
 from stages.synthetic.vocabulary import RENDERED_WORDS, rendered_word_counts
-from stages.synthetic.world import SPECIES, generate_dataset, generate_pretrain_set
+from stages.synthetic.world import generate_dataset
 
 
 @pytest.fixture(scope="module")
@@ -109,30 +118,30 @@ def test_missing_image_names_file_and_line(tmp_path, synth):
 
 def drawn(look, species="crow", seed=0, size=32):
     """(image, mask) of one sample; the same seed gives the same scene and sprite for any look."""
-    return sw.draw(sw.SPECIES_BY_NAME[species], look, size, np.random.default_rng(seed))
+    return spc.draw(spc.SPECIES_BY_NAME[species], look, size, np.random.default_rng(seed))
 
 
-@pytest.mark.parametrize("scene", list(nz.SCENES))
+@pytest.mark.parametrize("scene", list(scn.SCENES))
 def test_every_scene_has_its_own_picture_and_words(scene):
-    img = nz.render_scene(scene, 32, np.random.default_rng(0))
+    img = scn.render_scene(scene, 32, np.random.default_rng(0))
     assert img.shape == (32, 32, 3) and img.dtype == np.float32 and 0 <= img.min() and img.max() <= 1
-    assert nz.SCENE_WORDS[scene] and nz.SCENES[scene] in (0, 1, None)
-    others = [nz.render_scene(s, 32, np.random.default_rng(0)).mean((0, 1)) for s in nz.SCENES if s != scene]
+    assert scn.SCENE_WORDS[scene] and scn.SCENES[scene] in (0, 1, None)
+    others = [scn.render_scene(s, 32, np.random.default_rng(0)).mean((0, 1)) for s in scn.SCENES if s != scene]
     assert min(np.abs(img.mean((0, 1)) - o).sum() for o in others) > 0.02  # its own palette
 
 
 def test_the_scenes_cover_the_llms_places():
     assert {"forest", "beach", "lake", "ocean", "river", "snow", "city", "street", "desert", "meadow",
-            "mountain", "marsh"} <= set(nz.SCENES)
-    assert list(sw.SCENES) == ["forest", "bamboo", "meadow", "desert", "ocean", "lake", "river", "marsh",
+            "mountain", "marsh"} <= set(scn.SCENES)
+    assert list(grp.SCENES) == ["forest", "bamboo", "meadow", "desert", "ocean", "lake", "river", "marsh",
                                "snow", "city"]  # SynthBirds' own scenes and their order are unchanged
 
 
-@pytest.mark.parametrize("texture", list(nz.TEXTURES))
+@pytest.mark.parametrize("texture", list(tx.TEXTURES))
 def test_a_texture_changes_the_object_and_little_else(texture):
     species = "swan" if texture == "black" else "crow"  # a black crow stays black
-    plain, mask = drawn(sw.Look("snow"), species)
-    textured, mask2 = drawn(sw.Look("snow", texture=texture), species)
+    plain, mask = drawn(spc.Look("snow"), species)
+    textured, mask2 = drawn(spc.Look("snow", texture=texture), species)
     assert (mask == mask2).all()
     changed = np.abs(textured - plain).max(axis=2) > 0.1
     assert changed[mask].mean() > 0.15, texture  # visible on the object
@@ -147,48 +156,48 @@ def test_checkered_and_striped_alternate_on_the_object():
     img = np.full((32, 32, 3), 0.8, np.float32)
     mask = np.zeros((32, 32), bool)
     mask[8:24, 8:24] = True
-    checks = nz.apply_texture(img.copy(), mask, "checkered", np.random.default_rng(0))[8:24, 8:24, 0]
+    checks = tx.apply_texture(img.copy(), mask, "checkered", np.random.default_rng(0))[8:24, 8:24, 0]
     assert 0.3 < (checks < 0.5).mean() < 0.7
     assert (checks != np.roll(checks, 1, axis=1)).mean() > 0.2  # alternates along a row
 
 
-@pytest.mark.parametrize("tint", list(nz.TINTS))
+@pytest.mark.parametrize("tint", list(tx.TINTS))
 def test_a_tint_gives_the_object_its_colour_and_keeps_its_parts(tint):
-    colour = np.array(nz.TINTS[tint][0])
+    colour = np.array(tx.TINTS[tint][0])
     for species in ("crow", "swan", "bluejay"):
-        img, mask = drawn(sw.Look("forest", texture=tint), species)
+        img, mask = drawn(spc.Look("forest", texture=tint), species)
         assert np.abs(img[mask].mean(0) - colour).max() < 0.12, (tint, species)
-    bluejay, mask = drawn(sw.Look("forest", texture=tint), "bluejay")  # blue body, white head, black eye
-    lum = nz.luminance(bluejay)[mask]
+    bluejay, mask = drawn(spc.Look("forest", texture=tint), "bluejay")  # blue body, white head, black eye
+    lum = cv.luminance(bluejay)[mask]
     assert lum.std() > 0.05 * lum.mean()
 
 
 def test_materials_look_like_what_they_are_named():
-    background = nz.render_scene("lake", 32, np.random.default_rng(0))
-    plain, mask = drawn(sw.Look("lake"), "cardinal")
-    look = lambda texture: drawn(sw.Look("lake", texture=texture), "cardinal")[0]
+    background = scn.render_scene("lake", 32, np.random.default_rng(0))
+    plain, mask = drawn(spc.Look("lake"), "cardinal")
+    look = lambda texture: drawn(spc.Look("lake", texture=texture), "cardinal")[0]
     gap = lambda img: np.abs(img[mask] - background[mask]).mean()
     assert gap(look("glass")) < 0.6 * gap(plain)  # the lake shows through a glass bird (rim and highlight aside)
     stone = look("stone")[mask]
     assert np.abs(stone - stone.mean(1, keepdims=True)).mean() < 0.05  # grey, not red
     assert stone.std() > 0.05  # grooves and relief
     ceramic = look("ceramic")[mask]
-    glaze, cobalt = nz.luminance(ceramic) > 0.8, ceramic[:, 2] > ceramic[:, 0] + 0.3
+    glaze, cobalt = cv.luminance(ceramic) > 0.8, ceramic[:, 2] > ceramic[:, 0] + 0.3
     assert glaze.mean() > 0.5 and cobalt.any()
     painted = look("painted")[mask]
     assert len(np.unique(painted.round(3), axis=0)) > 3  # brush strokes of different loads
     glitter = look("glittery")
-    assert (nz.luminance(glitter)[mask] > 0.65).mean() > 0.15  # sparks
+    assert (cv.luminance(glitter)[mask] > 0.65).mean() > 0.15  # sparks
     assert (glitter[~mask] == plain[~mask]).all()
 
 
 def hf(img):
-    return nz.high_frequency_energy(img)
+    return cv.high_frequency_energy(img)
 
 
 def test_quality_effects_are_visible():
-    plain, mask = drawn(sw.Look("forest"))
-    q = lambda name, seed=1: nz.apply_quality(plain, name, np.random.default_rng(seed))
+    plain, mask = drawn(spc.Look("forest"))
+    q = lambda name, seed=1: ql.apply_quality(plain, name, np.random.default_rng(seed))
     assert hf(q("blurry")) < 0.5 * hf(plain)
     assert hf(q("low_resolution")) < 0.7 * hf(plain)
     assert hf(q("grainy")) > 2 * hf(plain)
@@ -212,43 +221,43 @@ def test_quality_effects_are_visible():
     assert hf(printed) > 2 * hf(plain) and np.abs(printed.mean((0, 1)) - plain.mean((0, 1))).max() < 0.1
     horizon = np.zeros((32, 32, 3), np.float32)
     horizon[16:] = 1
-    tilted = nz.apply_quality(horizon, "tilted", np.random.default_rng(0))
+    tilted = ql.apply_quality(horizon, "tilted", np.random.default_rng(0))
     ends = tilted[16, :4].mean(), tilted[16, -4:].mean()  # the horizon slants through the middle row
     assert min(ends) < 0.3 and max(ends) > 0.7
     # framing acts through the object's size
-    area = lambda quality: drawn(sw.make_look("forest", quality=quality))[1].sum()
+    area = lambda quality: drawn(spc.make_look("forest", quality=quality))[1].sum()
     assert area("far") < 0.5 * mask.sum() and area("close") > 1.5 * mask.sum()
 
 
 def test_styles_redraw_the_whole_image():
-    plain, _ = drawn(sw.Look("lake"), species="cardinal")
-    sketch, _ = drawn(sw.Look("lake", style="sketch"), species="cardinal")
+    plain, _ = drawn(spc.Look("lake"), species="cardinal")
+    sketch, _ = drawn(spc.Look("lake", style="sketch"), species="cardinal")
     assert (sketch[..., 0] == sketch[..., 1]).all() and (sketch[..., 1] == sketch[..., 2]).all()
     assert np.median(sketch) > 0.7 and sketch.min() < 0.4  # dark lines on white paper
-    cartoon, _ = drawn(sw.Look("lake", style="cartoon"), species="cardinal")
+    cartoon, _ = drawn(spc.Look("lake", style="cartoon"), species="cardinal")
     assert len(np.unique(cartoon.reshape(-1, 3), axis=0)) < 0.3 * len(np.unique(plain.reshape(-1, 3), axis=0))
-    painting, _ = drawn(sw.Look("lake", style="painting"), species="cardinal")
+    painting, _ = drawn(spc.Look("lake", style="painting"), species="cardinal")
     assert hf(painting) < hf(plain) and np.abs(painting - plain).mean() > 0.02
 
 
 def test_renditions_and_hard_objects():
-    plain, mask = drawn(sw.Look("snow"), species="cardinal")
-    swapped, _ = drawn(sw.Look("snow", palette=(2, 0, 1)), species="cardinal")
+    plain, mask = drawn(spc.Look("snow"), species="cardinal")
+    swapped, _ = drawn(spc.Look("snow", palette=(2, 0, 1)), species="cardinal")
     red = plain[mask].mean(0)
     assert red[0] > red[1] + 0.3 and swapped[mask].mean(0)[1] > swapped[mask].mean(0)[0] + 0.3  # red -> green
     assert (swapped[~mask] == plain[~mask]).all()
-    faint, _ = drawn(sw.Look("snow", contrast=0.3), species="cardinal")
-    background = nz.render_scene("snow", 32, np.random.default_rng(0))
+    faint, _ = drawn(spc.Look("snow", contrast=0.3), species="cardinal")
+    background = scn.render_scene("snow", 32, np.random.default_rng(0))
     gap = lambda img: np.abs(img[mask] - background[mask]).mean()
     assert gap(faint) < 0.4 * gap(plain)
 
 
 def test_new_species_are_told_apart_by_colour_or_shape():
-    assert len(sw.WORLD_SPECIES) >= 16 and len(set(sw.WORLD_CLASSNAMES)) == len(sw.WORLD_SPECIES)
-    assert sw.WORLD_SPECIES[:8] == sw.SPECIES
+    assert len(spc.WORLD_SPECIES) >= 16 and len(set(spc.WORLD_CLASSNAMES)) == len(spc.WORLD_SPECIES)
+    assert spc.WORLD_SPECIES[:8] == spc.SPECIES
     looks = {}
-    for sp in sw.WORLD_SPECIES:
-        img, mask = drawn(sw.Look("snow"), species=sp.name)
+    for sp in spc.WORLD_SPECIES:
+        img, mask = drawn(spc.Look("snow"), species=sp.name)
         assert mask.sum() > 20, sp.name
         looks[sp.name] = (img[mask].mean(0), mask.sum())
     for a in looks:
@@ -260,16 +269,16 @@ def test_new_species_are_told_apart_by_colour_or_shape():
 
 # ---- captions and the pre-training set ------------------------------------------------------------
 
-def mentions(caption: str, n: nz.Nuisance) -> bool:
+def mentions(caption: str, n: cv.Nuisance) -> bool:
     return any(w in caption for w in n.adjectives + n.phrases)
 
 
 def test_every_texture_and_quality_is_named_by_its_captions():
     rng = np.random.default_rng(0)
-    for kind, table in (("texture", nz.TEXTURES), ("quality", nz.QUALITIES)):
+    for kind, table in (("texture", tx.TEXTURES), ("quality", ql.QUALITIES)):
         for name, n in table.items():
             for _ in range(20):
-                cap = sw.nuisance_caption(sw.SPECIES_BY_NAME["duck"], sw.make_look("lake", **{kind: name}), rng)
+                cap = capt.nuisance_caption(spc.SPECIES_BY_NAME["duck"], spc.make_look("lake", **{kind: name}), rng)
                 assert mentions(cap, n), (name, cap)
 
 
@@ -293,24 +302,24 @@ def test_captions_mention_every_nuisance_of_their_image(world_set):
     z = world_set
     for cap, t, q, s, sp, scene in zip(z["captions"], z["textures"], z["qualities"], z["styles"], z["species"], z["scenes"]):
         if t or q or s:  # (a plain image's caption may name only its scene: "the lake.")
-            assert sp in cap or sw.CLASSNAMES[sw.SPECIES_BY_NAME[sp].y] in cap, cap
-        assert not t or mentions(cap, nz.TEXTURES[t]), (cap, t)
-        assert not q or mentions(cap, nz.QUALITIES[q]), (cap, q)
-        assert not s or mentions(cap, nz.STYLES[s]), (cap, s)
+            assert sp in cap or grp.CLASSNAMES[spc.SPECIES_BY_NAME[sp].y] in cap, cap
+        assert not t or mentions(cap, tx.TEXTURES[t]), (cap, t)
+        assert not q or mentions(cap, ql.QUALITIES[q]), (cap, q)
+        assert not s or mentions(cap, sty.STYLES[s]), (cap, s)
     for key, p in (("textures", 0.3), ("qualities", 0.3), ("styles", 0.1)):
         assert (z[key] != "").mean() == pytest.approx(p, abs=0.04), key
-    with_scene = [c for c, sc in zip(z["captions"], z["scenes"]) if any(w in c for w in nz.SCENE_WORDS[sc])]
+    with_scene = [c for c, sc in zip(z["captions"], z["scenes"]) if any(w in c for w in scn.SCENE_WORDS[sc])]
     assert len(with_scene) > 0.6 * len(z["captions"])
     assert not [c for c in z["captions"] if " a a" in c or re.search(r"\ba [aeiou]", c)]
 
 
 def test_the_whole_world_set_covers_the_source_classes_with_habitual_scenes(world_set):
     z = world_set
-    assert set(z["species"]) == set(sw.WORLD_CLASSNAMES)
-    assert (np.array(sw.WORLD_CLASSNAMES)[z["y"]] == z["species"]).all()
-    habitual = np.array([sc in sw.HABITS[sp] for sp, sc in zip(z["species"], z["scenes"])])
+    assert set(z["species"]) == set(spc.WORLD_CLASSNAMES)
+    assert (np.array(spc.WORLD_CLASSNAMES)[z["y"]] == z["species"]).all()
+    habitual = np.array([sc in spc.HABITS[sp] for sp, sc in zip(z["species"], z["scenes"])])
     assert habitual.mean() == pytest.approx(0.8, abs=0.04)
-    assert set(z["scenes"]) == set(nz.SCENES)
+    assert set(z["scenes"]) == set(scn.SCENES)
     words = set(re.findall(r"[a-z]+", " ".join(z["captions"])))
     assert len(RENDERED_WORDS & words) > 0.85 * len(RENDERED_WORDS)  # the captions teach the words
 
@@ -319,8 +328,8 @@ def test_synthbirds_pretrain_keeps_its_design_and_adds_nuisances(tmp_path):
     generate_pretrain_set(tmp_path / "none.npz", 300, correlation=0.9, seed=0, texture=0, quality=0, style=0)
     plain = np.load(tmp_path / "none.npz")
     assert set(plain["textures"]) == set(plain["qualities"]) == set(plain["styles"]) == {""}
-    assert set(plain["species"]) <= {s.name for s in sw.SPECIES} and set(plain["y"]) == {0, 1}
-    assert set(plain["scenes"]) <= set(nz.SCENES)
+    assert set(plain["species"]) <= {s.name for s in spc.SPECIES} and set(plain["y"]) == {0, 1}
+    assert set(plain["scenes"]) <= set(scn.SCENES)
     with pytest.raises(ValueError, match="'synthbirds' or 'all'"):
         generate_pretrain_set(tmp_path / "x.npz", 8, correlation=0.9, world="birds")
 
@@ -352,7 +361,7 @@ def test_rendered_words_cover_typical_llm_templates(pool):
 
 def test_synthbirds_nuisances_only_on_request(tmp_path):
     df = generate_dataset(tmp_path / "plain", n_train=40, n_val=8, n_test=8, train_correlation=0.95, seed=0)
-    assert "texture" not in df.columns and set(df["scene"]) <= set(list(sw.SCENES)[:8])
+    assert "texture" not in df.columns and set(df["scene"]) <= set(list(grp.SCENES)[:8])
     df = generate_dataset(tmp_path / "noisy", n_train=200, n_val=8, n_test=8, train_correlation=0.95,
                           seed=0, texture=0.5, quality=0.5)
     assert (df["texture"] != "").mean() == pytest.approx(0.5, abs=0.1) and (df["quality"].fillna("") != "").mean() > 0.3
@@ -372,11 +381,11 @@ def test_cli_takes_the_new_parameters_with_defaults(tmp_path):
 
 def test_every_combination_of_nuisances_draws_a_valid_image():
     rng = np.random.default_rng(0)
-    for texture in [None, *nz.TEXTURES]:
-        for quality in [None, *nz.QUALITIES]:
-            for style in [None, *nz.STYLES]:
-                sp = sw.WORLD_SPECIES[rng.integers(len(sw.WORLD_SPECIES))]
-                look = sw.make_look(str(rng.choice(list(nz.SCENES))), texture, quality, style,
+    for texture in [None, *tx.TEXTURES]:
+        for quality in [None, *ql.QUALITIES]:
+            for style in [None, *sty.STYLES]:
+                sp = spc.WORLD_SPECIES[rng.integers(len(spc.WORLD_SPECIES))]
+                look = spc.make_look(str(rng.choice(list(scn.SCENES))), texture, quality, style,
                                     contrast=float(rng.choice([1.0, 0.4])))
-                img, _ = sw.draw(sp, look, 32, rng)
+                img, _ = spc.draw(sp, look, 32, rng)
                 assert np.isfinite(img).all() and 0 <= img.min() and img.max() <= 1, look

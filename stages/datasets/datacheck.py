@@ -23,7 +23,7 @@ import sys
 import numpy as np
 
 from ..common.io import write_json
-from . import EVAL_SPLITS, READERS, SPLITS, open as open_split
+from .readers import EVAL_SPLITS, READERS, SPLITS, open as open_split
 from .base import ClassificationSet, DatasetConfigError, DatasetLayoutError, DatasetMissing
 
 

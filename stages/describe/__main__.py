@@ -1,3 +1,5 @@
+"""`python -m stages.describe generate|fetch|check-vllm` (see stages.describe.cli)."""
+
 from .cli import main
 
 # guarded: a spawned worker process (vLLM) must not run the command again

@@ -1,10 +1,19 @@
 """Fine-tune stage: one run = (dataset, method, seed, hyper-parameters) -> checkpoint + log.
 
-- `methods`: the method table and the resolution of a run's configuration (no torch import, so
-  the Snakefile can use it while building the DAG);
+- `runs`: a run's configuration, its method or variant resolved and its hyper-parameters checked
+  (no torch import, so the Snakefile can use it while building the DAG);
 - `trainset`: the training set with per-sample seeded augmentation and spurious-caption draws;
+- `decode`: the same training images decoded and cropped on the device (`decode: device`);
 - `probe`: the linear probe (L-BFGS logistic regression on cached features, L2 chosen on val);
 - `distributed`: single process / torchrun (DistributedDataParallel) set-up and feature gathering;
-- `train`: the run: set-up, training loop, checkpoint selection, checkpoints and resume;
+- `captions`: what a run reads from the teacher's text table (caption and spurious rows, the
+  zero-shot head, the inputs' fingerprint);
+- `step`: the loss of one batch (student, teacher image features, FLYP/CE plus the regulariser);
+- `setup`: the run's set-up that every other piece reads (`Run`, `prepare`, the data loaders);
+- `selection`: checkpoint selection on val (`finetune.select`);
+- `checkpoint`: checkpoints and resume (atomic writes, resume.pt, the final checkpoint and log);
+- `linear_probe`: the linear probe's driver (features, fit, the run's head);
+- `loop`: the training loop (epochs, steps, the non-finite loss stop);
+- `train`: the run's entry, `train` (set-up, resume, probe, fine-tuning);
 - `__main__`: the command line, `python -m stages.finetune`.
 """

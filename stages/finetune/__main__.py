@@ -47,7 +47,8 @@ def main(argv=None) -> None:
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
 
-    from .train import NonFiniteLossError, train   # torch is imported only once the arguments parse
+    from .train import train   # torch is imported only once the arguments parse
+    from .loop import NonFiniteLossError
     from ..datasets.waterbirds import DataError
     from ..datasets import DatasetConfigError, DatasetLayoutError
     from ..method.teacher_text import EmbeddingMismatchError

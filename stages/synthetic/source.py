@@ -1,8 +1,8 @@
 """The synthetic world's many-class source task (the ImageNet stand-in) and its shifted test sets.
 
-Sixteen bird classes (SynthBirds' eight species and eight more, stages.synthetic.world.WORLD_SPECIES),
-each photographed mostly in a few habitual scenes (synthworld.HABITS), as natural photos are:
-fine-tuning on it can learn the scene as a shortcut. Its shifted sets mirror the paper's
+Sixteen bird classes (SynthBirds' eight species and eight more, stages.synthetic.species.WORLD_SPECIES),
+each photographed mostly in a few habitual scenes (stages.synthetic.species.HABITS), as natural
+photos are: fine-tuning on it can learn the scene as a shortcut. Its shifted sets mirror the paper's
 evaluation sets, and a scene-classification set stands in for SUN397 (a zero-shot target whose
 classes are what the source task's shortcut is made of). Every set is an ImageFolder tree, read by
 the `imagefolder` reader (stages.datasets.imagefolder); class folder = class name, sorted = label
@@ -57,8 +57,10 @@ from PIL import Image
 
 from ..common.io import atomic_dir
 from ..common.progress import progress
-from .world import (HABITS, SCENE_WORDS, SPECIES_BY_NAME, WORLD_CLASSNAMES, WORLD_SCENES, Look,
-                         draw_nuisances, habitual_scene, make_look, render_sample, unusual_scenes)
+from .scenes import SCENE_WORDS
+from .scenes import SCENES as WORLD_SCENES
+from .species import (HABITS, SPECIES_BY_NAME, WORLD_CLASSNAMES, Look, draw_nuisances, habitual_scene, make_look,
+                      render_sample, unusual_scenes)
 
 CLASSNAMES = WORLD_CLASSNAMES  # label order: sorted class folder names
 

@@ -12,7 +12,9 @@ from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from ..datasets.waterbirds import group_of
 from ..method.metrics import group_accuracies
 from ..method.zeroshot import zeroshot_weights
-from .world import CLASSNAMES, PLACES, SCENE_WORDS, SCENES, render, sample_groups, scenes_of, species_of
+from .groups import CLASSNAMES, PLACES, SCENES, sample_groups, scenes_of, species_of
+from .scenes import SCENE_WORDS
+from .species import render
 
 CONTEXT_LENGTH = 24
 

@@ -9,7 +9,10 @@ from __future__ import annotations
 import re
 from collections import Counter
 
-from .nuisances import PLACE_PHRASES, QUALITIES, SCENE_WORDS, STYLES, TEXTURES
+from .quality import QUALITIES
+from .scenes import PLACE_PHRASES, SCENE_WORDS
+from .styles import STYLES
+from .textures import TEXTURES
 
 # words of the nuisances' phrases that name no nuisance by themselves ("out" of "washed out", "lines" of
 # "etched lines", "barely" of "barely lit"), left out of RENDERED_WORDS so that the preview does

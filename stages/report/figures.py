@@ -1,0 +1,110 @@
+"""Report figures: per-group accuracy bars, WiSE-FT curves and ID vs shift, one style per method.
+
+matplotlib draws headless here (the Agg backend, chosen before pyplot is imported); method_styles
+gives each method of a report one colour and hatch, used by every figure of it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from .tables import METRICS, SHIFT_MEAN  # noqa: E402
+
+HATCHES = ("", "//", "..", "xx", "\\\\", "oo")  # one per ten methods of method_styles
+
+
+def method_styles(methods: list[str]) -> dict[str, dict]:
+    """A bar colour and hatch per method, pairwise distinct, decided once for a whole report.
+
+    matplotlib's default cycle has 10 colours, so with 11 methods the first and the eleventh
+    looked alike. Here: tab10's colours first (tab20's dark half), then tab20's light half, then
+    tab20b and tab20c, each ten with its own hatch (a light colour alone is close to its dark
+    twin); past 60 methods, evenly spaced samples of a continuous colormap.
+    """
+    tab20 = matplotlib.colormaps["tab20"].colors
+    palette = [*tab20[0::2], *tab20[1::2], *matplotlib.colormaps["tab20b"].colors,
+               *matplotlib.colormaps["tab20c"].colors]
+    if len(methods) <= len(palette):
+        return {m: {"color": tuple(palette[i]), "hatch": HATCHES[i // 10]} for i, m in enumerate(methods)}
+    colours = matplotlib.colormaps["turbo"](np.linspace(0, 1, len(methods)))
+    return {m: {"color": tuple(c), "hatch": ""} for m, c in zip(methods, colours)}
+
+
+def _save(fig, ax, path: Path, title: str) -> None:
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+
+
+def plot_groups(stats: pd.DataFrame, groups: list[str], path: Path, title: str,
+                styles: dict[str, dict] | None = None) -> None:
+    methods = list(stats.index)
+    styles = styles or method_styles(methods)
+    x = np.arange(len(groups))
+    width = 0.8 / max(1, len(methods))
+    fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(groups), 3.6))
+    for i, m in enumerate(methods):
+        means = [stats.loc[m, (g, "mean")] for g in groups]
+        stds = np.nan_to_num([stats.loc[m, (g, "std")] for g in groups])
+        ax.bar(x + (i - (len(methods) - 1) / 2) * width, means, width, yerr=stds, capsize=2, label=m,
+               color=styles[m]["color"], hatch=styles[m]["hatch"], edgecolor="white", linewidth=0)
+    ax.set_xticks(x, groups)
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.legend(fontsize=7, ncol=min(7, len(methods)), loc="upper center", bbox_to_anchor=(0.5, -0.12))
+    ax.grid(axis="y", alpha=0.3)
+    _save(fig, ax, path, title)
+
+
+def plot_wiseft(curve: pd.DataFrame, path: Path, title: str, styles: dict[str, dict] | None = None,
+                ends: tuple[str, str] = ("zeroshot", "ft")) -> None:
+    """The curve in the `wiseft` method's colour; its two ends (alpha 0 and 1) marked in the
+    colours of the methods they are, `ends`, as in the per-group figures."""
+    styles = styles or method_styles(["wiseft", *ends])
+    fig, ax = plt.subplots(figsize=(4.8, 3.4))
+    alpha = curve.index.to_numpy()
+    for key, style in (("worst_group", "-o"), ("average", "--s")):
+        mean, std = curve[(key, "mean")].to_numpy(), np.nan_to_num(curve[(key, "std")].to_numpy())
+        ax.plot(alpha, mean, style, ms=3, label=f"wiseft, {METRICS[key].lower()}", color=styles["wiseft"]["color"])
+        ax.fill_between(alpha, mean - std, mean + std, alpha=0.2, color=styles["wiseft"]["color"])
+        for end, a in zip(ends, (0.0, 1.0)):
+            if end in styles and a in curve.index:
+                ax.plot([a], [curve.loc[a, (key, "mean")]], style[-1], ms=7, color=styles[end]["color"],
+                        label=f"{end} (alpha {a:g})" if key == "worst_group" else None)
+    ax.set_xlabel("alpha (0 = zero-shot, 1 = fine-tuned)")
+    ax.set_ylabel("accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    _save(fig, ax, path, title)
+
+
+def plot_id_vs_shift(stats: pd.DataFrame, id_col: str, path: Path, title: str, styles: dict[str, dict],
+                     curve: pd.DataFrame | None = None, curve_label: str = "WiSE-FT curve") -> None:
+    """Mean shift accuracy against ID accuracy, one point per method (error bars: std over seeds),
+    and the WiSE-FT curve through its per-alpha points: robustness gained at equal ID accuracy
+    shows as a point above the others."""
+    fig, ax = plt.subplots(figsize=(5.4, 4.2))
+    if curve is not None and not curve.empty:
+        x, y = curve[(id_col, "mean")].to_numpy(), curve[(SHIFT_MEAN, "mean")].to_numpy()
+        ax.plot(x, y, "-", marker=".", ms=4, lw=1.2, color=styles["wiseft"]["color"], label=curve_label, zorder=1)
+        for a, xa, ya in zip(curve.index, x, y):
+            if a in (0.0, 1.0):
+                ax.annotate(f"alpha {a:g}", (xa, ya), textcoords="offset points", xytext=(4, -10), fontsize=6)
+    for m in stats.index:
+        ax.errorbar(stats.loc[m, (id_col, "mean")], stats.loc[m, (SHIFT_MEAN, "mean")],
+                    xerr=np.nan_to_num(stats.loc[m, (id_col, "std")]),
+                    yerr=np.nan_to_num(stats.loc[m, (SHIFT_MEAN, "std")]),
+                    fmt="o", ms=6, capsize=2, color=styles[m]["color"], label=m, zorder=2)
+    ax.set_xlabel(f"ID accuracy (%): {id_col.removesuffix(' (ID)')}")
+    ax.set_ylabel("mean accuracy over the shifts (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    _save(fig, ax, path, title)
