@@ -89,7 +89,7 @@ def evaluate_target(clip, device, theta0, ckpt, provenance: dict, cfg: dict, tar
     if head_state is not None:  # a linear head is interpolated with the zero-shot head
         model.load_state_dict(theta0)
         zs = LinearHead(zeroshot_weights(model, clip.tokenizer, classnames, templates, device),
-                        float(model.logit_scale.exp()))
+                        float(model.logit_scale.detach().exp()))
         zs_state = {k: v.to(device) for k, v in zs.state_dict().items()}
         head_state = {k: v.to(device) for k, v in head_state.items()}
     ft = cfg["finetune"]
