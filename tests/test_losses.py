@@ -92,14 +92,39 @@ def test_star_regularizer_uses_teacher_scale_and_is_zero_at_the_teacher():
     assert float(b) == pytest.approx(explicit_star(SI, ST, TI, TT, [0, 1, 2, 3], 50.0), rel=1e-6)
 
 
-def test_star_regularizer_is_permutation_invariant_and_accepts_tensor_scale_and_bf16():
+def test_star_regularizer_is_permutation_invariant_and_accepts_tensor_scale():
     labels = torch.tensor([0, 0, 1, 2])
     perm = torch.tensor([2, 0, 3, 1])
     a = star(labels.tolist(), scale=torch.tensor(5.0))
     b = star_regularizer(SI[perm], ST[perm], TI[perm], TT[perm], labels[perm], 5.0)  # positional call
     assert float(a) == pytest.approx(float(b), rel=1e-9)
-    bf = star_regularizer(SI.bfloat16(), ST.bfloat16(), TI.bfloat16(), TT.bfloat16(), labels, 5.0)
-    assert bf.dtype == torch.float32 and float(bf) == pytest.approx(float(a), rel=0.1)
+
+
+@pytest.mark.parametrize("labels", [[0, 0, 1, 1], [0, 1, 0, 1], [0, 0, 1, 2], [0, 1, 2, 3], [2, 0, 0, 0]],
+                         ids=["two-pairs", "interleaved", "class-seen-once", "all-distinct", "one-vs-three"])
+def test_star_regularizer_of_bf16_features_computes_in_float32(labels):
+    """bf16 features (autocast) give the float32 regulariser of the same, bf16-rounded, features.
+
+    bf16 -> float32 is exact, so once the features are widened the two calls run the same float32
+    operations on the same numbers; they may differ only by a kernel's summation order in the
+    3-term dot products and <= 4-term sums, a few float32 ulps (6e-8) per term, amplified ~10x by
+    the cancellation between the KL's terms (each ~0.1, the sum ~0.02-0.1): below 1e-6 relative.
+    A product taken in bf16 instead rounds every logit (size up to 5) to 8 significant bits, an
+    error of up to 2^-9 x 5 = 1e-2, which moves these KLs by 0.5-2% of themselves.
+
+    The float64 formula on the rounded features bounds the float32 result independently of the
+    code: each logit is off by < 1e-6 (3 roundings of a 3-term dot product of unit vectors, times
+    the scale 5), and KL(p || softmax(S)) moves by at most sum_j |q_j - p_j| x max |dS| <= 2 max |dS|
+    per row, likewise for T: < 4e-6 absolute (2e-4 of the smallest value here, 0.02).
+    """
+    labels = torch.tensor(labels)
+    rounded = [x.bfloat16() for x in (SI, ST, TI, TT)]
+    bf = star_regularizer(*rounded, labels, 5.0)
+    f32 = star_regularizer(*[x.float() for x in rounded], labels, 5.0)
+    assert bf.dtype == torch.float32 and f32.dtype == torch.float32
+    assert float(bf) == pytest.approx(float(f32), rel=1e-6, abs=0)
+    want = explicit_star(*[x.double() for x in rounded], labels.tolist(), 5.0)
+    assert float(bf) == pytest.approx(want, rel=0, abs=4e-6)
 
 
 def test_kl_regularizer_has_no_mask_and_uses_the_student_scale():
