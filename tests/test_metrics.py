@@ -31,3 +31,17 @@ def test_empty_group_is_ignored_not_zero():
 def test_train_counts_must_match_groups():
     with pytest.raises(ValueError, match="groups"):
         group_metrics([0], [0], [0], 4, [1, 2])
+
+
+def test_groups_missing_at_the_end_are_nan_and_of_size_zero():
+    # A split whose last two groups have no sample (a shift, a small val split): the arrays still
+    # have one entry per group, not as many as the highest group present.
+    accs = group_accuracies([0, 0], [0, 1], [0, 1], 4)
+    assert accs.shape == (4,) and accs[:2].tolist() == [1.0, 0.0] and np.isnan(accs[2:]).all()
+    m = group_metrics([0, 0], [0, 1], [0, 1], 4, [3, 1, 5, 5])
+    assert m["group_size"] == [1, 1, 0, 0]
+    assert m["group_accuracy"] == [100.0, 0.0, None, None]
+    assert m["worst_group"] == 0.0 and m["average"] == 50.0
+    # weights of the groups present only: (3 * 1 + 1 * 0) / (3 + 1)
+    assert m["adjusted_average"] == 75.0
+
