@@ -113,3 +113,22 @@ def tiny_world(tmp: str | Path, **finetune) -> tuple[dict, str]:
     out = tmp / "embeddings" / "teacher_text.parquet"
     embed.run(cfg, make_pools(tmp / "pools"), out)
     return cfg, str(out)
+
+
+def interrupt_after_first_epoch(go, monkeypatch, method, out, **overrides):
+    """Run `method` until its first resume.pt is written, then stop it as a kill would."""
+    import pytest
+
+    from stages.finetune import loop as loop_mod   # the loop looks `save` up there
+
+    real_save = loop_mod.save
+
+    def save_then_crash(path, state):
+        real_save(path, state)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop_mod, "save", save_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        go(method, out, **overrides)
+    monkeypatch.setattr(loop_mod, "save", real_save)
+    assert (out / "resume.pt").exists()

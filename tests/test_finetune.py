@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 
-from helpers import CLASSNAMES, tiny_world
+from helpers import CLASSNAMES, interrupt_after_first_epoch, tiny_world
 from stages.method.teacher_text import read_embeddings
 from stages.finetune import distributed
 from stages.finetune import loop as loop_mod     # save, compute_loss: patched where the loop looks them up
@@ -291,21 +291,6 @@ def test_resume_ends_with_the_weights_of_an_uninterrupted_run(world, go, monkeyp
         assert torch.equal(v, b["model"][k]), k
     pd.testing.assert_frame_equal(pd.read_csv(tmp / "whole" / "train_log.csv").drop(columns="images_per_s"),
                                   pd.read_csv(tmp / "cut" / "train_log.csv").drop(columns="images_per_s"))
-
-
-def interrupt_after_first_epoch(go, monkeypatch, method, out, **overrides):
-    """Run `method` until its first resume.pt is written, then stop it as a kill would."""
-    real_save = loop_mod.save
-
-    def save_then_crash(path, state):
-        real_save(path, state)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(loop_mod, "save", save_then_crash)
-    with pytest.raises(KeyboardInterrupt):
-        go(method, out, **overrides)
-    monkeypatch.setattr(loop_mod, "save", real_save)
-    assert (out / "resume.pt").exists()
 
 
 def test_resume_from_another_configuration_starts_afresh(world, go, monkeypatch, capsys):

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from helpers import TEMPLATES, make_pools, make_tiny_clip, tiny_world
+from helpers import TEMPLATES, interrupt_after_first_epoch, make_pools, make_tiny_clip, tiny_world
 from stages import config as stage_config
 from stages.finetune import distributed
 from stages.finetune import loop as loop_mod            # save, compute_loss: looked up by the loop
@@ -229,21 +229,6 @@ def test_diminishing_lambda_is_logged_and_weighs_the_regulariser(world, go, monk
 
 # ---------------------------------------------------------------------------------------------
 # 3. Resume
-
-
-def interrupt_after_first_epoch(go, monkeypatch, method, out, **overrides):
-    """Run `method` until its first resume.pt is written, then stop it as a kill would."""
-    real_save = loop_mod.save
-
-    def save_then_crash(path, state):
-        real_save(path, state)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(loop_mod, "save", save_then_crash)
-    with pytest.raises(KeyboardInterrupt):
-        go(method, out, **overrides)
-    monkeypatch.setattr(loop_mod, "save", real_save)
-    assert (out / "resume.pt").exists()
 
 
 def test_a_resumed_run_says_so_and_trains_only_the_remaining_epochs(world, go, monkeypatch, capsys):
