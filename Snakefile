@@ -6,7 +6,8 @@
 # The configuration (datasets, experiments, reports) is validated against
 # workflow/schemas/config.schema.yaml before any job runs. Per data set: data/<dataset>/; per
 # experiment: data/<experiment>/ (pools, teacher text embeddings) and results/runs/<experiment>/
-# (checkpoints, one eval/<target>.json per run and target), outside the report folder results/<name>/.
+# (checkpoints, one eval/<target>.json per run and target; eval_<t1>+<t2>/ for a report section that
+# shows only those targets), outside the report folder results/<name>/.
 import json
 import shlex
 from pathlib import Path
@@ -75,4 +76,5 @@ include: "workflow/rules/describe.smk"
 include: "workflow/rules/embed.smk"
 include: "workflow/rules/finetune.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/export.smk"
 include: "workflow/rules/report.smk"

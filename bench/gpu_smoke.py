@@ -92,8 +92,8 @@ def main(argv=None) -> None:
     print(f"resume on {a.device}: max |w_uninterrupted - w_resumed| = {diff:.2e} (bf16/cuDNN need not be bitwise)")
 
     dc = datasets.check("tiny", "waterbirds", root, templates=cfg["evaluate"]["templates"])
-    m = evaluate.run({**eval_config(cfg), "evaluate": {**cfg["evaluate"], "device": a.device}}, dc, "starft", 0,
-                     str(tmp / "runs" / "starft" / "checkpoint.pt"))
+    m = evaluate.run({**eval_config(cfg), "evaluate": {**cfg["evaluate"], "device": a.device}}, {"tiny": dc}, "starft",
+                     0, str(tmp / "runs" / "starft" / "checkpoint.pt"))["tiny"]
     print(f"evaluate on {a.device}:", {s: round(v["average"], 1) for s, v in m["splits"].items()})
     if a.device == "cuda":
         results.update(gpu=torch.cuda.get_device_name(), max_memory_GiB=round(torch.cuda.max_memory_allocated() / 2**30, 1))

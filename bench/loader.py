@@ -16,12 +16,22 @@ recipe), float + CLIP normalisation; the output is the [3, 224, 224] float tenso
   cuda_decode   torchvision.io.decode_jpeg(device="cuda") on batches of files (the CPU only reads
                 bytes), crop and normalise on the GPU; its rate is per GPU, not per core
                 (skipped without CUDA)
+  train_float   the training loader's PIL path as it was before issue 18 (stages.finetune.trainset:
+                SeededCropTransform, the sample's seeded crop box, ToTensor, Normalize): float32
+  train_uint8   the same path as it is now (SeededCropTransform(uint8=True)): the worker stops at
+                the cropped uint8 pixels; DeviceNormalize runs in the training process (not timed
+                here: on the GPU it is one elementwise pass over the batch)
   device_decode the training path of `finetune.decode: device` (stages.finetune.decode): read the
                 bytes and collate_encoded (what a loader worker does), then DeviceCropDecoder:
                 one batched decode_jpeg, each sample's seeded crop box, antialiased bicubic resize
                 in float, normalisation. device_decode (cpu): all of it on this one core, a rate
                 per core; device_decode (cuda): decode and crop on the GPU, a rate per GPU with
                 one reading core (skipped without CUDA)
+  train_uint8 (reader, originals / resized copy)
+                the training loader's item (TrainSet: reader, seeded crop, uint8) on the split as
+                the imagefolder reader opens it, and on its resized copy (stages.datasets.resized:
+                short side 256, JPEG quality 90, the same crop box in relative terms), side by side
+                in one run; the copy's one-off writing rate is printed below the table
 
 The images are synthetic (smooth colour fields plus texture, ~ImageNet's bytes per pixel), written
 to a temporary folder; files are read from the page cache. On a shared machine the numbers are
@@ -125,6 +135,60 @@ def device_decode(device: str):
     return run_pass
 
 
+def _stages():
+    if str(Path(__file__).resolve().parent.parent) not in sys.path:
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent))   # run as bench/loader.py
+
+
+def train_path(uint8: bool):
+    """The training loader's PIL path, float32 (before issue 18) or uint8 (now), per image."""
+    _stages()
+    from stages.finetune.trainset import CROP_STREAM, SeededCropTransform, sample_rng
+
+    model = SimpleNamespace(preprocess_cfg={"size": SIZE, "mean": MEAN, "std": STD, "interpolation": "bicubic"})
+    transform = SeededCropTransform(model, SCALE, uint8=uint8)
+    count = [0]
+
+    def run(path):
+        count[0] += 1
+        with Image.open(path) as im:
+            out = transform(im, sample_rng(0, 0, count[0], CROP_STREAM))
+        return out if not uint8 else out.float()      # the benchmark's shape/dtype check only
+    return run
+
+
+def reader_sets(root: Path, out: Path):
+    """The images under root/train/c/ through the training loader's own classes: the split as its
+    reader opens it, its resized copy (stages.datasets.resized, written here on one core: seconds
+    returned) and the TrainSet of each (the item a loader worker makes, uint8 crop)."""
+    _stages()
+    from stages import datasets
+    from stages.datasets.resized import ResizedImages, write_resized
+    from stages.finetune.trainset import SeededCropTransform, TrainSet
+
+    model = SimpleNamespace(preprocess_cfg={"size": SIZE, "mean": MEAN, "std": STD, "interpolation": "bicubic"})
+    transform = SeededCropTransform(model, SCALE, uint8=True)
+    original = datasets.open("imagefolder", root, "train")
+    start = time.perf_counter()
+    write_resized(original, out, workers=1)
+    seconds = time.perf_counter() - start
+    copy = ResizedImages(original, out)
+    return TrainSet(original.dataset, transform, 0, None), TrainSet(copy, transform, 0, None), seconds
+
+
+def trainset_pass(trainset):
+    """A pass over a TrainSet's items, a new epoch (new crops) each pass."""
+    epoch = [0]
+
+    def run_pass(paths):
+        epoch[0] += 1
+        out = None
+        for i in range(len(trainset)):
+            out = trainset[(epoch[0], i)][0]
+        return out.float()                              # the benchmark's shape/dtype check only
+    return run_pass
+
+
 def per_image(run):
     """A pass over the files, one image at a time."""
     def run_pass(paths):
@@ -188,13 +252,19 @@ def main(argv=None) -> None:
     a = p.parse_args(argv)
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
-        paths = write_jpegs(Path(tmp), a.n)
+        (Path(tmp) / "train" / "c").mkdir(parents=True)
+        paths = write_jpegs(Path(tmp) / "train" / "c", a.n)
+        original_set, resized_set, write_s = reader_sets(Path(tmp), Path(tmp) / "resized_train")
+        resized_kb = statistics.mean(p.stat().st_size for p in (Path(tmp) / "resized_train" / "c").iterdir()) / 1024
         kb = statistics.mean(p.stat().st_size for p in paths) / 1024
         print(f"{a.n} JPEGs of 500x375 (mean {kb:.0f} KiB), crop to {SIZE} px; torch "
               f"{torch.__version__}, torchvision {torchvision.__version__}, Pillow {Image.__version__}; "
               f"1 thread; median of >= 3 passes each, decoders in turn, >= {a.seconds:g} s each\n")
         runs = {"pil_v1": per_image(pil_v1()), "pil_v2": per_image(pil_v2()), "tv_decode": per_image(tv_decode()),
-                "device_decode (cpu)": device_decode("cpu")}
+                "train_float": per_image(train_path(False)), "train_uint8": per_image(train_path(True)),
+                "device_decode (cpu)": device_decode("cpu"),
+                "train_uint8 (reader, originals)": trainset_pass(original_set),
+                "train_uint8 (reader, resized copy)": trainset_pass(resized_set)}
         rows = {name: statistics.median(r) for name, r in time_round_robin(runs, paths, a.seconds).items()}
         cuda = device_cuda = None
         if torch.cuda.is_available():
@@ -216,6 +286,18 @@ def main(argv=None) -> None:
     else:
         print(f"| device_decode (cuda, per GPU, 1 reading core) | {device_cuda:.0f} | {device_cuda / base:.2f}x | "
               f"{'1' if device_cuda >= a.target else math.ceil(a.target / device_cuda)} |")
+    # shared memory of the training loader (stages.finetune.shm): the paper's 12 workers, batch 512
+    sample = 3 * SIZE * SIZE
+    before, after = 12 * 4 * 512 * 4 * sample, (12 * 2 + 1) * 512 * sample
+    print(f"\ntraining loader's shared memory, 12 workers, batch 512 of {SIZE} px: before (float32, prefetch 4: "
+          f"12 x 4 batches) {before / 2**30:.1f} GiB; now (uint8, prefetch 2: 12 x 2 + 1 batches) "
+          f"{after / 2**30:.2f} GiB")
+    before, after = rows["train_uint8 (reader, originals)"], rows["train_uint8 (reader, resized copy)"]
+    print(f"\nresized copy (short side 256, quality 90; mean {resized_kb:.0f} KiB a file against {kb:.0f}): the "
+          f"training loader's item {after:.0f} images/s per core against {before:.0f} on the originals "
+          f"({after / before:.2f}x, same run): {a.target / before:.1f} -> {a.target / after:.1f} cores per GPU at "
+          f"{a.target:g} images/s. Writing the copy: {a.n / write_s:.0f} images/s per core, one pass "
+          f"(ImageNet train: {1_281_167 / (a.n / write_s) / 3600:.1f} core-hours)")
     best = max(rows, key=rows.get)
     print(f"\nfeeding {a.target:g} images/s takes {a.target / base:.1f} cores with pil_v1 and "
           f"{a.target / rows[best]:.1f} with {best} (workers per GPU; the machine is shared: noisy)")

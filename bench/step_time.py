@@ -16,7 +16,10 @@ Every variant runs forward, backward and an AdamW step of the same student on th
                   spurious captions forward every step, then the StarReg loss
 
 The ratios printed are median step times. Same precision for all (bf16 autocast on CUDA); the
-released code itself runs fp32 under DataParallel, which is slower still.
+released code itself runs fp32 under DataParallel, which is slower still. Each variant's FLOPs per
+step are counted once by torch's FlopCounterMode (matmuls and convolutions, forward and backward,
+the teacher's no-grad forward included); model-FLOPs utilisation (MFU) is those FLOPs per second
+over the device's dense bf16 peak (`--peak-tflops`, or the table PEAK_TFLOPS by device name).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import argparse
 import copy
 import dataclasses
 import functools
+import json
 import statistics
 import sys
 import time
@@ -33,18 +37,19 @@ from pathlib import Path
 import open_clip
 import torch
 import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from stages import config as stage_config  # noqa: E402
 from stages.finetune import distributed  # noqa: E402
-from stages.method.registry import METHODS  # noqa: E402
 from stages.finetune.captions import Captions  # noqa: E402
 from stages.finetune.step import Student, TeacherImages, compute_loss, prepare_batch  # noqa: E402
+from stages.method import models  # noqa: E402
 from stages.method.losses import clip_contrastive_loss, star_regularizer  # noqa: E402
-from stages import models  # noqa: E402
 from stages.method.models import autocast_dtype, can_trim_text, resolve_device  # noqa: E402
+from stages.method.registry import METHODS  # noqa: E402
 from stages.synthetic.teacher import tiny_clip_config  # noqa: E402
 
 PRESETS = {
@@ -53,6 +58,25 @@ PRESETS = {
              "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8, "head_width": 32},
              "text_cfg": {"context_length": 24, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 1}},
 }
+
+
+# Dense bf16 tensor-core peaks (TFLOP/s) from the vendors' data sheets, matched against
+# torch.cuda.get_device_name(); SXM parts (the PCIe H100 is lower: pass --peak-tflops).
+PEAK_TFLOPS = {"H200": 989.4, "H100": 989.4, "A100": 312.0, "L40S": 362.1, "A6000": 154.8, "4090": 165.2}
+
+
+def peak_tflops(device) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
+
+
+def count_flops(step) -> int:
+    """FLOPs of one call of `step` (it runs, so it also serves as a warm-up step)."""
+    with FlopCounterMode(display=False) as counter:
+        step()
+    return counter.get_total_flops()
 
 
 def synth_preset() -> dict:
@@ -83,6 +107,9 @@ def main(argv=None) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--variants", default="", help="comma-separated subset of the variants (default: all)")
+    p.add_argument("--peak-tflops", type=float, default=None, help="the device's dense bf16 peak, for MFU")
+    p.add_argument("--json", default=None, help="also write the results to this JSON file")
     a = p.parse_args(argv)
 
     if a.threads:
@@ -163,6 +190,12 @@ def main(argv=None) -> None:
     variants = {"flyp": ours("flyp", per_step), "flyp_all": flyp_all, "starft": ours("starft", per_step),
                 "starft_cached": ours("starft", cached), "starft_untrimmed": ours("starft", per_step, untrimmed),
                 "official": official}
+    if a.variants:
+        unknown = set(a.variants.split(",")) - set(variants)
+        if unknown:
+            p.error(f"--variants: unknown {sorted(unknown)}; known: {sorted(variants)}")
+        variants = {k: v for k, v in variants.items() if k in a.variants.split(",")}
+    flops = {name: count_flops(step) for name, step in variants.items()}
     times = {name: [] for name in variants}
     for r in range(a.warmup + a.steps):          # interleaved, so that drifts hit every variant alike
         for name, step in variants.items():
@@ -177,18 +210,28 @@ def main(argv=None) -> None:
     med = {k: statistics.median(v) * 1000 for k, v in times.items()}
 
     n_params = sum(p.numel() for p in teacher.parameters()) / 1e6
+    peak = a.peak_tflops or peak_tflops(device)
     print(f"model {a.model} ({n_params:.1f}M params), batch {B}, {C} classes x {K} spurious templates, "
           f"device {device}{' ' + torch.cuda.get_device_name(device) if cuda else ''}, "
           f"precision {'bf16 autocast' if dtype else 'fp32'}, threads {torch.get_num_threads()}, "
-          f"median of {a.steps} steps")
+          f"median of {a.steps} steps, peak {f'{peak:.0f} TFLOP/s' if peak else 'unknown (no MFU)'}")
+    results = {}
     for k, v in med.items():
-        print(f"  {k:17s} {v:9.2f} ms/step   {B / v * 1000:8.1f} img/s")
-    print(f"ratio starft / flyp          = {med['starft'] / med['flyp']:.3f}   (goal <= 1.25)")
-    print(f"ratio starft_cached / flyp   = {med['starft_cached'] / med['flyp']:.3f}")
-    print(f"ratio official / starft      = {med['official'] / med['starft']:.3f}   (goal >= 1.5)")
-    print(f"ratio official / flyp        = {med['official'] / med['flyp']:.3f}")
-    print(f"ratio flyp_all / flyp        = {med['flyp_all'] / med['flyp']:.3f}")
-    print(f"ratio starft_untrimmed / starft = {med['starft_untrimmed'] / med['starft']:.3f}")
+        tflops = flops[k] / (v / 1000) / 1e12
+        results[k] = {"ms_per_step": v, "images_per_s": B / v * 1000, "gflop_per_image": flops[k] / B / 1e9,
+                      "tflop_per_s": tflops, "mfu": tflops / peak if peak else None}
+        mfu = f"   MFU {tflops / peak:6.1%}" if peak else ""
+        print(f"  {k:17s} {v:9.2f} ms/step   {B / v * 1000:8.1f} img/s   {flops[k] / B / 1e9:7.2f} GFLOP/img"
+              f"   {tflops:8.3f} TFLOP/s{mfu}")
+    ratios = [("starft", "flyp", "goal <= 1.15"), ("starft_cached", "flyp", ""), ("official", "starft", "goal >= 1.5"),
+              ("official", "flyp", ""), ("flyp_all", "flyp", ""), ("starft_untrimmed", "starft", "")]
+    for num, den, goal in ratios:
+        if num in med and den in med:
+            results[f"{num}/{den}"] = med[num] / med[den]
+            print(f"ratio {num} / {den}".ljust(32) + f"= {med[num] / med[den]:.3f}" + (f"   ({goal})" if goal else ""))
+    if a.json:
+        Path(a.json).write_text(json.dumps({"model": a.model, "batch": B, "device": str(device), "peak_tflops": peak,
+                                            "results": results}, indent=1))
 
 
 if __name__ == "__main__":

@@ -34,6 +34,12 @@ def _with_defaults(validator_class):
     return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
 
 
+# YAML reads `8.0` as a float, which JSON Schema counts as an integer; the stages do not (vLLM
+# refuses a float `n`, range() a float count), so here an integer is a YAML/JSON integer only.
+_STRICT_INTEGER = jsonschema.Draft202012Validator.TYPE_CHECKER.redefine(
+    "integer", lambda checker, instance: isinstance(instance, int) and not isinstance(instance, bool))
+
+
 def load_schema(path: Path = SCHEMA_PATH) -> dict:
     with open(path) as f:
         return yaml.safe_load(f)
@@ -55,7 +61,8 @@ def validate(config: dict, schema: dict | None = None) -> dict:
     set's class names and templates are known before any job (stages.datasets.static_*)."""
     schema = schema or load_schema()
     config = copy.deepcopy(config)
-    Validator = _with_defaults(jsonschema.Draft202012Validator)
+    Validator = _with_defaults(jsonschema.validators.extend(jsonschema.Draft202012Validator,
+                                                            type_checker=_STRICT_INTEGER))
     # Absent optional sections are created first so that their defaults are filled in and
     # every run records a complete configuration.
     for experiment in (config.get("experiments") or {}).values():
@@ -101,6 +108,7 @@ def _cross_references(config: dict) -> list[str]:
             problems.append(f"config key datasets.{name}: the synthetic source task is written by the synth_source "
                             f"rule: reader 'imagefolder', root 'data/{name}/source' "
                             f"(got {d['reader']!r}, {d['root']!r})")
+        problems += prepare_problems(name, d)
     for name, e in experiments.items():
         if e["train"] not in datasets:
             problems.append(f"config key experiments.{name}.train: unknown data set {e['train']!r}; {known}")
@@ -146,6 +154,66 @@ def _cross_references(config: dict) -> list[str]:
             if lost:
                 problems.append(f"config key reports.{name}.{i}.methods: {lost} are neither methods nor variants "
                                 f"of experiment {section['experiment']}")
+    return problems or selection_problems(config)   # (it reads the names checked above)
+
+
+def report_split(splits: list[str]) -> str:
+    """The split a table shows of a target evaluated on `splits`: test if evaluated, else the last
+    (ImageNet's val). The report's tables follow the same rule (tests/test_selection.py checks it)."""
+    return "test" if "test" in splits else splits[-1]
+
+
+def selection_problems(config: dict) -> list[str]:
+    """Every choice made on a split that a table of the same experiment reports (it would inflate
+    that column). The choices the configuration can make on data: a run's checkpoint by
+    `select: val_worst_group` on the training set's `val_split`. (The linear probe chooses its L2
+    on a held-out slice of the training split; WiSE-FT's row is at the fixed `wiseft_alpha`.) A
+    split is (reader, root, split), so that two data set names for one folder do not hide it."""
+    from .datasets import EVAL_SPLITS
+    from .method.registry import METHODS
+
+    datasets, problems = config["datasets"], []
+    for name, e in config["experiments"].items():
+        shown = {}
+        for target in target_roles(e):
+            d = datasets[target]
+            shown.setdefault((d["reader"], d["root"], report_split(d["splits"] or EVAL_SPLITS[d["reader"]])), target)
+        ft, train = e["finetune"], datasets[e["train"]]
+        reporter = shown.get((train["reader"], train["root"], ft["val_split"]))
+        if reporter is None:
+            continue
+        for method in ft["methods"]:
+            variant = ft["variants"].get(method, {})
+            base = METHODS.get(variant.get("method", method))
+            if base is None or base.objective is None or variant.get("select", ft["select"]) != "val_worst_group":
+                continue
+            key = f"variants.{method}.select" if "select" in variant else "select"
+            problems.append(f"config key experiments.{name}.finetune.{key}: val_worst_group chooses run {method}'s "
+                            f"epoch on {e['train']}'s {ft['val_split']!r} split (finetune.val_split), which the "
+                            f"experiment's tables report (target {reporter}): choose on a split no table shows "
+                            f"(val_split), or select: last")
+    return problems
+
+
+def prepare_problems(name: str, dataset: dict) -> list[str]:
+    """Every download pins its content (sha256 or md5) unless the config says `checksum: skip`;
+    one source per data set; a synthetic set is built, not prepared."""
+    spec = dataset.get("prepare")
+    if spec is None:
+        return []
+    key = f"config key datasets.{name}.prepare"
+    problems = []
+    if "synthetic" in dataset or "source" in dataset:
+        problems.append(f"{key}: a synthetic data set is built by its rule, not prepared")
+    if len([k for k in ("files", "hub", "archives") if k in spec]) > 1:
+        problems.append(f"{key}: give one of files, hub or archives")
+    for i, f in enumerate(spec.get("files", [])):
+        pins = [k for k in ("sha256", "md5", "checksum") if k in f]
+        if not pins:
+            problems.append(f"{key}.files.{i}: no checksum for {f['url']}: give the publisher's sha256 or "
+                            "md5, or `checksum: skip` to download it unchecked")
+        elif len(pins) > 1:
+            problems.append(f"{key}.files.{i}: give one of sha256, md5 or `checksum: skip` (got {pins})")
     return problems
 
 
@@ -224,6 +292,11 @@ def pools_experiment(experiments: dict, name: str) -> str:
     return experiments[name]["describe"]["pools_of"] or name
 
 
+def resized_root(name: str, dataset: dict) -> str:
+    """The folder of data set `name`'s resized copy (rule resize_split), by convention."""
+    return f"data/{name}/resized_{dataset['resized_copy']['split']}"
+
+
 def train_job(config: dict, name: str) -> dict:
     """What the describe, embed and fine-tune stages read of an experiment: its own sections, with
     the training set's reader, folder, class names and class-prompt templates resolved."""
@@ -235,6 +308,8 @@ def train_job(config: dict, name: str) -> dict:
     job["experiment"] = name
     job["classnames"] = d["classnames"] or readers.static_classnames(d["reader"])
     job["data"] = {"dataset": e["train"], "reader": d["reader"], "root": d["root"]}
+    if d.get("resized_copy") is not None:   # the training split's pre-resized copy (stages.datasets.resized)
+        job["data"]["resized_copy"] = resized_root(e["train"], d)
     job["evaluate"] = {"templates": d["templates"] or readers.static_templates(d["reader"]),
                        **{k: e["evaluate"][k] for k in ("batch_size", "device", "num_workers")}}
     if "synthetic" in d or "source" in d:   # the preview counts the words the world renders

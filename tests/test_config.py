@@ -7,7 +7,8 @@ from stages.config import ConfigError, generated_roots, load, run_seeds, target_
 def test_shipped_configs_validate_and_get_defaults():
     cfg = load("config/synthbirds.yaml", "config/paper.yaml")
     assert set(cfg["experiments"]) == {"synthworld", "synthbirds_intask", "synthbirds_flat", "imagenet",
-                                       "waterbirds_intask"}
+                                       "imagenet_ablation", "waterbirds_intask", "transfer_caltech101",
+                                       "transfer_stanford_cars", "transfer_flowers102", "transfer_sun397"}
     # the temperature ablation differs from the demo's teacher only by its learned logit scale
     ds = cfg["datasets"]
     assert ds["synthbirds_flat"]["pretrain"] == {**ds["synthbirds"]["pretrain"], "logit_scale": None}
@@ -86,8 +87,8 @@ def test_missing_required_key():
      r"experiments\.toy\.train: unknown data set 'nope'; known data sets: d"),
     (lambda c: c["experiments"]["toy"].update(evaluate={"shifts": ["v2"]}),
      r"experiments\.toy\.evaluate\.shifts: unknown data set 'v2'"),
-    (lambda c: c["datasets"].update(c101={"reader": "caltech101", "root": "y"}) or c["experiments"]["toy"].update(train="c101"),
-     r"datasets\.c101\.classnames: experiment toy trains on it, and reader 'caltech101' knows its class names only from the data"),
+    (lambda c: c["datasets"].update(c101={"reader": "imagefolder", "root": "y"}) or c["experiments"]["toy"].update(train="c101"),
+     r"datasets\.c101\.classnames: experiment toy trains on it, and reader 'imagefolder' knows its class names only from the data"),
     (lambda c: c.update(reports={"toy": [{"experiment": "toy", "title": "t"}]}),
      r"reports\.toy: an experiment has that name"),
     (lambda c: c.update(reports={"r": [{"experiment": "toy", "title": "t", "targets": ["x"]}]}),

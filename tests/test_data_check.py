@@ -24,10 +24,12 @@ N_IMAGES = {
     "objectnet": {"test": 3},                                     # air_freshener is not read
     "waterbirds": {"train": 10, "val": 4, "test": 6},
     "celeba": {"train": 7, "val": 4, "test": 5},
-    "caltech101": {"train": 30 + 30 + 30, "test": 2 + 1 + 3, "all": 32 + 31 + 33},  # no background
+    # train/val: 80/20 of trainval, the published training split (stages.datasets.transfer.carve)
+    "caltech101": {"train": 72, "val": 18, "trainval": 30 + 30 + 30, "test": 2 + 1 + 3,
+                   "all": 32 + 31 + 33},  # no background
     "flowers102": {"train": 6, "val": 3, "test": 3},
-    "stanford_cars": {"train": 6, "test": 4},
-    "sun397": {"train": 3 * 2, "test": 3 * 2, "all": 3 * 5},
+    "stanford_cars": {"train": 4, "val": 2, "trainval": 6, "test": 4},
+    "sun397": {"train": 4, "val": 2, "trainval": 3 * 2, "test": 3 * 2, "all": 3 * 5},
     "imagefolder": {"train": 3 * 2, "val": 3, "test": 3},
 }
 # per split, group g = 2 * label + attribute
@@ -91,6 +93,16 @@ def test_cli_missing_folder_is_one_line_and_writes_nothing(tmp_path):
     assert not out.exists() and not list(tmp_path.glob(".data_check*"))
 
 
+def test_missing_folder_of_a_preparable_set_names_the_prepare_rule(tmp_path):
+    root = tmp_path / "nowhere" / "imagenet-r"
+    argv = ["--dataset", "imagenet_r", "--reader", "imagenet_r", "--root", str(root),
+            "--out", str(tmp_path / "data_check.json")]
+    assert "prepared" not in exit_message(argv)
+    msg = exit_message(argv + ["--preparable"])
+    assert msg.startswith(f"error: {root} not found")
+    assert msg.endswith("or fetch it: snakemake --cores 1 data/imagenet_r/prepared")
+
+
 def exit_message(argv) -> str:
     """The message the CLI exits with (in process; sys.exit prints it to stderr)."""
     with pytest.raises(SystemExit) as e:
@@ -139,7 +151,7 @@ def test_an_absent_split_is_fine_only_when_not_evaluated(tmp_path):
     trees.write_sun397(tmp_path, partitions=None)
     record = datasets.check("sun", "sun397", tmp_path, splits=["all"])
     assert list(record["splits"]) == ["all"] and record["splits"]["all"]["n_images"] == 15
-    assert set(record["absent_splits"]) == {"train", "test"}
+    assert set(record["absent_splits"]) == {"train", "val", "trainval", "test"}
     assert "Partitions.zip" in record["absent_splits"]["train"]
     with pytest.raises(DatasetMissing, match="Testing_01.txt.*not found"):
         datasets.check("sun", "sun397", tmp_path)  # the default evaluates test

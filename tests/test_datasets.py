@@ -214,9 +214,10 @@ def test_celeba_labels_attributes_and_groups(tmp_path):
     got = [ds.dataset[i][1:3] for i in range(len(ds.dataset))]
     assert got == [(0, 1), (1, 1), (0, 0), (1, 0)]  # files 2..5, Blond_Hair and Male as 0/1
     assert [ds.group(y, a) for y, a in got] == [1, 3, 0, 2]
-    assert ds.group_names == ["non-blond hair, female", "non-blond hair, male",
+    assert ds.group_names == ["dark hair, female", "dark hair, male",
                               "blond hair, female", "blond hair, male"]
-    assert ds.classnames == ["non-blond hair", "blond hair"] and ds.n_attributes == 2
+    assert ds.classnames == ["dark hair", "blond hair"] and ds.n_attributes == 2  # no negation
+    assert len(ds.templates) == 4 and all("person" in t or "celebrity" in t for t in ds.templates)
     assert [Path(ds.dataset.path(i)).name for i in range(4)] == [f"00000{k}.jpg" for k in (2, 3, 4, 5)]
     assert len(datasets.open("celeba", root, "train").dataset) == 1
 
@@ -245,8 +246,9 @@ def test_caltech101_all_has_torchvisions_labels(tmp_path):
     counts = {"BACKGROUND_Google": 1, "Faces_easy": 1, "accordion": 2, "car_side": 1}
     trees.write_caltech101(tmp_path, counts)
     ds = datasets.open("caltech101", tmp_path, "all")
-    assert ds.classnames == ["centered face", "accordion", "side of a car"]  # no background class
-    assert [ds.dataset[i][1] for i in range(4)] == [0, 1, 1, 2]
+    assert len(ds.classnames) == 101 and "background" not in ds.classnames  # no background class
+    assert [ds.classnames[i] for i in (1, 4, 19)] == ["centered face", "accordion", "side of a car"]
+    assert [ds.dataset[i][1] for i in range(4)] == [1, 4, 4, 19]
     assert ds.dataset[0][2:] == (-1, 0)
     from torchvision.datasets import Caltech101
     tv = Caltech101(tmp_path)
@@ -254,14 +256,14 @@ def test_caltech101_all_has_torchvisions_labels(tmp_path):
     assert paths(ds) == [f"{tv.categories[y]}/image_{k:04d}.jpg" for y, k in zip(tv.y, tv.index)]
 
 
-def test_caltech101_train_is_the_first_30_images_of_each_class(tmp_path):
+def test_caltech101_trainval_is_the_first_30_images_of_each_class(tmp_path):
     counts = {"BACKGROUND_Google": 40, "Faces_easy": 32, "accordion": 31, "car_side": 3}
     trees.write_caltech101(tmp_path, counts)
-    train, test, every = (datasets.open("caltech101", tmp_path, s) for s in ("train", "test", "all"))
+    train, test, every = (datasets.open("caltech101", tmp_path, s) for s in ("trainval", "test", "all"))
     assert len(train.dataset) == 30 + 30 + 3 and len(test.dataset) == 2 + 1
     assert paths(test) == ["Faces_easy/image_0031.jpg", "Faces_easy/image_0032.jpg",
                            "accordion/image_0031.jpg"]
-    assert test.labels_and_attributes()[0].tolist() == [0, 0, 1]
+    assert test.labels_and_attributes()[0].tolist() == [1, 1, 4]
     assert "Faces_easy/image_0030.jpg" in paths(train) and "car_side/image_0003.jpg" in paths(train)
     assert sorted(paths(train) + paths(test)) == sorted(paths(every))
     assert not any(p.startswith("BACKGROUND") for p in paths(every))
@@ -271,12 +273,17 @@ def test_caltech101_train_is_the_first_30_images_of_each_class(tmp_path):
     with pytest.raises(DatasetLayoutError, match="no images in split 'test'.*first 30") as e:
         datasets.open("caltech101", tmp_path / "small", "test")
     assert str(tmp_path / "small" / "caltech101" / "101_ObjectCategories") in str(e.value)
+    # the 101 published class folders, no more and no fewer (CLIP's names are in their order)
+    (tmp_path / "small" / "caltech101" / "101_ObjectCategories" / "wrench").rmdir()
+    with pytest.raises(DatasetLayoutError, match="1 of the 101 expected Caltech101 class folders missing.*wrench"):
+        datasets.open("caltech101", tmp_path / "small", "all")
 
 
 def test_sun397_all_has_torchvisions_labels(tmp_path):
     trees.write_sun397(tmp_path)
     ds = datasets.open("sun397", tmp_path, "all")
-    assert ds.classnames == ["abbey", "apartment building outdoor", "beach"]
+    assert len(ds.classnames) == 397
+    assert [ds.classnames[i] for i in (0, 8, 46)] == ["abbey", "apartment building outdoor", "beach"]
     assert len(ds.dataset) == 3 * 5 and paths(ds) == sorted(paths(ds))
     from torchvision.datasets import SUN397
     tv = SUN397(tmp_path)
@@ -288,13 +295,13 @@ def test_sun397_all_has_torchvisions_labels(tmp_path):
 def test_sun397_train_and_test_are_partition_1(tmp_path, where):
     trees.write_sun397(tmp_path, partitions=where)
     listed = {s: (tmp_path / where / f).read_text().split() for s, f in transfer.SUN_PARTITIONS.items()}
-    assert len(listed["train"]) == len(listed["test"]) == 3 * 2
-    for split in ("train", "test"):
+    assert len(listed["trainval"]) == len(listed["test"]) == 3 * 2
+    for split in ("trainval", "test"):
         ds = datasets.open("sun397", tmp_path, split)
         assert ["/" + p for p in paths(ds)] == listed[split]
-        assert ds.labels_and_attributes()[0].tolist() == [0, 0, 1, 1, 2, 2]
-        assert ds.dataset[2][1] == 1 and ds.classnames[1] == "apartment building outdoor"
-    train, test = (set(paths(datasets.open("sun397", tmp_path, s))) for s in ("train", "test"))
+        assert ds.labels_and_attributes()[0].tolist() == [0, 0, 8, 8, 46, 46]
+        assert ds.dataset[2][1] == 8 and ds.classnames[8] == "apartment building outdoor"
+    train, test = (set(paths(datasets.open("sun397", tmp_path, s))) for s in ("trainval", "test"))
     assert not train & test and train | test < set(paths(datasets.open("sun397", tmp_path, "all")))
 
 
@@ -314,19 +321,24 @@ def test_sun397_partition_errors(tmp_path):
     with pytest.raises(DatasetLayoutError, match="1 of the 1 images it lists not found.*sun_notthere") as e:
         datasets.open("sun397", tmp_path, "test")
     assert str(parts / "Testing_01.txt") in str(e.value)
-    (parts / "Testing_01.txt").write_text("/c/castle/sun_x.jpg\n")
-    with pytest.raises(DatasetLayoutError, match="'castle', not one of the 3"):
+    (parts / "Testing_01.txt").write_text("/c/castle_keep/sun_x.jpg\n")
+    with pytest.raises(DatasetLayoutError, match="'castle_keep', not one of the 397"):
         datasets.open("sun397", tmp_path, "test")
 
 
 def test_stanford_cars(tmp_path):
     trees.write_stanford_cars(tmp_path)
-    ds = datasets.open("stanford_cars", tmp_path, "train")
-    assert ds.classnames == trees.CARS_NAMES
+    ds = datasets.open("stanford_cars", tmp_path, "trainval")
+    assert ds.classnames == trees.CARS_NAMES and len(ds.classnames) == 196
     assert [ds.dataset[i][1] for i in range(6)] == [0, 1, 2, 0, 1, 2]  # the .mat's classes count from 1
     test = datasets.open("stanford_cars", tmp_path, "test")
     assert test.labels_and_attributes()[0].tolist() == [2, 1, 0, 0]
     assert test.labels_and_attributes()[1].tolist() == [-1] * 4
+    # a devkit whose class names are not the published 196 (CLIP's names would be misaligned)
+    trees.write_stanford_cars(tmp_path / "odd", names=trees.CARS_NAMES[:3])
+    with pytest.raises(DatasetLayoutError, match="its 3 class names are not Stanford Cars' 196") as e:
+        datasets.open("stanford_cars", tmp_path / "odd", "test")
+    assert str(tmp_path / "odd" / "stanford_cars" / "devkit" / "cars_meta.mat") in str(e.value)
 
 
 def test_flowers102_labels_without_torchvisions_md5_check(tmp_path, monkeypatch):
@@ -385,10 +397,14 @@ def test_missing_data_set_is_one_line(tmp_path, kind):
 
 def test_empty_torchvision_set_names_the_folder(tmp_path):
     (tmp_path / "SUN397").mkdir()
-    (tmp_path / "SUN397" / "ClassName.txt").write_text("/a/abbey\n")
+    (tmp_path / "SUN397" / "ClassName.txt").write_text("".join(f"/{c}\n" for c in trees.sun_class_list()))
     with pytest.raises(DatasetLayoutError, match="no images") as e:
         datasets.open("sun397", tmp_path, "all")
     assert str(tmp_path / "SUN397") in str(e.value)
+    (tmp_path / "SUN397" / "ClassName.txt").write_text("/a/abbey\n")   # not SUN397's 397 classes
+    with pytest.raises(DatasetLayoutError, match="its 1 classes are not SUN397's 397") as e:
+        datasets.open("sun397", tmp_path, "all")
+    assert str(tmp_path / "SUN397" / "ClassName.txt") in str(e.value)
 
 
 def test_unknown_kind_lists_the_known_ones():
@@ -413,7 +429,8 @@ def test_tables_cover_every_reader():
     for reader in ("imagenet_v2", "imagenet_sketch", "imagenet_r", "imagenet_a", "objectnet",
                    "caltech101", "flowers102", "stanford_cars", "sun397"):
         assert datasets.EVAL_SPLITS[reader] == ["test"], reader
-    assert datasets.SPLITS["sun397"] == datasets.SPLITS["caltech101"] == ["train", "test", "all"]
+    assert datasets.SPLITS["sun397"] == datasets.SPLITS["caltech101"] == ["train", "val", "trainval", "test", "all"]
+    assert datasets.SPLITS["stanford_cars"] == ["train", "val", "trainval", "test"]
     assert datasets.SPLITS["waterbirds"] == ["train", "val", "test"]
 
 
@@ -429,7 +446,7 @@ def test_every_listed_split_opens_and_no_other(roots, reader):
 def test_static_classnames_are_what_the_reader_reads(roots, reader):
     names = datasets.static_classnames(reader)
     read = datasets.open(reader, roots[reader], datasets.SPLITS[reader][-1]).classnames
-    if reader in ("caltech101", "flowers102", "stanford_cars", "sun397", "imagefolder"):
+    if reader == "imagefolder":
         assert names is None
     else:
         assert names == read

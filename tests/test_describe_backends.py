@@ -1,22 +1,20 @@
 """The two generating backends get the same sampling parameters, and the vLLM backend passes its
 engine settings on, tested without vLLM or a GPU.
 
-What the stand-ins cover: a fake `vllm` module (inserted in sys.modules) records what
-`VLLMBackend` hands to `LLM(...)`, `SamplingParams(...)` and `LLM.chat`; a fake model records
-what `TransformersBackend` hands to `generate()`. They check our side of both calls, not that
-vLLM interprets the values as documented: that is tests/test_vllm_gpu.py, run on a GPU. The one
-real-library check here is transformers': a tiny random Llama with Qwen2.5's generation_config
-shows that the explicit arguments override the model's defaults.
+What the stand-ins cover: a fake `vllm` module (tests/vllm_fake.py, inserted in sys.modules,
+with vLLM's keywords and value checks) records what `VLLMBackend` hands to `LLM(...)`,
+`SamplingParams(...)` and `LLM.chat`; a fake model records what `TransformersBackend` hands to
+`generate()`. They check our side of both calls, not that vLLM interprets the values as
+documented: that is tests/test_vllm_gpu.py, run on a GPU. The one real-library check here is
+transformers': a tiny random Llama with Qwen2.5's generation_config shows that the explicit
+arguments override the model's defaults.
 """
-
-import os
-import sys
-import types
 
 import pytest
 import torch
+import vllm_fake
 
-from stages.describe.backends import VLLM_ENV_DEFAULTS, TransformersBackend, make_backend
+from stages.describe.backends import TransformersBackend, make_backend
 from stages.describe.pool import generate_pool
 from stages.describe.prompts import load_prompt
 from stages.describe.sampling import SamplingSpec, to_generate_kwargs, to_vllm_kwargs
@@ -29,33 +27,9 @@ MODEL_DEFAULTS = dict(do_sample=True, temperature=0.7, top_p=0.8, top_k=20, repe
                       no_repeat_ngram_size=3, typical_p=0.9)
 
 
-class FakeSamplingParams:
-    def __init__(self, **kwargs):
-        self.kwargs = kwargs
-
-
-class FakeLLM:
-    def __init__(self, **kwargs):
-        self.kwargs = kwargs
-        self.env_at_init = {k: os.environ.get(k) for k in VLLM_ENV_DEFAULTS}
-        self.calls = []
-
-    def chat(self, messages, sampling_params=None, use_tqdm=True):
-        self.calls.append((messages, sampling_params))
-        n = sampling_params.kwargs["n"]
-        return [types.SimpleNamespace(outputs=[types.SimpleNamespace(text=ANSWER) for _ in range(n)])
-                for _ in messages]
-
-
 @pytest.fixture
 def fake_vllm(monkeypatch):
-    module = types.ModuleType("vllm")
-    module.LLM, module.SamplingParams = FakeLLM, FakeSamplingParams
-    monkeypatch.setitem(sys.modules, "vllm", module)
-    for key in VLLM_ENV_DEFAULTS:  # setenv first, so that monkeypatch restores the real state
-        monkeypatch.setenv(key, "unset-by-test")
-        monkeypatch.delenv(key)
-    return module
+    return vllm_fake.install(monkeypatch)
 
 
 class FakeTokenizer:
@@ -184,10 +158,20 @@ def test_a_users_vllm_environment_wins_and_is_recorded(fake_vllm, monkeypatch):
     (dict(n=2, temperature=0.0, top_p=1.0), "greedy decoding, which has one answer"),
     (dict(n=1, temperature=0.8, top_p=0.0), "top_p must be in (0, 1]"),
     (dict(n=0, temperature=0.8, top_p=0.9), "n and max_tokens must be >= 1"),
+    (dict(n=8.0, temperature=0.8, top_p=0.9), "n, max_tokens and seed must be integers, got {'n': 8.0}"),
+    (dict(n=1, temperature=2.5, top_p=0.9), "temperature must be in [0, 2], got 2.5"),
 ])
 def test_sampling_values_the_engines_refuse_are_refused_first(kwargs, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
         SamplingSpec(max_tokens=8, seed=0, **kwargs)
+
+
+def test_make_takes_numpy_integers_and_refuses_floats():
+    import numpy as np
+
+    assert SamplingSpec.make(n=np.int64(2), temperature=0.5, top_p=1.0, max_tokens=np.int32(8), seed=np.int64(3)).n == 2
+    with pytest.raises(ValueError, match="'n': 8.0"):
+        SamplingSpec.make(n=8.0, temperature=0.5, top_p=1.0, max_tokens=8, seed=0)
 
 
 def test_conversions_cover_every_field_of_the_spec():
@@ -206,15 +190,13 @@ def test_conversions_cover_every_field_of_the_spec():
                                                       "frequency_penalty"}
 
 
-class TemplatingLLM(FakeLLM):
+class TemplatingLLM(vllm_fake.FakeLLM):
     """Greedy requests (step 2) answer with a template of the instance, as an instruct model would."""
 
-    def chat(self, messages, sampling_params=None, use_tqdm=True):
-        if sampling_params.kwargs["temperature"] > 0:
-            return super().chat(messages, sampling_params, use_tqdm)
-        self.calls.append((messages, sampling_params))
-        return [types.SimpleNamespace(outputs=[types.SimpleNamespace(text=f"a photo of a {{}} {m[-1]['content']}.")])
-                for m in messages]
+    def answer(self, conversation, params):
+        if params.temperature > 0:
+            return super().answer(conversation, params)
+        return [f"a photo of a {{}} {conversation[-1]['content']}."]
 
 
 def test_check_vllm_runs_its_steps_through_the_backend(fake_vllm, tmp_path, monkeypatch):
@@ -230,7 +212,7 @@ def test_check_vllm_runs_its_steps_through_the_backend(fake_vllm, tmp_path, monk
     job = check_job("Qwen/Qwen2.5-0.5B-Instruct", vllm_args={"max_model_len": 2048}, min_pool=2)
     report = run(job, tmp_path)
     assert report["steps"] == {"pool_size": True, "one_slot_each": True, "provenance": True,
-                               "same_seed_same_answers": True}
+                               "fresh_engine_same_pool": True}
     assert report["ok"] and report["templates"] == ["a photo of a {} on a sandy beach.",
                                                      "a photo of a {} near a frozen lake."]
     meta = read_metadata(tmp_path / "background.descriptions.parquet")

@@ -32,6 +32,11 @@ QWEN = "Qwen/Qwen2.5-7B-Instruct"
 @pytest.mark.parametrize("describe, message", [
     # refused by vLLM only after loading the model
     (dict(top_p=0), "config key experiments.toy.describe.top_p: 0 is less than or equal to the minimum of 0"),
+    (dict(backend="vllm", model=QWEN, temperature=2.5),
+     "config key experiments.toy.describe.temperature: 2.5 is greater than the maximum of 2"),
+    # YAML's 8.0 is a float; JSON Schema alone would take it for an integer, vLLM refuses a float n
+    (dict(backend="vllm", model=QWEN, n_samples=8.0),
+     "config key experiments.toy.describe.n_samples: 8.0 is not of type 'integer'"),
     (dict(backend="vllm", model=QWEN, temperature=0),
      "config key experiments.toy.describe.n_samples: temperature 0 is greedy decoding, which gives one answer"),
     (dict(backend="transformers", temperature=0, n_samples=2), "config key experiments.toy.describe.n_samples"),
@@ -67,6 +72,7 @@ def test_describe_settings_an_engine_would_refuse_or_ignore_are_config_errors(de
          vllm_args={"max_model_len": 4096, "dtype": "bfloat16", "trust_remote_code": True}),
     dict(backend="vllm", model="/models/qwen-q4_k_m.gguf", vllm_args={"tokenizer": QWEN}),
     dict(backend="vllm", model=QWEN, temperature=0, n_samples=1),
+    dict(backend="vllm", model=QWEN, temperature=2, n_samples=8),  # vLLM's upper bound is allowed
     dict(backend="file", files={"background": "b.txt", "texture": "t.txt", "quality": "q.txt"}, temperature=0),
 ])
 def test_valid_describe_settings_pass(describe):

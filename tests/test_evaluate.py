@@ -4,24 +4,27 @@ linear head, WiSE-FT)."""
 
 from __future__ import annotations
 
+import collections
 import json
 import types
 from pathlib import Path
 
 import numpy as np
+import open_clip
 import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import TEMPLATES, dataset_config, make_dataset, make_tiny_clip
 from PIL import Image
 
-from helpers import TEMPLATES, dataset_config, make_dataset, make_tiny_clip
 from stages import datasets
-from stages.datasets.waterbirds import read_metadata
+from stages.datasets.waterbirds import GroupDataset, read_metadata
 from stages.evaluate import run as evaluate
 from stages.evaluate.__main__ import main as evaluate_main
 from stages.method.models import load_clip
 from stages.method.scoring import split_metrics
+from stages.method.teacher_text import read_embeddings
 from stages.method.zeroshot import ensemble_prompts, zeroshot_weights
 
 
@@ -340,3 +343,197 @@ def test_wiseft_at_an_interior_alpha_is_the_interpolated_model(scored, method, m
     assert_metrics(out["wiseft"][1]["splits"]["test"], expected)
     if method == "ft":   # at alpha 1 the run's own head and weights: the hand-computed table
         assert_metrics(out["wiseft"][2]["splits"]["test"], HAND)
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation without repeats (issue 18): in one job each target's images are decoded once, however
+# many WiSE-FT alphas are scored, and each zero-shot head is built once per (weights, class names,
+# templates), however many targets share it.
+
+def count_decodes(monkeypatch) -> collections.Counter:
+    """Counts every image the Waterbirds reader decodes, by path."""
+    decoded = collections.Counter()
+    real = GroupDataset.__getitem__
+
+    def getitem(self, i):
+        decoded[str(self.root / self.meta["img_filename"].iloc[i])] += 1
+        return real(self, i)
+
+    monkeypatch.setattr(GroupDataset, "__getitem__", getitem)
+    return decoded
+
+
+def count_prompts(monkeypatch) -> collections.Counter:
+    """Counts every prompt the text encoder encodes, by (the text tower's weights, the prompt's tokens)."""
+    encoded = collections.Counter()
+    real = open_clip.CLIP.encode_text
+
+    def encode_text(self, tokens, *args, **kwargs):
+        weights = (float(self.token_embedding.weight.double().sum()), float(self.ln_final.weight.double().sum()))
+        encoded.update((weights, tuple(row.tolist())) for row in tokens)
+        return real(self, tokens, *args, **kwargs)
+
+    monkeypatch.setattr(open_clip.CLIP, "encode_text", encode_text)
+    return encoded
+
+
+def test_wiseft_decodes_each_targets_images_once_and_scores_every_alpha(scored, monkeypatch):
+    """Three alphas on two targets of the same folder ('tiny': val and test; 'other': test, other class
+    names): every image is decoded once per target that shows it (not once per alpha), and each
+    alpha's metrics are those of WiSE-FT evaluated one alpha at a time."""
+    alphas = [0.0, 0.5, 1.0]
+    targets = [{**target_cfg(scored), "splits": ["val", "test"]}, target_cfg(scored, "other")]
+    checks = {"tiny": scored.check, "other": scored.other_check}
+    cfg = eval_cfg(scored, targets, wiseft_alphas=alphas, wiseft_alpha=0.5)
+    decoded = count_decodes(monkeypatch)
+    out = evaluate.run(cfg, checks, "wiseft", 0, str(scored.ckpts["ft"]), wiseft=True)
+    meta = read_metadata(scored.root)
+    paths = {split: [str(scored.root / n) for n in meta.loc[meta["split"] == code, "img_filename"]]
+             for split, code in (("val", 1), ("test", 2))}
+    assert decoded == collections.Counter(paths["val"] + 2 * paths["test"])
+    # the same numbers as each alpha evaluated on its own (one alpha per job: its images decoded once)
+    for alpha in alphas:
+        one = evaluate.run(eval_cfg(scored, targets, wiseft_alphas=[alpha], wiseft_alpha=alpha), checks, "wiseft", 0,
+                           str(scored.ckpts["ft"]), wiseft=True)
+        for target in checks:
+            got = next(p["splits"] for p in out[target]["wiseft"] if p["alpha"] == alpha)
+            for split, m in one[target]["splits"].items():
+                assert_metrics(got[split], m)
+    assert out["tiny"]["splits"] == out["tiny"]["wiseft"][1]["splits"] and out["tiny"]["head"] == "linear"
+
+
+@pytest.mark.parametrize("wiseft", [False, True])
+def test_each_zeroshot_head_is_built_once_per_weights_class_names_and_templates(scored, monkeypatch, wiseft):
+    """Targets 'other' and 'again' share class names and templates; 'tiny' has the run's linear head.
+    A run builds the shared zero-shot head once (2 classes x 3 templates) and the zero-shot model's
+    head that WiSE-FT mixes with the linear head once (2 x 2); WiSE-FT builds the shared head once per
+    alpha, whose text encoder differs."""
+    alphas = [0.0, 0.5, 1.0]
+    targets = [target_cfg(scored), target_cfg(scored, "other"), target_cfg(scored, "again")]
+    checks = {"tiny": scored.check, "other": scored.other_check, "again": scored.other_check}
+    cfg = eval_cfg(scored, targets, wiseft_alphas=alphas, wiseft_alpha=0.5)
+    encoded = count_prompts(monkeypatch)
+    out = evaluate.run(cfg, checks, "wiseft" if wiseft else "ft", 0, str(scored.ckpts["ft"]), wiseft=wiseft)
+    assert out["other"]["splits"] == out["again"]["splits"]
+    assert set(encoded.values()) == {1}, "a prompt encoded twice with the same weights"
+    shared = len(OTHER_CLASSES) * len(TEMPLATES_3)
+    if wiseft:
+        assert len({weights for weights, _ in encoded}) == len(alphas)   # theta0: alpha 0
+        assert sum(encoded.values()) == len(WB_CLASSES) * len(TEMPLATES_2) + len(alphas) * shared
+    else:
+        assert sum(encoded.values()) == shared   # the linear head's target encodes nothing
+
+
+# ---------------------------------------------------------------------------------------------
+# Spuriosity drift (issue 20, item 3): on each split's images, KL(p_teacher || p_run) over the
+# experiment's spurious captions at the teacher's logit scale, with StarFT's label mask (the
+# image's own class's captions removed) and without. Checked against a float64 loop over images
+# and captions, on the TRAIN split (10 landbirds, 6 waterbirds: unequal classes; batches 5,5,5,1).
+
+POOLS_DRIFT = {"background": ["a {} on the water.", "a {} in a forest.", "a {} over the sea."],
+               "color": ["a bright {}.", "a {} in a forest."]}   # one template in both pools: one caption
+
+
+@pytest.fixture(scope="module")
+def drift(scored, tmp_path_factory):
+    from stages.embed import run as embed
+
+    tmp = tmp_path_factory.mktemp("drift")
+    pools = []
+    for kind, templates in POOLS_DRIFT.items():
+        pools.append(str(tmp / f"{kind}.descriptions.parquet"))
+        pd.DataFrame({"template": templates}).to_parquet(pools[-1])
+    table = tmp / "teacher_text.parquet"
+    embed.run({"classnames": WB_CLASSES, "model": {"name": scored.model_name, "pretrained": None},
+               "evaluate": {"templates": TEMPLATES_2}, "finetune": {}}, pools, table, device="cpu")
+    # a student far enough from the teacher that the KL's direction shows (0.02 moves it little)
+    gen = torch.Generator().manual_seed(2)
+    theta1 = {k: v + 0.15 * torch.randn(v.shape, generator=gen) if v.is_floating_point() else v.clone()
+              for k, v in scored.theta0.items()}
+    ckpt = tmp / "flyp.pt"
+    torch.save({"model": theta1, "head": None, "classnames": WB_CLASSES, "method": "flyp", "name": "flyp",
+                "epoch": 2, "config": {"method": "flyp", "name": "flyp", "precision": "auto"}}, ckpt)
+    return types.SimpleNamespace(table=table, theta1=theta1, ckpt=ckpt)
+
+
+def drift_cfg(scored, drift, targets, **finetune) -> dict:
+    return {**eval_cfg(scored, targets, **finetune), "embeddings": str(drift.table)}
+
+
+def train_target(scored, name="tiny") -> dict:
+    return {**target_cfg(scored, name), "splits": ["train"]}
+
+
+@torch.no_grad()
+def drift_by_loop(scored, drift, theta) -> tuple[float, float]:
+    """(masked, unmasked) mean KL(p_teacher || p_run) on the train split in float64, one image and
+    one caption at a time: g0 read from the table by text, g the run's text tower per caption."""
+    tokenizer = scored.clip.tokenizer
+    templates = list(dict.fromkeys(t for ts in POOLS_DRIFT.values() for t in ts))
+    captions = [(t.replace("{}", c), k) for t in templates for k, c in enumerate(WB_CLASSES)]
+    emb = read_embeddings(drift.table)
+    by_text = {text: i for i, text in zip(emb.table.index, emb.table["text"]) if emb.table["kind"][i] == "spurious"}
+    g0 = torch.stack([emb.embeddings[by_text[text]] for text, _ in captions]).double()
+    teacher, run = load_clip(scored.model_name).model, load_clip(scored.model_name).model
+    teacher.load_state_dict(scored.theta0)
+    run.load_state_dict(theta)
+    g = torch.stack([F.normalize(run.eval().encode_text(tokenizer([text])).double()[0], dim=0)
+                     for text, _ in captions])
+    f0 = image_features(teacher, scored.clip.preprocess_val, scored.root, 0).double()
+    f = image_features(run, scored.clip.preprocess_val, scored.root, 0).double()
+    tau0 = float(scored.theta0["logit_scale"].double().exp())
+    ys = [y for y, _ in TRAIN_YP]
+    masked, unmasked = [], []
+    for i, y in enumerate(ys):
+        for out, keep in ((unmasked, range(len(captions))), (masked, [j for j, (_, c) in enumerate(captions) if c != y])):
+            t = torch.stack([tau0 * f0[i] @ g0[j] for j in keep])
+            s = torch.stack([tau0 * f[i] @ g[j] for j in keep])
+            p, log_p, log_q = t.softmax(0), t.log_softmax(0), s.log_softmax(0)
+            out.append(float((p * (log_p - log_q)).sum()))
+    return sum(masked) / len(ys), sum(unmasked) / len(ys)
+
+
+def test_spuriosity_drift_is_the_label_masked_kl_of_teacher_and_run(scored, drift):
+    """A fine-tuned run (its own text encoder): drift on the train split equals the float64 loop, on
+    the target with the training classes (masked and unmasked) and on one with other class names
+    (same images: unmasked only); both clearly above 0 and unequal."""
+    targets = [train_target(scored), train_target(scored, "other")]
+    out = evaluate.run(drift_cfg(scored, drift, targets), {"tiny": scored.check, "other": scored.other_check},
+                       "flyp", 0, str(drift.ckpt))
+    masked, unmasked = drift_by_loop(scored, drift, drift.theta1)
+    got = out["tiny"]["splits"]["train"]["spuriosity_drift"]
+    assert got == {"masked_kl": pytest.approx(masked, rel=1e-4), "kl": pytest.approx(unmasked, rel=1e-4),
+                   "n_images": len(TRAIN_YP), "n_captions": 4 * len(WB_CLASSES), "pools": ["background", "color"],
+                   "scale": "teacher"}
+    # float32 stage against float64 loop: features agree to ~1e-6, logits (x tau0 ~ 14) to ~1e-5,
+    # so the KLs to ~1e-5 absolute; the values and their gap are far larger, so rel 1e-4 tells
+    # the mask, the KL's direction and the scale apart
+    assert masked > 1e-2 and unmasked > 1e-2 and abs(masked - unmasked) > 1e-3 * unmasked
+    other = out["other"]["splits"]["train"]["spuriosity_drift"]
+    assert other["masked_kl"] is None and other["kl"] == pytest.approx(unmasked, rel=1e-4)
+
+
+def test_spuriosity_drift_of_the_zeroshot_run_is_zero(scored, drift, tmp_path):
+    """The teacher against itself, through the CLI: 0 up to float32 rounding (its text features
+    computed in the job vs the table's, in other batches: ~1e-7 apart)."""
+    (tmp_path / "check.json").write_text(json.dumps(scored.check))
+    cfg = drift_cfg(scored, drift, [{**train_target(scored), "data_check": str(tmp_path / "check.json")}])
+    evaluate_main(["--config", json.dumps(cfg), "--method", "zeroshot", "--out-dir", str(tmp_path / "eval")])
+    got = json.loads((tmp_path / "eval" / "tiny.json").read_text())["splits"]["train"]["spuriosity_drift"]
+    assert got["masked_kl"] == pytest.approx(0, abs=1e-6) and got["kl"] == pytest.approx(0, abs=1e-6)
+    assert got["n_images"] == len(TRAIN_YP)
+
+
+def test_wiseft_drift_per_alpha_without_a_second_decode(scored, drift, monkeypatch):
+    """WiSE-FT: alpha 0 is the teacher (drift 0), alpha 1 the run (its hand-computed drift), every
+    alpha measured on the same decoded batches (each image decoded once)."""
+    cfg = drift_cfg(scored, drift, [train_target(scored)], wiseft_alphas=[0.0, 0.5, 1.0], wiseft_alpha=0.5)
+    decoded = count_decodes(monkeypatch)
+    out = evaluate.run(cfg, {"tiny": scored.check}, "wiseft", 0, str(drift.ckpt), wiseft=True)["tiny"]
+    assert set(decoded.values()) == {1} and len(decoded) == len(TRAIN_YP)
+    by_alpha = {p["alpha"]: p["splits"]["train"]["spuriosity_drift"] for p in out["wiseft"]}
+    assert by_alpha[0.0]["masked_kl"] == pytest.approx(0, abs=1e-6) and by_alpha[0.0]["kl"] == pytest.approx(0, abs=1e-6)
+    masked, unmasked = drift_by_loop(scored, drift, drift.theta1)
+    assert by_alpha[1.0]["masked_kl"] == pytest.approx(masked, rel=1e-4)
+    assert by_alpha[1.0]["kl"] == pytest.approx(unmasked, rel=1e-4)
+    assert by_alpha[0.5]["kl"] > 1e-4 and out["splits"]["train"]["spuriosity_drift"] == by_alpha[0.5]

@@ -181,26 +181,34 @@ def test_zeroshot_and_linear_probe_runs(world, go):
     go("lp", tmp / "lp", lp_l2_grid=grid)
     lp = load(tmp / "lp" / "checkpoint.pt")
     assert all(torch.equal(lp["model"][k], v) for k, v in teacher.items())     # the encoder is frozen
-    # one converged fit per strength; the kept one has the best val accuracy (ties: stronger L2)
+    # one converged fit per strength; the kept one has the best held-out accuracy (ties: stronger L2)
     fits = lp["probe"]["fits"]
     assert [f["l2"] for f in fits] == grid and all(f["converged"] for f in fits)
-    best = max(fits, key=lambda f: (f["val_accuracy"], f["l2"]))
+    best = max(fits, key=lambda f: (f["holdout_accuracy"], f["l2"]))
     assert lp["probe"]["l2"] == best["l2"]
-    # the stored head is the minimiser of its objective on the training features: zero gradient.
-    # L-BFGS stops at a largest gradient entry of 1e-6 in float64; storing the head in float32
-    # moves W (entries up to ~tau0 = 14) by ~1e-6, which moves the gradient by less than that
-    # again (the Hessian of the mean cross-entropy on unit features is below 1 + l2): 1e-4 is safe.
+    # fitted in the run (no probe file): the record says so, and which training images chose the L2
+    assert lp["probe"]["file"] is None and lp["probe"]["holdout"]["split"] == "train"
+    labels = np.arange(16) % 2                  # tests/helpers.make_dataset: y = k % 2
+    fit_idx, held = probe.holdout_split(labels)
+    assert lp["probe"]["holdout"]["indices_sha256"] == probe.indices_hash(held) and len(held) == 2
+    # the stored head is the minimiser of its objective on the fit's features (the training split
+    # without the held-out slice, stored as float16): zero gradient. L-BFGS stops at a largest
+    # gradient entry of 1e-6 in float64; storing the head in float32 moves W (entries up to ~tau0 =
+    # 14) by ~1e-6, which moves the gradient by less than that again (the Hessian of the mean
+    # cross-entropy on unit features is below 1 + l2): 1e-4 is safe.
     clip = load_clip(cfg["model"]["name"])
     from stages.datasets.waterbirds import GroupDataset
     from stages.method.zeroshot import encode_images
     loader = torch.utils.data.DataLoader(GroupDataset(cfg["data"]["root"], "train", clip.preprocess_val), batch_size=16)
     feats, y, _ = encode_images(clip.model.eval(), loader, torch.device("cpu"))
+    assert torch.equal(y, torch.as_tensor(labels))
+    feats = feats[fit_idx].half().double()
     w = lp["head"]["linear.weight"].double().requires_grad_(True)
     b = lp["head"]["linear.bias"].double().requires_grad_(True)
-    loss, _ = probe.objective(w, b, feats.double(), y, best["l2"])
+    loss, _ = probe.objective(w, b, feats, y[fit_idx], best["l2"])
     assert max(float(g.abs().max()) for g in torch.autograd.grad(loss, [w, b])) < 1e-4
     log = pd.read_csv(tmp / "lp" / "train_log.csv")
-    assert list(log["l2"]) == grid and log["val_accuracy"].notna().all()
+    assert list(log["l2"]) == grid and log["holdout_accuracy"].notna().all()
 
 
 def test_probe_is_the_minimum_of_the_regularised_logistic_loss():
@@ -218,9 +226,9 @@ def test_probe_is_the_minimum_of_the_regularised_logistic_loss():
         assert probe.objective(w + dw, b + db, feats, y, 1e-2)[0] > at
     w2, b2, _ = probe.fit_logistic(feats, y, 50 * torch.randn(2, 8, generator=g, dtype=torch.float64), b0 + 3, l2=1e-2)
     assert torch.allclose(w, w2, atol=1e-5) and torch.allclose(b - b.mean(), b2 - b2.mean(), atol=1e-5)
-    # the grid keeps the strength with the best val accuracy: a huge L2 gives a near-zero W
+    # the grid keeps the strength with the best held-out accuracy: a huge L2 gives a near-zero W
     best, fits = probe.fit_probe(feats[:150], y[:150], feats[150:], y[150:], w0, b0, [1e-3, 1e3])
-    assert best.l2 == max(fits, key=lambda f: (f.val_accuracy, f.l2)).l2
+    assert best.l2 == max(fits, key=lambda f: (f.holdout_accuracy, f.l2)).l2
     assert fits[1].weight.abs().max() < fits[0].weight.abs().max() / 100
 
 

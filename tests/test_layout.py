@@ -12,7 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent / "stages"
 # the layers, lowest first; a module may import from its own layer's folder and the layers below
 LAYERS = {"common": 0, "method": 1, "datasets": 2, "synthetic": 3, "config": 4}
-STAGES = ("describe", "embed", "pretrain", "finetune", "evaluate", "report")   # layer 5, each on its own
+STAGES = ("describe", "embed", "pretrain", "finetune", "evaluate", "export", "report")   # layer 5, each on its own
 
 
 def module_name(path: Path) -> str:

@@ -59,6 +59,7 @@ def test_waterbirds_real_run_fails_at_once(tmp_path):
     proc = snakemake(work, "data/waterbirds/data_check.json", check=False)
     assert proc.returncode != 0
     assert "waterbird_complete95_forest2water2 not found: put the extracted waterbird_complete95_forest2water2/" in proc.stderr
+    assert "or fetch it: snakemake --cores 1 data/waterbirds/prepared" in proc.stderr
     assert not (work / "data/waterbirds/data_check.json").exists()
 
 

@@ -11,10 +11,9 @@ import re
 import pandas as pd
 import pytest
 import yaml
-
 from helpers import make_tiny_clip
 from pipeline import REDUCED, make_workdir, snakemake
-from trees import write_all
+from trees import write_all, write_imagenet, write_waterbirds
 
 SHIFTS = ["imagenet_v2", "imagenet_sketch", "imagenet_r", "imagenet_a", "objectnet"]
 GROUPS = ["waterbirds", "celeba"]
@@ -89,7 +88,7 @@ def test_fine_tune_once_evaluate_on_every_layout(tmp_path):
     cfg["experiments"]["tiny_imagenet"]["evaluate"]["zeroshot"] = ZEROSHOT[:-1]
     (work / "override.yaml").write_text(yaml.safe_dump(cfg))
     dry = snakemake(work, "-n", "results/tiny_imagenet").stdout
-    jobs = sorted(re.findall(r"^\s*(?:local)?rule (\w+):", dry, flags=re.M))
+    jobs = sorted(re.findall(r"^\s*(?:local)?rule (\w+):", dry, flags=re.MULTILINE))
     assert jobs == ["evaluate"] * 3 + ["report"], dry[-3000:]
     # the composite report holds only the Waterbirds section of the same runs (nothing retrained)
     assert (work / "results/tiny_waterbirds/table_group_shift_waterbirds.csv").is_file()
@@ -117,3 +116,50 @@ def test_paper_targets_list_their_dags_and_stop_at_once_without_data(tmp_path):
     assert proc.returncode != 0
     assert "data/imagenet/train not found: put ILSVRC-2012's train/ folder" in proc.stderr
     assert not (work / "data/imagenet/data_check.json").exists()
+
+
+def checked_datasets(dry: str) -> set[str]:
+    """The data sets whose data check a `snakemake -n` lists."""
+    return set(re.findall(r"^\s*output: data/(\w+)/data_check\.json$", dry, flags=re.MULTILINE))
+
+
+def evaluate_commands(dry: str) -> dict[str, str]:
+    """{eval folder: its `python -m stages.evaluate` command} of a `snakemake -n -p`."""
+    return {re.search(r"--out-dir (\S+)", line).group(1): line for line in dry.splitlines()
+            if "python -m stages.evaluate" in line}
+
+
+def test_a_report_asks_only_for_the_data_sets_it_shows(tmp_path):
+    """results/waterbirds (the ImageNet runs on Waterbirds, and the in-task section) with only ImageNet
+    and Waterbirds on disk: its DAG checks those two and nothing else, its data checks pass, and the
+    ImageNet runs are scored on Waterbirds only (results/imagenet's one job per run on all twelve is
+    test_paper_targets_...'s); the demo still evaluates every target of its source experiment."""
+    roots = {"imagenet": write_imagenet(tmp_path / "trees/imagenet"),
+             "waterbirds": write_waterbirds(tmp_path / "trees/waterbirds")}
+    (tmp_path / "work").mkdir()
+    work = make_workdir(tmp_path / "work", {**REDUCED, "datasets": {
+        **REDUCED["datasets"], **{name: {"root": str(root)} for name, root in roots.items()}}})
+    dry = snakemake(work, "-n", "-p", "results/waterbirds").stdout
+    assert checked_datasets(dry) == {"imagenet", "waterbirds"}, dry[-3000:]
+    commands = evaluate_commands(dry)
+    imagenet_runs = {f for f in commands if f.startswith("results/runs/imagenet/")}
+    assert "results/runs/imagenet/starft/seed2/eval_waterbirds" in imagenet_runs
+    assert "results/runs/waterbirds_intask/starft/seed2/eval" in commands
+    for folder in imagenet_runs:
+        assert folder.endswith("/eval_waterbirds"), folder
+        assert re.findall(r'"data_check": "([^"]+)"', commands[folder]) == ["data/waterbirds/data_check.json"]
+    # what the DAG asks for is there: the two data checks run and pass (the other ten are absent)
+    # (`--until check_data` would say it, but Snakemake 9.27 stops it with "BUG: Out of jobs ready")
+    snakemake(work, *(f"data/{d}/data_check.json" for d in sorted(checked_datasets(dry))))
+    assert sorted(p.parent.name for p in (work / "data").glob("*/data_check.json")) == ["imagenet", "waterbirds"]
+
+    # the demo: every run of the source experiment evaluated on its seven targets in one job, and
+    # every synthetic data set checked
+    dry = snakemake(work, "-n", "-p", "results/synthbirds").stdout
+    assert checked_datasets(dry) == {"synthbirds", "synthsource", "synth_v2", "synth_sketch", "synth_rendition",
+                                     "synth_hard", "synth_scenes"}
+    commands = evaluate_commands(dry)
+    assert all(f.endswith("/eval") for f in commands)
+    targets = re.findall(r'"target": "(\w+)"', commands["results/runs/synthworld/wiseft/seed2/eval"])
+    assert targets == ["synthsource", "synth_v2", "synth_sketch", "synth_rendition", "synth_hard", "synthbirds",
+                       "synth_scenes"]

@@ -92,7 +92,8 @@ def read(path):
 def test_domain_shift_table_is_mean_and_std_over_seeds(report):
     table = read(report / "table_domain_shift.csv")
     assert list(table.index) == ["zeroshot", "ft", "flyp", "wiseft"]   # config order, wiseft last
-    assert list(table.columns) == ["imagenet (ID)", "imagenet_v2", "imagenet_r", "Shift mean", "Seeds"]
+    assert list(table.columns) == ["imagenet (ID)", "imagenet_v2", "imagenet_r", "Shift mean", "Above interpolation line",
+                                   "Seeds"]
     # flyp on imagenet_v2: 67, 69, 74 -> mean 70, sample std sqrt(13) = 3.6
     assert table.loc["flyp", "imagenet_v2"] == "70.0 ± 3.6"
     # shift mean per seed: (67 + 56) / 2, (69 + 52) / 2, (74 + 54) / 2 = 61.5, 60.5, 64 -> 62.0 ± 1.8

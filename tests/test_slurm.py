@@ -16,11 +16,11 @@ import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
-
 from pipeline import REDUCED_RUNS, REDUCED_WORLD, REPO, make_workdir
 
 SCRIPT = REPO / "workflow/scripts/slurm_single_node.sh"
@@ -160,7 +160,8 @@ def test_synthbirds_through_the_slurm_profile(slurm_cluster, tmp_path):
     # the profile's sizes reached SLURM: finetune's threads as CPUs, its memory and wall time
     assert finetune["NumCPUs"] == str(cfg["set-threads"]["finetune"]), finetune
     assert megabytes(finetune["MinMemoryNode"]) == cfg["set-resources"]["finetune"]["mem_mb"], finetune
-    assert finetune["TimeLimit"] == "1-00:00:00", finetune  # runtime: 1440 minutes
+    hours, minutes = divmod(cfg["set-resources"]["finetune"]["runtime"], 60)
+    assert finetune["TimeLimit"] == f"{hours:02d}:{minutes:02d}:00", finetune  # runtime in minutes
 
     # the same report as a local run
     out = work / "results/synthbirds_intask"
@@ -169,3 +170,83 @@ def test_synthbirds_through_the_slurm_profile(slurm_cluster, tmp_path):
     assert list(table.columns[:3]) == ["Worst-group", "Average", "Adj. average"]
     report = (out / "report.md").read_text()
     assert all(re.search(rf"^\| {m} ", report, flags=re.M) for m in table.index), report
+
+
+# SLURM's shortest time limit is 1 minute, enforced by slurmctld every ~30 s. The cut run lasts
+# CUT_SECONDS of training, so that the limit cuts it at least once, in epochs short enough that
+# every attempt finishes some: an attempt after a cut must resume from the last epoch's resume.pt,
+# not start over. Its epoch count follows from an epoch timed on this machine (CI's CPU differs).
+CUT_SECONDS = 100
+
+
+def cut_config(epochs: int) -> dict:
+    return {
+        "datasets": {"synthbirds": {
+            "synthetic": {"n_train": 128, "n_val": 32, "n_test": 64, "n_pretrain": 512},
+            "pretrain": {**REDUCED_WORLD["pretrain"], "steps": 10, "warmup_steps": 2}}},
+        "experiments": {"synthbirds_intask": {
+            "describe": {"backend": "file", "pools_of": None, "types": ["background"],
+                         "files": {"background": "pool.txt"}, "min_pool": 3},
+            "finetune": {**REDUCED_RUNS["finetune"], "methods": ["flyp"], "seeds": [0], "epochs": epochs,
+                         "batch_size": 16, "warmup_steps": 1, "log_every": 1, "wiseft_of": "flyp"}}},
+    }
+
+
+def snakemake(work: Path, *args, env=None, timeout=600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "snakemake", *args, "--configfile", "override.yaml"], cwd=work,
+                          env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.slow
+def test_a_run_cut_by_its_time_limit_finishes_on_retry_from_its_last_epoch(slurm_cluster, tmp_path):
+    work = make_workdir(tmp_path, cut_config(epochs=3))
+    (work / "pool.txt").write_text(POOL)
+    run = work / "results/runs/synthbirds_intask/flyp/seed0"
+    target = str(run.relative_to(work) / "checkpoint.pt")
+    # What the run reads is built here (the cut is about the fine-tuning job alone); then a local
+    # 4-epoch run times an epoch (the stage prints each epoch's wall time).
+    local = snakemake(work, "--cores", "2", "data/synthbirds_intask/embeddings/teacher_text.parquet",
+                      "data/synthbirds/data_check.json")
+    assert local.returncode == 0, (local.stdout + local.stderr)[-4000:]
+    (work / "override.yaml").write_text(yaml.safe_dump(cut_config(epochs=4)))
+    local = snakemake(work, "--cores", "2", target)
+    assert local.returncode == 0, (local.stdout + local.stderr)[-4000:]
+    seconds = re.findall(r"epoch \d+/4: .*\(([\d.]+) s\)$", (work / "logs/synthbirds_intask/finetune_flyp_seed0.log")
+                         .read_text(), flags=re.M)
+    assert len(seconds) == 4, seconds
+    epoch_seconds = max(max(map(float, seconds)), 0.05)
+    print(f"epochs of the local run: {seconds} s", flush=True)
+    epochs = max(10, round(CUT_SECONDS / epoch_seconds))
+    (work / "override.yaml").write_text(yaml.safe_dump(cut_config(epochs)))
+
+    profile = work / "workflow/profiles/slurm/config.yaml"
+    cfg = yaml.safe_load(profile.read_text())
+    cfg["default-resources"]["slurm_partition"] = PARTITION
+    profile.write_text(yaml.safe_dump(cfg))
+    t0 = time.monotonic()
+    proc = snakemake(work, "--profile", "workflow/profiles/slurm", target, "--slurm-init-seconds-before-status-checks",
+                     "2", "--set-resources", "finetune:runtime=1", "--retries", "6",
+                     # as many threads as the local run that timed the epoch (the profile's 8 would
+                     # oversubscribe this machine's cores and stretch every epoch)
+                     "--set-threads", "finetune=2", env=slurm_cluster, timeout=1500)
+    log = work / "logs/synthbirds_intask/finetune_flyp_seed0.log"
+    assert proc.returncode == 0, ((proc.stdout + proc.stderr)[-5000:]
+                                  + (f"\n--- {log}\n{log.read_text()[-3000:]}" if log.exists() else ""))
+    print(f"{epochs} epochs of {epoch_seconds:.1f} s took {time.monotonic() - t0:.0f} s through SLURM")
+
+    attempts = sorted((j for j in slurm_jobs(slurm_cluster).values() if j["Comment"].startswith("rule_finetune")),
+                      key=lambda j: int(j["JobId"]))
+    states = [j["JobState"] for j in attempts]
+    print("attempts:", [(j["JobId"], j["JobState"], j["RunTime"], j["TimeLimit"]) for j in attempts])
+    assert all(j["TimeLimit"] == "00:01:00" for j in attempts), attempts
+    assert states[-1] == "COMPLETED" and "TIMEOUT" in states[:-1], states
+    # the last attempt resumed from a finished epoch instead of starting over ...
+    resumed = re.findall(rf"resuming flyp seed 0 from \S+resume.pt \(epoch (\d+)/{epochs}\)", log.read_text())
+    assert resumed and 0 < int(resumed[-1]) < epochs, log.read_text()[-3000:]
+    # ... and the run trained every epoch exactly once, its steps in order, none redone
+    ft = pd.read_csv(run / "train_log.csv").query("phase == 'ft'")
+    steps_per_epoch = ft.groupby("epoch")["step"].count()
+    assert list(steps_per_epoch.index) == list(range(epochs)), steps_per_epoch
+    assert steps_per_epoch.nunique() == 1, steps_per_epoch
+    assert ft["step"].is_monotonic_increasing and ft["step"].is_unique
+    assert not (run / "resume.pt").exists()

@@ -167,7 +167,7 @@ def test_a_tint_gives_the_object_its_colour_and_keeps_its_parts(tint):
     for species in ("crow", "swan", "bluejay"):
         img, mask = drawn(spc.Look("forest", texture=tint), species)
         assert np.abs(img[mask].mean(0) - colour).max() < 0.12, (tint, species)
-    bluejay, mask = drawn(spc.Look("forest", texture=tint), "bluejay")  # blue body, white head, black eye
+    bluejay, mask = drawn(spc.Look("forest", texture=tint), "bluejay")  # blue body, black head and wings
     lum = cv.luminance(bluejay)[mask]
     assert lum.std() > 0.05 * lum.mean()
 

@@ -3,8 +3,8 @@ skipped elsewhere (it has never run on the machines this project is built on).
 
     STARFT_VLLM_MODEL=/models/qwen2.5-0.5b-instruct pytest tests/test_vllm_gpu.py
 
-The same steps as `python -m stages.describe check-vllm` (load once, build and write a pool,
-same seed twice). The GPU is detected without touching CUDA in this process: a process that has
+The same steps as `python -m stages.describe check-vllm` (load, build and write a pool, then a
+fresh engine with the same seed builds it again). The GPU is detected without touching CUDA in this process: a process that has
 initialised CUDA cannot fork vLLM's workers, so the collection must not initialise it, and the
 worker start method is set to spawn before anything imports vllm.
 """
@@ -37,7 +37,7 @@ pytestmark = [
 ]
 
 
-def test_vllm_backend_builds_a_pool_and_repeats_with_the_same_seed(tmp_path):
+def test_vllm_backend_builds_a_pool_and_a_fresh_engine_repeats_it(tmp_path):
     from stages.describe.output import read_metadata
     from stages.describe.vllm_check import check_job, run
 
@@ -48,7 +48,7 @@ def test_vllm_backend_builds_a_pool_and_repeats_with_the_same_seed(tmp_path):
     assert report["steps"]["pool_size"], report
     assert report["steps"]["one_slot_each"], report
     assert report["steps"]["provenance"], report
-    assert report["steps"]["same_seed_same_answers"], report
+    assert report["steps"]["fresh_engine_same_pool"], report
     meta = read_metadata(tmp_path / "background.descriptions.parquet")
     assert meta["model"] == model and meta["engine"]["env"]["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
     assert meta["engine"]["llm_args"]["max_model_len"] == 4096

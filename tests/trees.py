@@ -19,7 +19,7 @@ import numpy as np
 import scipy.io as sio
 from PIL import Image
 
-from stages.datasets import imagenet
+from stages.datasets import imagenet, transfer
 
 SIZE = (16, 16)  # (width, height) of every image
 
@@ -228,11 +228,15 @@ CALTECH_COUNTS = {"BACKGROUND_Google": 2, "Faces_easy": 32, "accordion": 31, "ca
 
 
 def write_caltech101(root: Path, counts=CALTECH_COUNTS) -> Path:
-    """caltech101/101_ObjectCategories/<class>/image_0001.jpg ..."""
+    """caltech101/101_ObjectCategories/<class>/image_0001.jpg ...: every published class folder,
+    those of `counts` with that many images, the others empty."""
     root = Path(root)
     cats = root / "caltech101" / "101_ObjectCategories"
-    for label, (c, n) in enumerate(sorted(counts.items())):
+    for c in transfer.CALTECH_FOLDERS:
         (cats / c).mkdir(parents=True, exist_ok=True)
+    for c, n in sorted(counts.items()):
+        (cats / c).mkdir(parents=True, exist_ok=True)
+        label = transfer.CALTECH_FOLDERS.index(c) if c in transfer.CALTECH_FOLDERS else 101
         for k in range(n):
             jpeg(cats / c / f"image_{k + 1:04d}.jpg", colour(label))
     return root
@@ -255,7 +259,7 @@ def write_flowers102(root: Path, labels=FLOWERS_LABELS, sets=FLOWERS_SETS) -> Pa
     return Path(root)
 
 
-CARS_NAMES = ["AM General Hummer SUV 2000", "Acura RL Sedan 2012", "Audi R8 Coupe 2012"]
+CARS_NAMES = transfer.cars_classnames()  # the devkit's 196 names (images of the first three only)
 # file name -> class (1-based, as the .mat files)
 CARS_TRAIN = {f"{k:05d}.jpg": c for k, c in enumerate([1, 2, 3, 1, 2, 3], 1)}
 CARS_TEST = {f"{k:05d}.jpg": c for k, c in enumerate([3, 2, 1, 1], 1)}
@@ -289,6 +293,14 @@ def sun_name(cls: str, k: int) -> str:
     return "sun_" + "".join(rng.choice(list(string.ascii_lowercase), 16)) + ".jpg"
 
 
+def sun_class_list(classes=SUN_CLASSES) -> list[str]:
+    """ClassName.txt's 397 classes (without the leading "/"): `classes` where they name a class,
+    the others made up from CLIP's names ("ice cream parlor" -> "i/ice_cream_parlor"; the real
+    file's "/" inside some names reads the same)."""
+    given = {transfer.sun_name(c[2:]): c for c in classes}   # "a/abbey": letter/class
+    return [given.get(n, f"{n[0]}/{n.replace(' ', '_')}") for n in transfer.sun_classnames()]
+
+
 def write_sun397(root: Path, classes=SUN_CLASSES, n_train: int = 2, n_test: int = 2,
                  n_other: int = 1, partitions: str | None = "Partitions") -> Path:
     """SUN397/ (ClassName.txt, a/abbey/sun_*.jpg, ...) and, unless `partitions` is None,
@@ -297,9 +309,10 @@ def write_sun397(root: Path, classes=SUN_CLASSES, n_train: int = 2, n_test: int 
     root = Path(root)
     sun = root / "SUN397"
     sun.mkdir(parents=True, exist_ok=True)
-    (sun / "ClassName.txt").write_text("".join(f"/{c}\n" for c in classes))
+    (sun / "ClassName.txt").write_text("".join(f"/{c}\n" for c in sun_class_list(classes)))
     lists = {"Training_01.txt": [], "Testing_01.txt": []}
-    for label, c in enumerate(classes):
+    for c in classes:
+        label = sun_class_list(classes).index(c)
         for k in range(n_train + n_test + n_other):
             name = sun_name(c, k)
             jpeg(sun / c / name, colour(label))

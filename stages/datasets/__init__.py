@@ -7,7 +7,9 @@
 
 Opening checks the layout and raises DatasetLayoutError naming the folder. The tables of readers,
 splits, class names and templates are `readers.py`'s (where a new data set is added); `base.py`
-holds the one contract, ClassificationSet.
+holds the one contract, ClassificationSet. `published_prompts.py` reads CLIP's class names and
+templates (vendored in clip_prompts/); `protocol.py` states each target's protocol (split, classes,
+images, templates and their source) for the report.
 
 `python -m stages.datasets check ...` (datacheck.py) opens every split of a configured data set and
 writes its data check record.

@@ -17,9 +17,13 @@ from .base import ClassificationSet, DatasetLayoutError, ImageList, check_split,
 URL = "https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html"
 SPLITS = {"train": 0, "val": 1, "test": 2}
 TARGET, SPURIOUS = "Blond_Hair", "Male"
-CLASSNAMES = ["non-blond hair", "blond hair"]
+# no negation: CLIP reads negations badly ("non-blond hair" shares its main words with "blond
+# hair"), so the other class is named by what it shows
+CLASSNAMES = ["dark hair", "blond hair"]
 ATTRIBUTES = ["female", "male"]
-# CLIP-style prompts about a person; "{}" is the hair colour phrase
+# the four templates of the head, CLIP-style prompts about a person ("{}" is the hair phrase):
+# "a photo of a person with {}.", "a photo of a celebrity with {}.", "a close-up photo of a
+# person with {}.", "a portrait of a person with {}."
 TEMPLATES = ["a photo of a person with {}.", "a photo of a celebrity with {}.",
              "a close-up photo of a person with {}.", "a portrait of a person with {}."]
 

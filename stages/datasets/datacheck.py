@@ -147,10 +147,16 @@ def main(argv=None) -> None:
     c.add_argument("--out", required=True, help="the record to write (JSON)")
     for option in ("classnames", "templates", "splits"):
         c.add_argument(f"--{option}", help="JSON list (or null: the reader's)")
+    c.add_argument("--preparable", action="store_true",
+                   help="the config says how to fetch it: a missing folder's error names the rule")
     a = p.parse_args(argv)
     try:
         record = check(a.dataset, a.reader, a.root, _json_option("classnames", a.classnames),
                        _json_option("templates", a.templates), _json_option("splits", a.splits))
+    except DatasetMissing as e:
+        hint = (f"; or fetch it: snakemake --cores 1 data/{a.dataset}/prepared"
+                if a.preparable else "")
+        sys.exit("error: " + " ".join(str(e).splitlines()) + hint)
     except (DatasetLayoutError, DatasetConfigError) as e:
         sys.exit("error: " + " ".join(str(e).splitlines()))
     write_json(a.out, record)

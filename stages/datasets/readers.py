@@ -53,11 +53,14 @@ STATIC_CLASSNAMES: dict[str, Callable[[], list[str]] | None] = {
     **{r: imagenet.classnames for r in ("imagenet", "imagenet_v2", "imagenet_sketch",
                                         "imagenet_r", "imagenet_a", "objectnet")},
     "waterbirds": lambda: list(waterbirds.CLASSNAMES), "celeba": lambda: list(celeba.CLASSNAMES),
-    "caltech101": None, "flowers102": None, "stanford_cars": None, "sun397": None, "imagefolder": None,
+    # CLIP's published names (stages.datasets.published_prompts); the readers check the data's classes
+    "caltech101": transfer.caltech_classnames, "flowers102": transfer.flowers_classnames,
+    "stanford_cars": transfer.cars_classnames, "sun397": transfer.sun_classnames, "imagefolder": None,
 }
 
 
-# every reader's prompt templates are fixed (open_clip's 80 for the ImageNet family)
+# every reader's prompt templates are fixed: CLIP's (open_clip's 80 for the ImageNet family, equal to
+# clip-benchmark's; clip-benchmark's for the four classification sets)
 STATIC_TEMPLATES: dict[str, Callable[[], list[str]]] = {
     **{r: imagenet.templates for r in ("imagenet", "imagenet_v2", "imagenet_sketch",
                                        "imagenet_r", "imagenet_a", "objectnet")},
@@ -87,7 +90,7 @@ def static_templates(reader: str) -> list[str]:
     return STATIC_TEMPLATES[reader]()
 
 
-def open(kind: str, root, split: str, transform=None) -> ClassificationSet:  # noqa: A001
+def open(kind: str, root, split: str, transform=None) -> ClassificationSet:
     """Open one split of a data set of the given kind (a key of READERS)."""
     _known(kind)
     return READERS[kind](root, split, transform)

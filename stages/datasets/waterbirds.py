@@ -25,8 +25,8 @@ WATERBIRDS_FOLDER = "waterbird_complete95_forest2water2"
 URL = "https://github.com/kohpangwei/group_DRO (waterbird_complete95_forest2water2.tar.gz)"
 CLASSNAMES = ["landbird", "waterbird"]
 PLACES = ["land", "water"]
-# the official Waterbirds zero-shot prompt, plus CLIP's plain one (config/waterbirds.yaml's)
-TEMPLATES = ["This is a picture of a {}.", "a photo of a {}."]
+# the released zero-shot prompt alone (StarFT's and the group-robustness papers' Waterbirds template)
+TEMPLATES = ["This is a picture of a {}."]
 
 
 class DataError(ValueError):
@@ -44,7 +44,7 @@ def read_metadata(root: str | Path, check_images: bool = False) -> pd.DataFrame:
     if not path.is_file():
         raise DataError(
             f"{path} not found: put the extracted `{WATERBIRDS_FOLDER}/` folder (the one holding "
-            f"metadata.csv) at {root}, or run the opt-in download rule (see README)")
+            f"metadata.csv) at {root}, or fetch it with `snakemake --cores 1 data/waterbirds/prepared`")
     try:
         df = pd.read_csv(path)
     except Exception as e:  # pandas raises several types for unreadable CSV

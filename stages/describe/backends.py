@@ -134,14 +134,40 @@ class VLLMBackend:
     name = "vllm"
 
     def __init__(self, model: str, tensor_parallel_size: int = 1, seed: int = 0, engine_args: dict | None = None):
+        from .vllm_support import require_gguf_support
+
+        # before vllm is imported and anything loaded: a GGUF model needs a plugin in recent vLLM
+        require_gguf_support(model, engine_args)
         env = vllm_environment()
         from vllm import LLM, SamplingParams
 
         self._sampling_params = SamplingParams
         self.model_id = model
-        llm_args = {**(engine_args or {}), "model": model, "tensor_parallel_size": tensor_parallel_size, "seed": seed}
+        llm_args = llm_kwargs(model, tensor_parallel_size, seed, engine_args)
         self.engine = {"llm_args": llm_args, "env": env}
         self.llm = LLM(**llm_args)
+
+    def close(self) -> None:
+        """Shut the engine down and free its GPU memory, so that another engine can start in this
+        process (check-vllm's fresh engine); the cleanup vLLM's own tests do between engines."""
+        import gc
+
+        self.llm = None
+        try:
+            from vllm.distributed.parallel_state import (
+                destroy_distributed_environment,
+                destroy_model_parallel,
+            )
+        except ImportError:
+            pass
+        else:
+            destroy_model_parallel()
+            destroy_distributed_environment()
+        gc.collect()
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
     def chat(self, conversations, *, n, temperature, top_p, max_tokens, seed, desc=""):
         spec = SamplingSpec.make(n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed)
@@ -150,6 +176,12 @@ class VLLMBackend:
         params = self._sampling_params(**to_vllm_kwargs(spec))
         results = self.llm.chat(conversations, sampling_params=params, use_tqdm=True)
         return [[o.text for o in r.outputs] for r in results]
+
+
+def llm_kwargs(model: str, tensor_parallel_size: int, seed: int, engine_args: dict | None) -> dict:
+    """The keyword arguments of `vllm.LLM` (which passes them all to `EngineArgs`):
+    describe.vllm_args plus the keys the config names itself."""
+    return {**(engine_args or {}), "model": model, "tensor_parallel_size": tensor_parallel_size, "seed": seed}
 
 
 def make_backend(params: dict, seed: int, threads: int = 0) -> Backend:

@@ -20,6 +20,7 @@ from . import checks, fetch
 from .job import build_pool, describe_job, load_backend
 from .pool import Pool, PoolTooSmall
 from .prompts import DEFAULT_PROMPTS_DIR
+from .vllm_support import VLLMSetupError
 
 
 def _job(args) -> dict:
@@ -70,7 +71,10 @@ def generate(args) -> None:
     if unknown:
         print(f"describe {args.dataset}: note: {unknown} not in describe.types {job['describe']['types']}",
               file=sys.stderr)
-    backend = load_backend(job, args.threads)
+    try:
+        backend = load_backend(job, args.threads)
+    except VLLMSetupError as e:  # found before the model loads: one line, no traceback
+        raise SystemExit(str(e)) from None
     pools: list[tuple[Pool, Path, Path]] = []
     for spurious_type, out, preview in targets:
         start = time.perf_counter()

@@ -39,7 +39,7 @@ COLUMNS = SCHEMA.names
 
 def package_versions(backend: str) -> dict[str, str]:
     out = versions()
-    extra = {"transformers": ("transformers", "tokenizers", "gguf", "accelerate"), "vllm": ("vllm",)}
+    extra = {"transformers": ("transformers", "tokenizers", "gguf", "accelerate"), "vllm": ("vllm", "vllm-gguf-plugin")}
     for name in extra.get(backend, ()):
         try:
             out[name] = metadata.version(name)

@@ -10,6 +10,7 @@ that translate it, so both engines get the same values (tests/test_describe_back
 
 from __future__ import annotations
 
+import operator
 from dataclasses import asdict, dataclass
 
 
@@ -29,10 +30,13 @@ class SamplingSpec:
     def __post_init__(self):
         # vLLM's own checks, applied to both backends alike (the config check stops the describe
         # values earlier, before any model is loaded; these guard direct callers)
+        ints = {"n": self.n, "max_tokens": self.max_tokens, "seed": self.seed}
+        if bad := {k: v for k, v in ints.items() if type(v) is not int}:  # vLLM refuses a float n
+            raise ValueError(f"n, max_tokens and seed must be integers, got {bad}")
         if self.n < 1 or self.max_tokens < 1:
             raise ValueError(f"n and max_tokens must be >= 1, got n={self.n}, max_tokens={self.max_tokens}")
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 <= self.temperature <= 2:  # vLLM 0.34 refuses above 2 (0.6.3 did not)
+            raise ValueError(f"temperature must be in [0, 2], got {self.temperature}")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.greedy and self.n != 1:
@@ -50,10 +54,20 @@ class SamplingSpec:
         filters, which neither engine uses then (and which keep the record readable)."""
         if temperature == 0:
             top_p = 1.0
-        return cls(n=n, temperature=float(temperature), top_p=float(top_p), max_tokens=int(max_tokens), seed=int(seed))
+        return cls(n=_integer(n), temperature=float(temperature), top_p=float(top_p), max_tokens=_integer(max_tokens),
+                   seed=_integer(seed))
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+def _integer(value):
+    """A Python int from an int-like value (numpy integers too); a float stays as it is, and the
+    spec refuses it, as vLLM would."""
+    try:
+        return operator.index(value)
+    except TypeError:
+        return value
 
 
 def to_vllm_kwargs(spec: SamplingSpec) -> dict:

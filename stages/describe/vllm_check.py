@@ -5,9 +5,11 @@ vLLM backend works there, before a real run.
     python -m stages.describe check-vllm --model /models/qwen2.5-7b-instruct --tensor-parallel-size 2 \\
         --vllm-args '{"max_model_len": 4096}'
 
-It loads the model once with the same code path as the pipeline (`VLLMBackend`, schema-validated
-`vllm_args`), builds one small pool through the shared prompts, parser and filters, writes it,
-and asks the instance question twice with the same seed to see whether the answers repeat.
+It loads the model with the same code path as the pipeline (`VLLMBackend`, schema-validated
+`vllm_args`), builds one small pool through the shared prompts, parser and filters and writes it;
+then it shuts that engine down, starts a fresh one with the same arguments and seed, builds the
+pool again and compares the two: what a rerun of the describe job would give. (Asking one engine
+twice would not show it: the second request reuses the first one's prefix cache and engine state.)
 tests/test_vllm_gpu.py runs the same function where vllm and a GPU exist.
 """
 
@@ -43,18 +45,37 @@ def check_job(model: str, *, tensor_parallel_size: int = 1, vllm_args: dict | No
             "describe": checks.effective(d["describe"])}
 
 
-def run(job: dict, out_dir: str | Path, spurious_type: str = "background") -> dict:
-    """Load, generate, write and repeat; returns what happened (`ok` when every step passed)."""
+def _engine(job: dict):
     from .backends import VLLMBackend
+
+    params = job["describe"]
+    return VLLMBackend(params["model"], params["tensor_parallel_size"], seed=job["seed"],
+                       engine_args=params["vllm_args"])
+
+
+def _content(pool) -> tuple[list[dict], list[dict]]:
+    """What a pool holds, as the Parquet file stores it: its rows and its rejected lines."""
+    return pool.rows, [r.as_dict() for r in pool.rejections]
+
+
+def _differences(first, second, limit: int = 5) -> list[str]:
+    a, b = (list(dict.fromkeys([r["raw_line"] for r in p.rows] + [r.raw_line for r in p.rejections]))
+            for p in (first, second))
+    only_a = [line for line in a if line not in b][:limit]
+    only_b = [line for line in b if line not in a][:limit]
+    return [f"first engine only: {line!r}" for line in only_a] + [f"fresh engine only: {line!r}" for line in only_b]
+
+
+def run(job: dict, out_dir: str | Path, spurious_type: str = "background") -> dict:
+    """Load, generate, write, then a fresh engine generates again; returns what happened (`ok`
+    when every step passed)."""
     from .job import build_pool
     from .output import read_metadata, write_outputs
-    from .prompts import instance_messages, load_prompt
 
     params = job["describe"]
     report: dict = {"model": params["model"], "vllm": _version("vllm"), "steps": {}}
     start = time.perf_counter()
-    backend = VLLMBackend(params["model"], params["tensor_parallel_size"], seed=job["seed"],
-                          engine_args=params["vllm_args"])
+    backend = _engine(job)
     report["load_s"] = round(time.perf_counter() - start, 1)
     report["engine"] = backend.engine
 
@@ -73,14 +94,17 @@ def run(job: dict, out_dir: str | Path, spurious_type: str = "background") -> di
     report["steps"]["provenance"] = (meta["backend"] == "vllm" and "vllm" in meta["versions"]
                                      and meta["sampling"]["instances"]["repetition_penalty"] == 1.0)
 
-    # The same request twice in one engine: equal answers mean the seed fixes them here (vLLM
-    # promises this only with the switches `VLLMBackend` sets, on the same hardware and version).
-    spec = load_prompt(spurious_type)
-    ask = dict(n=params["n_samples"], temperature=params["temperature"], top_p=params["top_p"],
-               max_tokens=params["max_tokens"], seed=job["seed"])
-    first = backend.chat([instance_messages(spec, job["domain"])], **ask)
-    second = backend.chat([instance_messages(spec, job["domain"])], **ask)
-    report["steps"]["same_seed_same_answers"] = first == second
+    # A fresh engine, same arguments and seed: the same pool means a rerun of the job repeats it
+    # (vLLM promises this only with the switches `VLLMBackend` sets, on the same hardware and
+    # version). The first engine is shut down first: both would not fit on one GPU.
+    backend.close()
+    start = time.perf_counter()
+    fresh = _engine(job)
+    again = build_pool(job, spurious_type, backend=fresh)
+    fresh.close()
+    report["fresh_engine_s"] = round(time.perf_counter() - start, 1)
+    report["steps"]["fresh_engine_same_pool"] = _content(again) == _content(pool)
+    report["fresh_engine_differences"] = _differences(pool, again)
     report["ok"] = all(report["steps"].values())
     return report
 
@@ -108,8 +132,13 @@ def main(argv: list[str] | None = None) -> None:
                         vllm_args=json.loads(args.vllm_args), seed=args.seed)
     except stage_config.ConfigError as e:
         sys.exit(str(e))
+    from .vllm_support import VLLMSetupError
+
     with tempfile.TemporaryDirectory() as tmp:
-        report = run(job, args.out_dir or tmp)
+        try:
+            report = run(job, args.out_dir or tmp)
+        except VLLMSetupError as e:
+            sys.exit(str(e))
     print(json.dumps(report, indent=1, default=str))
     for step, passed in report["steps"].items():
         print(f"{'PASS' if passed else 'FAIL'}  {step}", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""`python -m stages.evaluate`: one run on every target of its experiment (see stages.evaluate.run)."""
+"""`python -m stages.evaluate`: one run on the targets of its job (see stages.evaluate.run)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from .run import run
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description="Evaluate a zero-shot or fine-tuned CLIP on its experiment's targets.")
+    p = argparse.ArgumentParser(description="Evaluate a zero-shot or fine-tuned CLIP on the given targets of its experiment.")
     p.add_argument("--config", required=True,
                    help="JSON: experiment, model, evaluate, finetune, and targets: [{target, role, reader, root, "
                         "splits, data_check}] (data_check: the target's data check JSON: class names, groups)")

@@ -44,6 +44,7 @@ def main(argv=None) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a finetune key")
     p.add_argument("--embeddings", help="teacher text embeddings (default data/{experiment}/embeddings/teacher_text.parquet)")
     p.add_argument("--out-dir", help="default results/runs/{experiment}/{method}/seed{seed}")
+    p.add_argument("--probe", help="lp, lpft: the linear probe's file (the `probe` rule's output); default: fit it here")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
 
@@ -70,7 +71,7 @@ def main(argv=None) -> None:
             p.error("without --experiment, give --embeddings and --out-dir")
         embeddings = a.embeddings or f"data/{a.experiment}/embeddings/teacher_text.parquet"
         out_dir = a.out_dir or f"results/runs/{a.experiment}/{a.method}/seed{a.seed}"
-        result = train(dataset_cfg, cfg, a.seed, embeddings, out_dir, progress=not a.no_progress)
+        result = train(dataset_cfg, cfg, a.seed, embeddings, out_dir, progress=not a.no_progress, probe=a.probe)
     except (FinetuneConfigError, EmbeddingMismatchError, DataError, DatasetLayoutError, DatasetConfigError,
             NonFiniteLossError, FileNotFoundError, stage_config.ConfigError) as e:
         sys.exit(f"error: {e}")

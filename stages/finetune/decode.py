@@ -281,3 +281,19 @@ class DeviceCropDecoder:
         if not out:
             return torch.empty(0, 3, *self.size, device=self.device)
         return torch.stack(out).sub_(self.shift).div_(self.div)
+
+
+def mean_file_bytes(trainset: EncodedTrainSet, k: int = 64) -> int:
+    """Mean size of `k` of the set's files, evenly spaced over it: the bytes one sample of the
+    encoded path puts in shared memory, estimated without reading the whole set (a few stats)."""
+    n = len(trainset)
+    if n == 0:
+        return 0
+    picks = np.unique(np.linspace(0, n - 1, min(k, n)).round().astype(np.int64))
+    sizes = []
+    for i in picks:
+        try:
+            sizes.append(os.path.getsize(trainset.path(int(i))))
+        except OSError:
+            pass            # a missing file is reported, naming it, when its sample is read
+    return int(np.mean(sizes)) if sizes else 0

@@ -4,35 +4,51 @@
 - `Run`: one run's models, texts and records, built once by `prepare` (teacher, text embeddings,
   student and its head); `cpu_copy` copies weights to the CPU;
 - the data: `open_split` (one split through its reader), `split_loader` (un-augmented images of a
-  split: probe features, validation) and `train_loader` (the per-rank training batches).
+  split: validation), `make_loader` (a DataLoader whose shared memory is checked against
+  /dev/shm first, module `shm`) and `train_loader` (the per-rank training batches, uint8 pixels
+  from the workers, normalised on the device; from the split's resized copy when the data set has
+  one, `training_images`).
 """
 
 from __future__ import annotations
 
 import copy
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 
 from .. import datasets
-from ..method.teacher_text import read_embeddings
 from ..common.io import versions
+from ..datasets.resized import ResizedCopyError, ResizedImages
 from ..method.models import Clip, autocast, autocast_dtype, can_trim_text, load_clip
+from ..method.registry import METHODS, Method
+from ..method.teacher_text import read_embeddings
 from ..method.zeroshot import LinearHead
 from . import distributed
-from ..method.registry import METHODS, Method
-from .runs import FinetuneConfigError
-from .decode import DeviceCropDecoder, EncodedTrainSet, collate_encoded
-from .trainset import DecodedCache, EpochSampler, FixedTransform, SeededCropTransform, TrainSet
 from .captions import Captions, inputs_fingerprint, zeroshot_class_weights
+from .decode import DeviceCropDecoder, EncodedTrainSet, collate_encoded, mean_file_bytes
+from .runs import FinetuneConfigError
+from .shm import check_loader_memory
 from .step import set_trainable
+from .trainset import (
+    DecodedCache,
+    DeviceNormalize,
+    EpochSampler,
+    FixedTransform,
+    SeededCropTransform,
+    TrainSet,
+    input_size,
+    uint8_eval_transform,
+)
 
 CHECKPOINT, RESUME, LOG = "checkpoint.pt", "resume.pt", "train_log.csv"
 LOG_COLUMNS = ("phase", "step", "epoch", "loss", "loss_ft", "regularizer", "lambda", "lr", "logit_scale",
-               "images_per_s", "l2", "val_accuracy", "val_worst_group")
+               "images_per_s", "l2", "holdout_accuracy", "val_worst_group")
+PREFETCH = 2        # batches each loader worker prepares ahead (shm.check_loader_memory counts them)
+LABEL_BYTES = 40    # a sample's int64 fields beside its pixels (label, index, caption row, ...), at most 5
 
 
 @dataclass
@@ -126,46 +142,96 @@ def open_split(dataset_cfg: dict, split: str, transform=None) -> datasets.Classi
                                    dataset_cfg["classnames"], dataset_cfg["evaluate"]["templates"])
 
 
+def make_loader(dataset, batch_size: int, workers: int, device: torch.device, what: str, sample_bytes: int,
+                **kwargs) -> torch.utils.data.DataLoader:
+    """A DataLoader with prefetch PREFETCH, refused with one line (shm.SharedMemoryError) when its
+    batches in flight would not fit in /dev/shm: before its first batch, not as a bus error."""
+    check_loader_memory(what, workers, PREFETCH, batch_size, sample_bytes)
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers,
+                                       pin_memory=device.type == "cuda",
+                                       prefetch_factor=PREFETCH if workers > 0 else None, **kwargs)
+
+
 def split_loader(run: Run, split: str, batch_size: int, purpose: str):
-    """Un-augmented images of one split (probe features, validation), opened, and their loader;
-    `purpose` names the user."""
+    """Un-augmented images of one split (validation), opened, and their loader of float32 images
+    (what the evaluate stage's scoring reads); `purpose` names the user."""
     images = open_split(run.dataset_cfg, split, run.clip.preprocess_val)
     if len(images.dataset) == 0:
         raise FinetuneConfigError(f"{run.dataset_cfg['data']['root']} has no {split} images, which {purpose} needs")
-    loader = torch.utils.data.DataLoader(images.dataset, batch_size=batch_size, pin_memory=run.ctx.device.type == "cuda",
-                                         num_workers=run.cfg.get("num_workers", 0))
+    h, w = input_size(run.teacher)
+    loader = make_loader(images.dataset, batch_size, run.cfg.get("num_workers", 0), run.ctx.device, purpose,
+                         4 * 3 * h * w + LABEL_BYTES)
     return images, loader
+
+
+def uint8_split(dataset_cfg: dict, split: str, clip, device: torch.device, purpose: str):
+    """Un-augmented uint8 images of one split, opened, with the DeviceNormalize that turns a batch
+    of them into the model's input, and the bytes of one sample (for make_loader)."""
+    pil, mean, std = uint8_eval_transform(clip.preprocess_val)
+    images = open_split(dataset_cfg, split, pil)
+    if len(images.dataset) == 0:
+        raise FinetuneConfigError(f"{dataset_cfg['data']['root']} has no {split} images, which {purpose} needs")
+    h, w = input_size(clip.model)
+    return images, DeviceNormalize(mean, std, device), 3 * h * w + LABEL_BYTES
+
+
+def training_images(run: Run) -> torch.utils.data.Dataset:
+    """The training split's items: from its resized copy when the data set has one
+    (`datasets.<name>.resized_copy`; labels and order still the original split's), else from
+    the originals. Only training reads the copy: validation, the probe and evaluation the originals."""
+    copy_root = run.dataset_cfg["data"].get("resized_copy")
+    if not copy_root:
+        return run.train_set.dataset
+    try:
+        return ResizedImages(run.train_set, copy_root)
+    except ResizedCopyError as e:
+        raise FinetuneConfigError(str(e)) from None
 
 
 def train_loader(run: Run) -> tuple[torch.utils.data.DataLoader, EpochSampler, Callable]:
     """Per-rank batches of B / W samples (the W ranks together hold the global batch), and the
     function that turns a loader batch into (images on the device, y, index, spurious).
 
-    `decode: cpu`: workers decode and crop (PIL); `decode: device`: workers only read the files'
-    bytes and the training process decodes and crops the batch on its device (module decode)."""
+    `decode: cpu`: workers decode and crop (PIL) to uint8 pixels, which `to_batch` moves to the
+    device and normalises there (a quarter of float32's shared memory and host-to-device bytes);
+    `decode: device`: workers only read the files' bytes and the training process decodes and
+    crops the batch on its device (module decode). Either way the loader's shared memory is
+    checked against /dev/shm before the first batch (module shm)."""
     cfg, ctx = run.cfg, run.ctx
     augment, workers = cfg.get("augment", True), cfg.get("num_workers", 0)
     rows, groups = run.captions.spurious_rows, run.captions.spurious_groups
+    per_rank = cfg["batch_size"] // ctx.world_size
     if cfg.get("decode", "cpu") == "device":
+        if run.dataset_cfg["data"].get("resized_copy"):
+            raise FinetuneConfigError(f"datasets.{run.dataset_cfg['data']['dataset']}.resized_copy is read by "
+                                      "`finetune.decode: cpu` only; set one of them off")
         trainset = EncodedTrainSet(run.train_set.dataset, run.seed, rows, groups)
         decoder = DeviceCropDecoder(run.teacher, cfg["crop_scale"], run.seed, ctx.device, augment)
         collate = collate_encoded
+        sample_bytes = mean_file_bytes(trainset) + LABEL_BYTES
 
         def to_batch(raw):
             data, y, index, spurious, epoch = raw
             return decoder(data, index, epoch), y, index, spurious
     else:
-        transform = SeededCropTransform(run.teacher, cfg["crop_scale"]) if augment \
-            else FixedTransform(run.clip.preprocess_val)
-        images = DecodedCache(run.train_set.dataset) if workers == 0 else run.train_set.dataset
+        if augment:
+            transform = SeededCropTransform(run.teacher, cfg["crop_scale"], uint8=True)
+            mean, std = transform.mean, transform.std
+        else:
+            pil, mean, std = uint8_eval_transform(run.clip.preprocess_val)
+            transform = FixedTransform(pil)
+        normalize = DeviceNormalize(mean, std, ctx.device)
+        images = training_images(run)
+        images = DecodedCache(images) if workers == 0 else images
         trainset = TrainSet(images, transform, run.seed, rows, groups)
         collate = None
+        h, w = input_size(run.teacher)
+        sample_bytes = 3 * h * w + LABEL_BYTES
 
         def to_batch(raw):
-            return raw
+            images, y, index, spurious = raw
+            return normalize(images), y, index, spurious
     sampler = EpochSampler(trainset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=run.seed)
-    loader = torch.utils.data.DataLoader(
-        trainset, batch_size=cfg["batch_size"] // ctx.world_size, sampler=sampler, drop_last=True,
-        num_workers=workers, pin_memory=ctx.device.type == "cuda", persistent_workers=workers > 0,
-        prefetch_factor=4 if workers > 0 else None, collate_fn=collate)
+    loader = make_loader(trainset, per_rank, workers, ctx.device, "finetune (the training loader)", sample_bytes,
+                         sampler=sampler, drop_last=True, collate_fn=collate, persistent_workers=workers > 0)
     return loader, sampler, to_batch

@@ -5,6 +5,16 @@ drawn from a generator seeded by (seed, e, i), and the order of samples by (seed
 DistributedSampler. Hence a run's batches do not depend on the number of data-loader workers, a
 resumed run sees exactly the batches the interrupted one would have, and W processes under
 torchrun see, together, the same global batches as one process (each rank a slice of them).
+
+The loader's workers hand over uint8 pixels (`SeededCropTransform(..., uint8=True)`,
+`uint8_eval_transform`): a quarter of float32's shared memory. The training process turns them
+into the model's input on its device (`DeviceNormalize`) with the very operations of ToTensor
+and Normalize, so the batches equal the float path's.
+
+A training split read from its resized copy (stages.datasets.resized, `datasets.<name>.resized_copy`)
+keeps the PIL path's draws: the crop box comes from the same generator applied to the original's
+size, and cuts the same relative region of the copy (`copy_box`); the caption draw does not look
+at the image. Only the pixels differ (the copy's resize and JPEG re-encoding).
 """
 
 from __future__ import annotations
@@ -15,11 +25,14 @@ import numpy as np
 import open_clip
 import torch
 import torchvision.transforms.functional as TF
+from PIL import Image
+from torchvision import transforms as T
 from torchvision.transforms import InterpolationMode
 
 from ..datasets.waterbirds import GroupDataset
 
 CROP_STREAM, CAPTION_STREAM = 0, 1
+_PIL_FILTER = {InterpolationMode.BILINEAR: Image.BILINEAR, InterpolationMode.BICUBIC: Image.BICUBIC}
 RATIO = (3 / 4, 4 / 3)  # RandomResizedCrop's default aspect-ratio range, as open_clip uses it
 
 
@@ -34,38 +47,96 @@ def crop_params(width: int, height: int, scale, rng: np.random.Generator, ratio=
     for _ in range(10):
         target = area * rng.uniform(scale[0], scale[1])
         aspect = math.exp(rng.uniform(*log_ratio))
-        w = int(round(math.sqrt(target * aspect)))
-        h = int(round(math.sqrt(target / aspect)))
+        w = round(math.sqrt(target * aspect))
+        h = round(math.sqrt(target / aspect))
         if 0 < w <= width and 0 < h <= height:
             return int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1)), h, w
     # fallback: the whole image cropped to the nearest allowed ratio, centred (as torchvision)
     in_ratio = width / height
     if in_ratio < ratio[0]:
-        w, h = width, int(round(width / ratio[0]))
+        w, h = width, round(width / ratio[0])
     elif in_ratio > ratio[1]:
-        h, w = height, int(round(height * ratio[1]))
+        h, w = height, round(height * ratio[1])
     else:
         w, h = width, height
     return (height - h) // 2, (width - w) // 2, h, w
 
 
-class SeededCropTransform:
-    """RandomResizedCrop(scale) + the model's normalisation, drawing from a given generator."""
+def copy_box(params, source_size, copy_size) -> tuple[float, float, float, float]:
+    """The crop box `params` = (top, left, height, width), drawn in the original's pixels
+    (`source_size` = (width, height)), as PIL's (left, upper, right, lower) in the pixels of a copy
+    of size `copy_size`: the same fractions of the width and height, so the same region."""
+    i, j, h, w = params
+    sx, sy = copy_size[0] / source_size[0], copy_size[1] / source_size[1]
+    return j * sx, i * sy, (j + w) * sx, (i + h) * sy
 
-    def __init__(self, model, scale):
+
+def input_size(model) -> list[int]:
+    """[H, W] of the model's input images (its open_clip preprocess config)."""
+    size = open_clip.get_model_preprocess_cfg(model)["size"]
+    return list(size) if isinstance(size, (tuple, list)) else [size, size]
+
+
+class SeededCropTransform:
+    """RandomResizedCrop(scale) + the model's normalisation, drawing from a given generator; with
+    `uint8`, the cropped pixels as a uint8 [3, H, W] tensor instead (normalised later by
+    `DeviceNormalize(self.mean, self.std)`)."""
+
+    def __init__(self, model, scale, uint8: bool = False):
         cfg = open_clip.get_model_preprocess_cfg(model)
-        size = cfg["size"]
-        self.size = list(size) if isinstance(size, (tuple, list)) else [size, size]
+        self.size = input_size(model)
         self.scale = tuple(scale)
         self.interpolation = (InterpolationMode.BILINEAR if cfg.get("interpolation") == "bilinear"
                               else InterpolationMode.BICUBIC)
         self.mean, self.std = list(cfg["mean"]), list(cfg["std"])
+        self.uint8 = uint8
 
-    def __call__(self, image, rng: np.random.Generator) -> torch.Tensor:
+    def __call__(self, image, rng: np.random.Generator, source_size: tuple[int, int] | None = None) -> torch.Tensor:
+        """`source_size`: the (width, height) of the original when `image` is its resized copy
+        (stages.datasets.resized): the box is drawn in the original's pixels, from the same
+        generator, and the same relative region of the copy is resampled (`copy_box`)."""
         image = image.convert("RGB")
-        i, j, h, w = crop_params(image.width, image.height, self.scale, rng)
-        image = TF.resized_crop(image, i, j, h, w, self.size, self.interpolation, antialias=True)
+        if source_size is None or tuple(source_size) == image.size:
+            i, j, h, w = crop_params(image.width, image.height, self.scale, rng)
+            image = TF.resized_crop(image, i, j, h, w, self.size, self.interpolation, antialias=True)
+        else:
+            box = copy_box(crop_params(*source_size, self.scale, rng), source_size, image.size)
+            # PIL resamples the fractional box directly (no integer crop first), with the
+            # antialiasing filter of TF.resize on a PIL image
+            image = image.resize((self.size[1], self.size[0]), _PIL_FILTER[self.interpolation], box=box)
+        if self.uint8:
+            return TF.pil_to_tensor(image)
         return TF.normalize(TF.to_tensor(image), self.mean, self.std)
+
+
+def uint8_eval_transform(preprocess) -> tuple[T.Compose, list[float], list[float]]:
+    """open_clip's evaluation transform (resize, centre crop, RGB, ToTensor, Normalize) split into
+    its PIL part ending in uint8 pixels, and the normalisation's mean and std."""
+    steps = list(getattr(preprocess, "transforms", []))
+    cut = next((k for k, t in enumerate(steps) if isinstance(t, T.ToTensor)), None)
+    if cut is None or len(steps) != cut + 2 or not isinstance(steps[cut + 1], T.Normalize):
+        raise ValueError(f"expected an evaluation transform ending in ToTensor, Normalize; got {preprocess}")
+    norm = steps[cut + 1]
+    return T.Compose(steps[:cut] + [_to_rgb, T.PILToTensor()]), list(norm.mean), list(norm.std)
+
+
+def _to_rgb(image):
+    return image.convert("RGB")
+
+
+class DeviceNormalize:
+    """uint8 [B, 3, H, W] pixels -> the model's float32 input, on the pixels' device: x / 255, then
+    (x - mean) / std, the operations (and their order) of ToTensor and Normalize, so the result
+    equals the float path's to float32 rounding of those same operations."""
+
+    def __init__(self, mean, std, device):
+        self.mean = torch.as_tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        self.std = torch.as_tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+
+    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
+        if pixels.dtype != torch.uint8:
+            raise TypeError(f"expected uint8 pixels, got {pixels.dtype}")
+        return pixels.to(self.mean.device, non_blocking=True).float().div_(255).sub_(self.mean).div_(self.std)
 
 
 class FixedTransform:
@@ -98,6 +169,8 @@ class TrainSet(torch.utils.data.Dataset):
                  spurious_groups: list[list[int]] | None = None):
         self.images, self.transform, self.seed = images, transform, seed
         self.spurious_rows, self.spurious_groups = spurious_rows, spurious_groups
+        # stages.datasets.resized.ResizedImages (the prepared copy) knows each original's size
+        self.source_size = getattr(images, "source_size", None)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -105,7 +178,11 @@ class TrainSet(torch.utils.data.Dataset):
     def __getitem__(self, key):
         epoch, i = key
         image, y, _, _ = self.images[i]
-        image = self.transform(image, sample_rng(self.seed, epoch, i, CROP_STREAM))
+        rng = sample_rng(self.seed, epoch, i, CROP_STREAM)
+        if self.source_size is not None:   # a resized copy: the crop box is the original's
+            image = self.transform(image, rng, self.source_size(i))
+        else:
+            image = self.transform(image, rng)
         spurious = -1
         if self.spurious_rows is not None:
             k = draw_template(sample_rng(self.seed, epoch, i, CAPTION_STREAM), self.spurious_rows.shape[1],
@@ -124,6 +201,11 @@ class DecodedCache(torch.utils.data.Dataset):
 
     def __len__(self) -> int:
         return len(self.images)
+
+    def __getattr__(self, name):   # source_size, labels_and_attributes, ... of the wrapped set
+        if name.startswith("_") or name in ("images", "budget", "items"):
+            raise AttributeError(name)
+        return getattr(self.images, name)
 
     def __getitem__(self, i: int):
         item = self.items.get(i)

@@ -30,15 +30,19 @@ def clip_contrastive_loss(image: torch.Tensor, text: torch.Tensor, logit_scale) 
 
 def star_regularizer(student_image: torch.Tensor, student_text: torch.Tensor,
                      teacher_image: torch.Tensor, teacher_text: torch.Tensor,
-                     labels: torch.Tensor, logit_scale) -> torch.Tensor:
+                     labels: torch.Tensor, logit_scale, text_labels: torch.Tensor | None = None) -> torch.Tensor:
     """StarFT's regulariser: (1/B) sum_i KL(softmax_j T_ij || softmax_j S_ij) over other-class captions.
 
     T_ij = tau0 <f0(x_i), g0(s_j)> and S_ij = tau0 <f(x_i), g(s_j)> (the student uses the
     TEACHER's scale tau0 = `logit_scale`), with every pair of the same class (the diagonal
     included) masked to -1e8. A row whose entries are all masked (a single-class batch) is
     uniform in both softmaxes, so it contributes exactly 0: no NaN.
+
+    `text_labels` [K]: the class of each caption s_j when the captions are not the batch's own
+    (the evaluation's spuriosity drift scores every image against a fixed caption set); by
+    default caption j belongs to sample j, labels[j].
     """
-    same_class = labels[:, None] == labels[None, :]
+    same_class = labels[:, None] == (labels if text_labels is None else text_labels)[None, :]
     teacher = (logit_scale * widen(teacher_image) @ widen(teacher_text).T).masked_fill(same_class, MASKED)
     student = (logit_scale * widen(student_image) @ widen(student_text).T).masked_fill(same_class, MASKED)
     return F.kl_div(F.log_softmax(student, dim=1), F.softmax(teacher, dim=1), reduction="batchmean")

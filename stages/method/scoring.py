@@ -3,26 +3,55 @@ text encoder), WiSE-FT's weight interpolation, predictions and each split's metr
 
 Shared by the evaluate stage and fine-tuning's val selection. `target` is a data set's split as
 stages.datasets opens it (a ClassificationSet: its `predict` maps head logits to its labels, its
-`group` gives each sample's group).
+`group` gives each sample's group). Several scoring points (WiSE-FT's alphas: a model state and
+its head each) are scored on each decoded batch, so that a split's images are decoded once; the
+spuriosity drift (stages.method.drift), when asked for, is measured on the same batches.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
+from ..common.progress import progress
 from .metrics import group_metrics
-from .zeroshot import LinearHead, encode_images, zeroshot_weights
+from .models import autocast
+from .zeroshot import LinearHead, zeroshot_weights
 
 
 @torch.no_grad()
-def predict(model, head, target, loader, device, autocast_dtype=None):
-    """Predicted labels (in the target's label space) with labels and attributes."""
+def predict_points(model, heads: dict, target, loader, device, load=None, autocast_dtype=None, drift=None):
+    """Predicted labels (in the target's label space) of every scoring point, with labels and
+    attributes: ({point: pred [N]}, y [N], attribute [N]).
+
+    heads: {point: head}. load(point), when given, puts the model's weights at the point before its
+    features are computed (WiSE-FT's alphas); without it every point shares the model's weights and
+    one forward pass. Each batch is decoded and moved to the device once, whatever the number of
+    points; memory holds one batch's images, features and logits, and the predictions. `drift` (a
+    DriftMeter) gets each point's image features of each batch, and the teacher's of the same images.
+    """
     model.eval()
-    feats, y, attribute = encode_images(model, loader, device, desc=f"encode {target.name} {target.split}",
-                                        autocast_dtype=autocast_dtype)
-    logits = head(feats.to(device)).float()
-    return target.predict(logits).cpu(), y, attribute
+    preds = {point: [] for point in heads}
+    ys, attributes = [], []
+    for images, y, attribute, _ in progress(loader, desc=f"encode {target.name} {target.split}", leave=False):
+        images = images.to(device, non_blocking=True)
+        feats = None
+        if drift is not None:
+            with autocast(device, autocast_dtype):
+                teacher = drift.teacher_features(images)
+        for point, head in heads.items():
+            if load is not None:
+                load(point)
+            if feats is None or load is not None:
+                with autocast(device, autocast_dtype):
+                    feats = F.normalize(model.encode_image(images).float(), dim=-1)
+            preds[point].append(target.predict(head(feats).float()).cpu())
+            if drift is not None:
+                drift.add(point, feats, teacher, torch.as_tensor(y))
+        ys.append(torch.as_tensor(y))
+        attributes.append(torch.as_tensor(attribute))
+    return {point: torch.cat(p) for point, p in preds.items()}, torch.cat(ys), torch.cat(attributes)
 
 
 def zeroshot_head(model, tokenizer, classnames, templates, device):
@@ -42,7 +71,12 @@ def make_head(model, tokenizer, classnames, templates, device, head_state: dict 
 
 def interpolate(theta0: dict, theta1: dict, alpha: float) -> dict:
     """WiSE-FT weights (1 - alpha) * theta0 + alpha * theta1 (non-float buffers taken from theta1)."""
-    return {k: ((1 - alpha) * theta0[k] + alpha * v) if v.is_floating_point() else v for k, v in theta1.items()}
+    return {k: mix(theta0[k], v, alpha) for k, v in theta1.items()}
+
+
+def mix(t0: torch.Tensor, t1: torch.Tensor, alpha: float) -> torch.Tensor:
+    """One tensor of `interpolate`: (1 - alpha) * t0 + alpha * t1, or t1 if it is not a float."""
+    return (1 - alpha) * t0 + alpha * t1 if t1.is_floating_point() else t1
 
 
 def split_metrics(target, pred, y, attribute, train_counts) -> dict:
@@ -56,9 +90,24 @@ def split_metrics(target, pred, y, attribute, train_counts) -> dict:
     return out
 
 
-def evaluate_splits(model, head, targets: dict, loaders: dict, device, train_counts, autocast_dtype=None) -> dict:
-    out = {}
+def evaluate_points(model, heads: dict, targets: dict, loaders: dict, device, train_counts, load=None,
+                    autocast_dtype=None, drift=None) -> dict:
+    """{point: {split: metrics}} of every scoring point (see predict_points) on every split; with
+    `drift` (a DriftMeter of the target), each split's metrics hold its `spuriosity_drift`."""
+    out = {point: {} for point in heads}
     for split, target in targets.items():
-        pred, y, attribute = predict(model, head, target, loaders[split], device, autocast_dtype)
-        out[split] = split_metrics(target, pred, y, attribute, train_counts)
+        if drift is not None:
+            drift.reset()
+        preds, y, attribute = predict_points(model, heads, target, loaders[split], device, load, autocast_dtype,
+                                             drift)
+        for point, pred in preds.items():
+            out[point][split] = split_metrics(target, pred, y, attribute, train_counts)
+            if drift is not None:
+                out[point][split]["spuriosity_drift"] = drift.record(point)
     return out
+
+
+def evaluate_splits(model, head, targets: dict, loaders: dict, device, train_counts, autocast_dtype=None) -> dict:
+    """{split: metrics} of the model's current weights with one head."""
+    return evaluate_points(model, {None: head}, targets, loaders, device, train_counts,
+                           autocast_dtype=autocast_dtype)[None]

@@ -21,8 +21,10 @@ import pandas as pd
 from ..common.io import atomic_dir
 from .figures import method_styles
 from .notes import pools_note, run_settings, teacher_note
-from .reading import headline_wide, reading_lines
-from .sections import View, domain_shift_lines, group_lines, zeroshot_lines
+from .protocol import chosen_marks, protocol_lines, run_choices
+from .reading import drift_headline, headline_wide, reading_lines
+from .sections import View, domain_shift_lines, group_lines, id_lines, zeroshot_lines
+from .summary import is_summarised, summary_lines
 from .tables import Out, at_report_split, curve_table, long_table, method_order, ordered_targets, report_splits
 
 ZEROSHOT_EVAL = (
@@ -51,31 +53,41 @@ def section_lines(section: dict, out: Out, styles: dict[str, dict]) -> list[str]
     long = long_table(records)
     # a report section may show some of the experiment's methods (reports.<name>.methods)
     order = [m for m in method_order(cfg["finetune"]) if m in set(long["method"])]
+    splits = report_splits(long)
+    choices = run_choices(records, cfg["train"])
     v = View(section["title"], cfg, records, at_report_split(long), at_report_split(curve_table(records)),
-             report_splits(long), order, out, styles)
+             splits, order, out, styles, chosen_marks(choices, splits))
     lines = [f"## {v.title}", "",
              f"Experiment `{section['experiment']}`: every run fine-tuned on `{cfg['train']}`, then evaluated on "
              "each target below." + (ZEROSHOT_EVAL if set(v.rows["target"]) - {cfg["train"]} else ""), "",
              "### Runs", "", "What each row is: its training, regulariser and spurious captions as the runs "
              "recorded them, and which checkpoint was evaluated (`finetune.select`).", "",
              run_settings(records, v.order).to_markdown(index=False), ""]
+    if choices:
+        lines += ["Chosen by the runs: " + "; ".join(
+            f"{c['what']} of {', '.join(c['methods'])} on `{c['dataset']}` {c['split']}" for c in choices)
+            + ". A table column showing such a split is marked †.", ""]
     shifts = ordered_targets(v.rows, ("shift",), ev.get("shifts"))
     if shifts:
         lines += domain_shift_lines(v, shifts)
     groups = ordered_targets(v.rows, ("id", "group"), [cfg["train"], *(ev.get("groups") or ())], groups_only=True)
     if groups:
         lines += group_lines(v, groups)
+    if not shifts and cfg["train"] not in groups and cfg["train"] in set(v.rows["target"]):
+        lines += id_lines(v)
     zeroshot = ordered_targets(v.rows, ("zeroshot",), ev.get("zeroshot"))
     if zeroshot:
         lines += zeroshot_lines(v, zeroshot)
-    return lines + reading_lines(v, headline_wide(v, shifts, groups, zeroshot))
+    return lines + reading_lines(v, headline_wide(v, shifts, groups, zeroshot), drift_headline(v, shifts, groups))
 
 
-def build(sections: list[dict], name: str, out: Path, notes: list[str] | None = None) -> None:
+def build(sections: list[dict], name: str, out: Path, notes: list[str] | None = None,
+          datasets: dict[str, dict] | None = None) -> None:
     """Write report.md, the tables, figures and metrics_long.csv of `sections` into `out`.
 
     A section: {"title", "experiment", "config" (the experiment's validated config), "records"
-    (its runs' evaluation records)}.
+    (its runs' evaluation records)}. datasets: the targets' configs (`datasets.<name>`: the
+    protocol table's templates).
     """
     # one colour per method in every figure of the report, whichever section it is in
     styles = method_styles(list(dict.fromkeys(m for s in sections for m in method_order(s["config"]["finetune"]))))
@@ -85,12 +97,14 @@ def build(sections: list[dict], name: str, out: Path, notes: list[str] | None = 
         long = long.drop_duplicates(subset=["experiment", "target", "method", "seed", "split"])
         long.sort_values(["experiment", "target", "method", "seed", "split"]).to_csv(
             tmp / "metrics_long.csv", index=False)
-        lines = [f"# {name}", ""]
+        lines = [f"# {name}", ""] + protocol_lines(sections, datasets or {})
         for note in notes or ():
             lines += [note, ""]
         lines += ["Accuracies in percent, mean ± std over seeds (the std of the per-seed values; a mean over "
                  "targets is each seed's mean, then mean ± std). Each target is reported at its *report split*: "
                  "test if evaluated, else its last evaluated split.", ""]
+        if is_summarised(sections):
+            lines += summary_lines(sections, Out(tmp, ""))
         for section, prefix in zip(sections, section_prefixes(sections)):
             lines += section_lines(section, Out(tmp, prefix), styles)
         (tmp / "report.md").write_text("\n".join(lines))
@@ -107,7 +121,8 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description="Tables and figures of experiments' evaluation records.")
     p.add_argument("--name", required=True, help="the report's name (its heading)")
     p.add_argument("--spec", required=True,
-                   help='JSON (or a JSON file): {"sections": [{"title", "experiment", "config", "metrics": [...]}]}')
+                   help='JSON (or a JSON file): {"sections": [{"title", "experiment", "config", "metrics": [...]}], '
+                        '"datasets": {target: its datasets.<target> config}}')
     p.add_argument("--pretrain-report", nargs="+", action="extend", default=[],
                    help="the synthetic tiny CLIP's pretrain_report.json (one per synthetic teacher)")
     p.add_argument("--pools", nargs="+", action="extend", default=[],
@@ -117,7 +132,7 @@ def main(argv=None) -> None:
     spec = json.loads(a.spec if a.spec.lstrip().startswith("{") else Path(a.spec).read_text())
     notes = [teacher_note(json.loads(Path(r).read_text()), r) for r in a.pretrain_report]
     notes += [pools_note(folder) for folder in a.pools]
-    build(load_sections(spec), a.name, Path(a.out), notes)
+    build(load_sections(spec), a.name, Path(a.out), notes, spec.get("datasets"))
     print((Path(a.out) / "report.md").read_text())
 
 

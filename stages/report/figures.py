@@ -1,11 +1,13 @@
 """Report figures: per-group accuracy bars, WiSE-FT curves and ID vs shift, one style per method.
 
 matplotlib draws headless here (the Agg backend, chosen before pyplot is imported); method_styles
-gives each method of a report one colour and hatch, used by every figure of it.
+gives each method of a report one colour and hatch, used by every figure of it. ID vs shift is
+drawn on logit-scaled axes (robustness.logit), ticks labelled in accuracy %.
 """
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -14,7 +16,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
 
+from .robustness import expit_percent, logit  # noqa: E402
 from .tables import METRICS, SHIFT_MEAN  # noqa: E402
 
 HATCHES = ("", "//", "..", "xx", "\\\\", "oo")  # one per ten methods of method_styles
@@ -37,8 +41,19 @@ def method_styles(methods: list[str]) -> dict[str, dict]:
     return {m: {"color": tuple(c), "hatch": ""} for m, c in zip(methods, colours)}
 
 
+def fit_title(fig, ax, title: str) -> None:
+    """The axes' title, wrapped onto more lines until it fits the figure's width (tight_layout
+    makes room above for its height, never beside for its width)."""
+    text = ax.set_title(title)
+    renderer = fig.canvas.get_renderer()
+    width = len(title)
+    while text.get_window_extent(renderer).width > 0.96 * fig.bbox.width and width > 10:
+        width = int(width * 0.85)
+        text.set_text(textwrap.fill(title, width))
+
+
 def _save(fig, ax, path: Path, title: str) -> None:
-    ax.set_title(title)
+    fit_title(fig, ax, title)
     fig.tight_layout()
     fig.savefig(path, dpi=150)
     plt.close(fig)
@@ -86,12 +101,23 @@ def plot_wiseft(curve: pd.DataFrame, path: Path, title: str, styles: dict[str, d
     _save(fig, ax, path, title)
 
 
+def logit_axis(ax, which: str) -> None:
+    """A logit-scaled axis ("x" or "y") for accuracies in percent: positions logit(a), ticks at
+    round accuracies."""
+    getattr(ax, f"set_{which}scale")("function", functions=(logit, expit_percent))
+    axis = getattr(ax, f"{which}axis")
+    axis.set_major_locator(MaxNLocator(nbins=7, steps=[1, 2, 2.5, 5, 10]))
+    axis.set_major_formatter(FuncFormatter(lambda a, _: f"{a:g}"))
+
+
 def plot_id_vs_shift(stats: pd.DataFrame, id_col: str, path: Path, title: str, styles: dict[str, dict],
                      curve: pd.DataFrame | None = None, curve_label: str = "WiSE-FT curve") -> None:
-    """Mean shift accuracy against ID accuracy, one point per method (error bars: std over seeds),
-    and the WiSE-FT curve through its per-alpha points: robustness gained at equal ID accuracy
-    shows as a point above the others."""
-    fig, ax = plt.subplots(figsize=(5.4, 4.2))
+    """Mean shift accuracy against ID accuracy on logit axes, one point per method (error bars: std
+    over seeds), and the WiSE-FT curve through its per-alpha mean points: a point above the curve
+    is robustness that interpolation does not give (the report's column *above interpolation line*)."""
+    fig, ax = plt.subplots(figsize=(5.6, 4.4))
+    logit_axis(ax, "x")
+    logit_axis(ax, "y")
     if curve is not None and not curve.empty:
         x, y = curve[(id_col, "mean")].to_numpy(), curve[(SHIFT_MEAN, "mean")].to_numpy()
         ax.plot(x, y, "-", marker=".", ms=4, lw=1.2, color=styles["wiseft"]["color"], label=curve_label, zorder=1)
@@ -103,8 +129,29 @@ def plot_id_vs_shift(stats: pd.DataFrame, id_col: str, path: Path, title: str, s
                     xerr=np.nan_to_num(stats.loc[m, (id_col, "std")]),
                     yerr=np.nan_to_num(stats.loc[m, (SHIFT_MEAN, "std")]),
                     fmt="o", ms=6, capsize=2, color=styles[m]["color"], label=m, zorder=2)
-    ax.set_xlabel(f"ID accuracy (%): {id_col.removesuffix(' (ID)')}")
-    ax.set_ylabel("mean accuracy over the shifts (%)")
+    ax.set_xlabel(f"ID accuracy (%, logit scale): {id_col.removesuffix(' (ID)')}")
+    ax.set_ylabel("mean accuracy over the shifts (%, logit scale)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    _save(fig, ax, path, title)
+
+
+def plot_drift(stats: pd.DataFrame, drift: pd.DataFrame, drift_col: str, path: Path, title: str,
+               styles: dict[str, dict]) -> None:
+    """Worst-group accuracy against spuriosity drift, one point per method with a drift (error
+    bars: std over seeds): does a method's worst group move with how far it drifted from the
+    teacher's view of the spurious captions? `stats`: a group table's summary (worst_group),
+    `drift`: the drift column's summary (drift.drift_cells), both indexed by method."""
+    fig, ax = plt.subplots(figsize=(5.2, 4.0))
+    for m in drift.index:
+        x = drift.loc[m, (drift_col, "mean")]
+        if np.isnan(x) or m not in stats.index:
+            continue
+        ax.errorbar(x, stats.loc[m, ("worst_group", "mean")], xerr=np.nan_to_num(drift.loc[m, (drift_col, "std")]),
+                    yerr=np.nan_to_num(stats.loc[m, ("worst_group", "std")]), fmt="o", ms=6, capsize=2,
+                    color=styles[m]["color"], label=m)
+    ax.set_xlabel(f"spuriosity drift, {drift_col.removeprefix('Drift (').removesuffix(')')} (nats)")
+    ax.set_ylabel("worst-group accuracy (%)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
     _save(fig, ax, path, title)

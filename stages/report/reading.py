@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .drift import drift_label, drift_metric, drift_wide
 from .sections import View
 from .tables import METRICS, SHIFT_MEAN, accuracy_wide, wide_frame
 
@@ -29,6 +30,10 @@ def headline_wide(v: View, shifts: list[str], groups: list[str], zeroshot: list[
         wide = accuracy_wide(v.rows, shifts, SHIFT_MEAN, id_target=train)
         parts.append(wide[[f"{train} (ID)", SHIFT_MEAN]].set_axis([f"{train} ID accuracy", SHIFT_MEAN.lower()],
                                                                    axis=1))
+    elif v.cfg["train"] not in groups and v.cfg["train"] in set(v.rows["target"]):
+        # no shift table: the training set's accuracy is a headline of its own (a transfer experiment)
+        train = v.cfg["train"]
+        parts.append(wide_frame(v.rows, {f"{train} ID accuracy": (train, "accuracy")}))
     if groups:
         parts.append(wide_frame(v.rows, {f"{t} {METRICS[k].lower()}": (t, k)
                                          for t in groups for k in ("worst_group", "average")}))
@@ -37,6 +42,48 @@ def headline_wide(v: View, shifts: list[str], groups: list[str], zeroshot: list[
     if not parts:
         return pd.DataFrame(index=pd.MultiIndex.from_tuples([], names=["method", "seed"]))
     return pd.concat(parts, axis=1).dropna(axis=1, how="all")
+
+
+def drift_headline(v: View, shifts: list[str], groups: list[str]) -> pd.DataFrame:
+    """Per (method, seed), the drift of the section's tables: the shift mean's, each group
+    target's, or the training set's where there is neither; no column where no record has a drift."""
+    train = v.cfg["train"]
+    columns = [("shift mean", shifts)] if shifts else []
+    columns += [(t, [t]) for t in groups]
+    if not shifts and train not in groups and train in set(v.rows["target"]):
+        columns.append((train, [train]))
+    parts = [drift_wide(v.rows, targets, metric, drift_label(metric, what))
+             for what, targets in columns if (metric := drift_metric(v.rows, targets)) is not None]
+    return pd.concat(parts, axis=1) if parts else pd.DataFrame()
+
+
+def drift_sentence(drift: pd.DataFrame, methods: list[str]) -> list[str]:
+    """StarFT's (each variant's) spuriosity drift against FLYP's, in words, whatever it is."""
+    if drift.empty:
+        return []
+    present = set(drift.index.get_level_values("method"))
+    starft = [m for m in methods if m.startswith("starft") and m in present]
+    if "flyp" not in present or not starft:
+        return [(f"Spuriosity drift: no {'StarFT' if 'flyp' in present else 'FLYP'} run with a drift here, so "
+                 "StarFT's drift cannot be set against FLYP's."), ""]
+    parts = []
+    for method in starft:
+        for col in drift.columns:
+            diff = paired_difference(drift, col, method, "flyp")
+            if diff.empty:
+                continue
+            a, b = drift.loc[method, col].dropna().mean(), drift.loc["flyp", col].dropna().mean()
+            mean, std, n = diff.mean(), diff.std(ddof=1), len(diff)
+            spread = "" if np.isnan(std) else f" ± {std:.2g}"
+            judged = verdict(mean, std, n)
+            parts.append(f"{col}: {method} {a:.3g} vs flyp {b:.3g} nats, paired difference "
+                         f"{f'{mean:+.3g}'.replace('-', '−')}{spread} ({n} seed{'' if n == 1 else 's'}): "
+                         + ("no verdict" if judged == NO_VERDICT else
+                            f"{judged}{' (closer to the teacher)' if judged == 'lower' else ''}"))
+    if not parts:
+        return ["Spuriosity drift: StarFT and FLYP share no seed with a drift.", ""]
+    return ["**Spuriosity drift, StarFT against FLYP** (lower: the run's view of the spurious captions stays "
+            "closer to the teacher's): " + "; ".join(parts) + ".", ""]
 
 
 def paired_difference(wide: pd.DataFrame, metric: str, method: str, versus: str) -> pd.Series:
@@ -141,7 +188,7 @@ def starft_line(frame: pd.DataFrame, starft: list[str], reference: str | None) -
     return line
 
 
-def reading_lines(v: View, wide: pd.DataFrame) -> list[str]:
+def reading_lines(v: View, wide: pd.DataFrame, drift: pd.DataFrame | None = None) -> list[str]:
     """The section's "Reading": what its headline metrics say, in words generated from the numbers
     (paired per-seed differences to zero-shot and to plain fine-tuning); writes reading.csv."""
     present = set(wide.index.get_level_values("method"))
@@ -156,7 +203,8 @@ def reading_lines(v: View, wide: pd.DataFrame) -> list[str]:
              "the other run of the same seed; minus zero-shot's mean where zero-shot has fewer seeds), mean ± "
              f"sample std over seeds as in the tables; all of them in `{v.out.name('reading.csv')}`.", ""]
     if wide.columns.empty:
-        return lines + ["No headline metric in this section.", ""]
+        return lines + ["No headline metric in this section.", ""] + drift_sentence(drift if drift is not None
+                                                                                     else pd.DataFrame(), methods)
     lines += ["Headline metrics: " + ", ".join(wide.columns) + ".", ""]
 
     # first: does plain fine-tuning hurt robustness here at all?
@@ -190,4 +238,4 @@ def reading_lines(v: View, wide: pd.DataFrame) -> list[str]:
     starft = [m for m in methods if m.startswith("starft")]
     if starft:
         lines += [starft_line(frame, starft, reference), ""]
-    return lines
+    return lines + drift_sentence(drift if drift is not None else pd.DataFrame(), methods)

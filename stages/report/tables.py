@@ -18,7 +18,10 @@ import pandas as pd
 METRICS = {"worst_group": "Worst-group", "average": "Average", "adjusted_average": "Adj. average"}
 KEYS = ["experiment", "target", "role", "head", "method", "seed", "split"]
 CURVE_KEYS = ["experiment", "target", "role", "method", "seed", "alpha", "split"]
-VALUES = ["accuracy", "n", *METRICS]
+# spuriosity drift (the records' `spuriosity_drift`): StarFT's label-masked KL, null on targets
+# whose class names are not the training set's, and the unmasked KL
+DRIFT_MASKED, DRIFT_KL = "drift_masked_kl", "drift_kl"
+VALUES = ["accuracy", "n", *METRICS, DRIFT_MASKED, DRIFT_KL]
 SHIFT_MEAN = "Shift mean"
 
 
@@ -27,6 +30,9 @@ SHIFT_MEAN = "Shift mean"
 def metric_row(metrics: dict, group_names: list[str] | None) -> dict:
     """One split's metrics; group accuracies as columns named by the record's group names."""
     row = {k: metrics[k] for k in VALUES if k in metrics}
+    drift = metrics.get("spuriosity_drift")
+    if drift:  # older records have none: NaN cells
+        row.update({DRIFT_MASKED: drift.get("masked_kl"), DRIFT_KL: drift.get("kl")})
     if group_names and "group_accuracy" in metrics:
         row.update(zip(group_names, metrics["group_accuracy"]))
     return row

@@ -16,6 +16,7 @@ from .groups import CLASSNAMES, OTHER_SCENES, sample_groups, scenes_of, species_
 from .quality import QUALITIES
 from .scenes import PLACE_PHRASES, SCENE_PREPOSITIONS, SCENE_WORDS
 from .scenes import SCENES as WORLD_SCENES
+from .source import PALETTES
 from .species import (SPECIES_BY_NAME, WORLD_CLASSNAMES, Look, Species, draw_nuisances, habitual_scene,
                       make_look, render_sample)
 from .styles import STYLES
@@ -65,7 +66,8 @@ def nuisance_caption(sp: Species, look: Look, rng: np.random.Generator) -> str:
     """A caption that names every nuisance of the image, in varied phrasing:
     "a blurry photo of a duck on the lake.", "a striped sparrow in the forest.",
     "a pencil sketch of a heron with spots.", "a photo of a landbird in the snow in dim light."."""
-    name = str(rng.choice([sp.name, sp.name, CLASSNAMES[sp.y]]))  # the species twice as often
+    # the species twice as often; always in a rendition, where only the bird's shape tells it apart
+    name = sp.name if look.style else str(rng.choice([sp.name, sp.name, CLASSNAMES[sp.y]]))
     if look.texture is not None:
         t = TEXTURES[look.texture]
         if rng.uniform() < 0.6:
@@ -102,6 +104,7 @@ PRETRAIN_DEFAULTS = {
     "pretrain_texture": 0.3,  # P(an object texture), mentioned by the caption
     "pretrain_quality": 0.3,  # P(an image-quality effect), mentioned by the caption
     "pretrain_style": 0.1,  # P(a sketch, cartoon or painting), mentioned by the caption
+    "pretrain_palette": 0.0,  # P(other colours | a cartoon or painting), as synth_rendition draws them
     "pretrain_other_scenes": 0.1,  # synthbirds world: P(a scene with no class correlation)
     "pretrain_world": "synthbirds",  # "synthbirds": its 8 species; "all": the 16 source classes
 }
@@ -109,9 +112,11 @@ PRETRAIN_DEFAULTS = {
 
 def generate_pretrain_set(path: str | Path, n: int, correlation: float, image_size: int = 32,
                           seed: int = 0, other_scenes: float = 0.1, texture: float = 0.3,
-                          quality: float = 0.3, style: float = 0.1, world: str = "synthbirds") -> None:
+                          quality: float = 0.3, style: float = 0.1, world: str = "synthbirds",
+                          palette: float = 0.0) -> None:
     """Captioned images for contrastive pre-training, saved as one .npz: images uint8
-    [n, size, size, 3], captions, species, scenes, y, and textures, qualities, styles ("" = none).
+    [n, size, size, 3], captions, species, scenes, y, and textures, qualities, styles and palettes
+    (the object's new channels, e.g. "brg"; "" = none).
 
     world "synthbirds": SynthBirds' 8 species; y is the class (0 landbird, 1 waterbird). A fraction
     `other_scenes` shows a scene with no class correlation (OTHER_SCENES: those neither land nor
@@ -122,13 +127,15 @@ def generate_pretrain_set(path: str | Path, n: int, correlation: float, image_si
     WORLD_CLASSNAMES; the scene is one of the class's habitual ones (HABITS) with probability
     `correlation`, else any other scene. `other_scenes` is not used.
     Each image independently carries a texture, a quality effect and a style with the given
-    probabilities, and its caption then names them.
+    probabilities, and its caption then names them. A cartoon or painting has its object's colour
+    channels permuted with probability `palette` (renditions draw birds in any colour, so the
+    teacher must know them by shape; the caption says nothing of it).
     """
     if world not in ("synthbirds", "all"):
         raise ValueError(f"pre-training world must be 'synthbirds' or 'all', got {world!r}")
     rng = np.random.default_rng(seed + 1_000_003)
     images = np.empty((n, image_size, image_size, 3), np.uint8)
-    captions, species, scenes, nuisances = [], [], [], []
+    captions, species, scenes, nuisances, palettes = [], [], [], [], []
     if world == "synthbirds":
         ys, places = sample_groups(n, correlation, rng)
         other = rng.uniform(0, 1, n) < other_scenes
@@ -142,14 +149,17 @@ def generate_pretrain_set(path: str | Path, n: int, correlation: float, image_si
             sp = SPECIES_BY_NAME[WORLD_CLASSNAMES[ys[i]]]
             scene = habitual_scene(sp.name, rng.uniform() < correlation, rng)
         look = make_look(scene, **draw_nuisances(rng, texture, quality, style))
+        if palette > 0 and look.style in ("cartoon", "painting") and rng.uniform() < palette:
+            look = make_look(scene, look.texture, look.quality, look.style, palette=PALETTES[rng.integers(len(PALETTES))])
         images[i] = render_sample(sp, look, image_size, rng)
         captions.append(caption_for(sp, look, rng))
+        palettes.append("".join("rgb"[c] for c in look.palette) if look.palette else "")
         species.append(sp.name)
         scenes.append(scene)
         nuisances.append(look.nuisances)
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, images=images, captions=np.array(captions), species=np.array(species),
-                     scenes=np.array(scenes), y=ys,
+                     scenes=np.array(scenes), y=ys, palettes=np.array(palettes),
                      **{plural: np.array([d[k] for d in nuisances])
                         for k, plural in (("texture", "textures"), ("quality", "qualities"), ("style", "styles"))})

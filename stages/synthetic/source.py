@@ -166,6 +166,10 @@ def natural_plan(n: int, params: dict, rng: np.random.Generator, style: str | No
     return plan
 
 
+def sketch_plan(n: int, params: dict, rng: np.random.Generator) -> list[tuple[int, Look, dict]]:
+    return natural_plan(n, params, rng, style="sketch")
+
+
 def rendition_plan(n: int, params: dict, rng: np.random.Generator) -> list[tuple[int, Look, dict]]:
     plan = []
     for y, scene, h in scene_draws(n, params, rng):
@@ -174,6 +178,10 @@ def rendition_plan(n: int, params: dict, rng: np.random.Generator) -> list[tuple
                     palette=PALETTES[rng.integers(len(PALETTES))])
         plan.append((y, look, {"habitual": h}))
     return plan
+
+
+# the shifts whose images are renditions, not photos (the teacher's rendition check draws them too)
+RENDITION_SETS = {"sketch": sketch_plan, "rendition": rendition_plan}
 
 
 def hard_kinds(labels: np.ndarray, params: dict, rng: np.random.Generator) -> np.ndarray:
@@ -268,7 +276,7 @@ def generate_sketch(root: str | Path, params: dict | None = None) -> pd.DataFram
     """root/test: grey pencil sketches of source-like images (habitual scenes as in source)."""
     p = with_defaults(params)
     rng = stream(p, "sketch")
-    return write_set(root, "sketch", {"test": natural_plan(p["n_sketch"], p, rng, style="sketch")}, p, rng)
+    return write_set(root, "sketch", {"test": sketch_plan(p["n_sketch"], p, rng)}, p, rng)
 
 
 def generate_rendition(root: str | Path, params: dict | None = None) -> pd.DataFrame:

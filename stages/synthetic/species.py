@@ -51,11 +51,15 @@ class Species:
 
 # The duck is a grey mallard drake: drawn brown, as it once was, it looked at 32 px like the
 # world's brown landbirds (sparrow, owl, eagle) and the all-species teacher called 72% of ducks
-# landbirds (zero-shot, scenes balanced); grey, 12%.
+# landbirds (zero-shot, scenes balanced); grey, 12%. The blue jay likewise: blue under a white
+# head, it read as a waterbird (the water's blue, the heron's and the white waterbirds' colours)
+# and the teacher called 59% of SynthBirds' blue jays waterbirds, even on meadows; with a white
+# belly, 76-80%. Blue with a black head and wings (a Steller's jay), 28%.
 SPECIES = (
     Species("sparrow", 0, (0.55, 0.38, 0.22), (0.45, 0.30, 0.18), (0.3, 0.3, 0.3), 0.28, 0.20, 0.0, 0.10, True),
     Species("cardinal", 0, (0.85, 0.10, 0.10), (0.75, 0.05, 0.05), (0.95, 0.6, 0.1), 0.28, 0.20, 0.0, 0.10, True),
-    Species("bluejay", 0, (0.25, 0.45, 0.90), (0.85, 0.85, 0.95), (0.1, 0.1, 0.1), 0.30, 0.18, 0.0, 0.10, True),
+    Species("bluejay", 0, (0.20, 0.40, 0.90), (0.06, 0.06, 0.10), (0.1, 0.1, 0.1), 0.30, 0.18, 0.0, 0.10, True,
+            wing=(0.06, 0.06, 0.12)),
     Species("crow", 0, (0.08, 0.08, 0.10), (0.12, 0.12, 0.14), (0.2, 0.2, 0.2), 0.34, 0.18, 0.0, 0.12, False),
     Species("duck", 1, (0.62, 0.60, 0.58), (0.10, 0.50, 0.20), (0.95, 0.75, 0.10), 0.38, 0.18, 0.05, 0.0, False),
     Species("swan", 1, (0.97, 0.97, 0.97), (0.97, 0.97, 0.97), (0.95, 0.45, 0.10), 0.40, 0.17, 0.35, 0.0, False),

@@ -8,7 +8,7 @@ layout, plus a separate captioned pre-training set from the same world for the t
     python -m stages.synthetic.world --params '{...}' --root DATASET --pretrain-out PRETRAIN.npz
 
 SynthBirds' own data set keeps its 8 land and water scenes and no nuisances unless asked
-(`generate_dataset`'s texture and quality): with the defaults it is byte-identical to the first world's.
+(`generate_dataset`'s texture and quality).
 Its classes, places and scenes are stages.synthetic.groups'.
 """
 
@@ -36,7 +36,7 @@ def generate_dataset(root: str | Path, n_train: int, n_val: int, n_test: int, tr
 
     `texture` / `quality`: the probability that an image (any split) carries an object texture /
     an image-quality effect, independent of class and place; metadata.csv then names them
-    (columns texture, quality). At 0 (the default) the set is the first world's, byte for byte.
+    (columns texture, quality). At 0 (the default) no image carries one and those columns are absent.
     """
     rng = np.random.default_rng(seed)
     rows = []
@@ -75,7 +75,8 @@ def main(argv=None) -> None:
                           cfg["image_size"], cfg["seed"], texture=cfg["texture"], quality=cfg["quality"])
     generate_pretrain_set(a.pretrain_out, cfg["n_pretrain"], cfg["pretrain_correlation"], cfg["image_size"], cfg["seed"],
                           other_scenes=cfg["pretrain_other_scenes"], texture=cfg["pretrain_texture"],
-                          quality=cfg["pretrain_quality"], style=cfg["pretrain_style"], world=cfg["pretrain_world"])
+                          quality=cfg["pretrain_quality"], style=cfg["pretrain_style"], world=cfg["pretrain_world"],
+                          palette=cfg["pretrain_palette"])
     print(df.groupby(["split", "y", "place"]).size().to_string())
 
 

@@ -33,6 +33,12 @@ def check_options(wildcards):
     return " ".join(options + [f"--splits {quoted_json(splits)}"])
 
 
+def check_data_options(wildcards):
+    # a missing folder's error then names the rule that fetches it
+    preparable = DATASETS[wildcards.dataset].get("prepare") is not None
+    return check_options(wildcards) + (" --preparable" if preparable else "")
+
+
 rule check_data:
     input:
         # a folder this workflow writes (synthetic world, source task) is built first
@@ -42,7 +48,7 @@ rule check_data:
     params:
         reader=lambda w: DATASETS[w.dataset]["reader"],
         root=lambda w: shlex.quote(DATASETS[w.dataset]["root"]),
-        options=check_options,
+        options=check_data_options,
     log:
         "logs/{dataset}/check_data.log",
     shell:
@@ -51,15 +57,60 @@ rule check_data:
         " {params.options} --out {output} 2> >(tee {log} >&2)"
 
 
-# Opt-in, for users with internet: `snakemake --cores 1 data/waterbirds/download.done`.
-rule download_data:
+# Opt-in, for users with internet (README "The paper's tables"): one data set with
+# `snakemake --cores 1 data/<dataset>/prepared`, all of them with `snakemake --cores 4 prepare_data_all`.
+# Fetched (resumable, checked), laid out as its reader reads it and data-checked before it is
+# renamed to its root (stages/datasets/prepare); check_data never asks for it.
+PREPARED = [name for name, d in DATASETS.items() if d.get("prepare") is not None]
+
+
+rule prepare_data:
     output:
-        touch("data/{dataset}/download.done"),
+        "data/{dataset}/prepared",
+    wildcard_constraints:
+        dataset=alternatives(PREPARED),
     params:
-        url=lambda w: DATASETS[w.dataset]["url"] or "",
-        sha256=lambda w: DATASETS[w.dataset]["sha256"] or "",
-        dest=lambda w: str(Path(DATASETS[w.dataset]["root"]).parent),
+        reader=lambda w: DATASETS[w.dataset]["reader"],
+        root=lambda w: shlex.quote(DATASETS[w.dataset]["root"]),
+        spec=lambda w: quoted_json(DATASETS[w.dataset]["prepare"]),
+        options=check_options,
     log:
-        "logs/{dataset}/download.log",
+        "logs/{dataset}/prepare.log",
     shell:
-        "python -m stages.datasets.download --url '{params.url}' --sha256 '{params.sha256}' --dest {params.dest} > {log} 2>&1"
+        "python -m stages.datasets.prepare --dataset {wildcards.dataset} --reader {params.reader}"
+        " --root {params.root} --spec {params.spec} --downloads data/downloads/{wildcards.dataset}"
+        " {params.options} --out {output} 2> >(tee {log} >&2)"
+
+
+rule prepare_data_all:
+    input:
+        [f"data/{name}/prepared" for name in PREPARED],
+
+
+# Opt-in (README "Keeping the GPU fed"): with `datasets.<dataset>.resized_copy` set, fine-tuning
+# reads the training split from a copy with its images pre-resized, written first by
+# `snakemake --cores 16 data/<dataset>/resized_train` (stages/datasets/resized.py: resumable from
+# data/<dataset>/resized_train.partial, renamed when complete). Only the fine-tune stage reads it.
+RESIZED = [name for name, d in DATASETS.items() if d.get("resized_copy") is not None]
+
+
+rule resize_split:
+    input:
+        lambda w: data_check(w.dataset),
+    output:
+        directory("data/{dataset}/resized_{split}"),
+    wildcard_constraints:
+        dataset=alternatives(RESIZED),
+        split="[a-z0-9_]+",
+    params:
+        reader=lambda w: DATASETS[w.dataset]["reader"],
+        root=lambda w: shlex.quote(DATASETS[w.dataset]["root"]),
+        short_side=lambda w: DATASETS[w.dataset]["resized_copy"]["short_side"],
+        quality=lambda w: DATASETS[w.dataset]["resized_copy"]["quality"],
+    threads: workflow.cores
+    log:
+        "logs/{dataset}/resize_{split}.log",
+    shell:
+        "python -m stages.datasets.resized --reader {params.reader} --root {params.root} --split {wildcards.split}"
+        " --out {output} --short-side {params.short_side} --quality {params.quality} --workers {threads}"
+        " 2> >(tee {log} >&2)"

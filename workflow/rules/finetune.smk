@@ -1,6 +1,8 @@
 # One fine-tuning job per (experiment, method, seed) on the experiment's training set; see
 # docs/finetune.md. `wiseft` has no job: the evaluate rule interpolates the checkpoint of
-# `finetune.wiseft_of`.
+# `finetune.wiseft_of`. The linear probe of lp and LP-FT is a job of its own (rule `probe`), one
+# per experiment and probe configuration, read by every seed.
+from stages.finetune import probe_config as ft_probe
 from stages.finetune import runs as ft_runs
 from stages.method.registry import EVAL_ONLY, METHODS
 
@@ -37,6 +39,20 @@ def run_json(wildcards):
     return quoted_json(ft_runs.run_config(job(wildcards)["finetune"], wildcards.method))
 
 
+def probe_dataset_json(wildcards):
+    """finetune_json less the training split's resized copy: the probe encodes the original
+    images, so turning the copy on does not refit it."""
+    j = job(wildcards)
+    data = {k: v for k, v in j["data"].items() if k != "resized_copy"}
+    return quoted_json({"classnames": j["classnames"], "data": data, "model": j["model"], "evaluate": j["evaluate"]})
+
+
+def resized_copy(wildcards):
+    """The training split's pre-resized copy (rule resize_split), when the data set asks for one."""
+    copy = job(wildcards)["data"].get("resized_copy")
+    return [copy] if copy else []
+
+
 def finetune_launcher(wildcards):
     n = job(wildcards)["finetune"]["processes"]
     return "python -m" if n == 1 else f"torchrun --standalone --nproc_per_node {n} -m"
@@ -46,21 +62,64 @@ def finetune_threads(wildcards):
     return job(wildcards)["finetune"]["threads"] or workflow.cores
 
 
+def run_probe(wildcards):
+    """The probe file an lp or lpft run (or variant) reads; none for other methods."""
+    run = ft_runs.run_config(job(wildcards)["finetune"], wildcards.method)
+    return [ft_probe.probe_path(wildcards.experiment, run)] if METHODS[run["method"]].linear_probe else []
+
+
+def probe_job(wildcards):
+    """The run configuration of probe `wildcards.probe`: that of the experiment's lp/lpft runs
+    whose probe it is (they agree on ft_probe.PROBE_KEYS; the rest is the experiment's)."""
+    finetune = job(wildcards)["finetune"]
+    for name in finetune["methods"]:
+        if name in EVAL_ONLY:
+            continue
+        run = ft_runs.run_config(finetune, name)
+        if METHODS[run["method"]].linear_probe and ft_probe.probe_id(run) == wildcards.probe:
+            return ft_probe.probe_job_config(finetune, run)
+    raise WorkflowError(f"experiment {wildcards.experiment} has no lp or lpft run with probe {wildcards.probe}")
+
+
+rule probe:
+    input:
+        data_check=lambda w: data_check(EXPERIMENTS[w.experiment]["train"]),
+        model=model_input,
+    output:
+        "data/{experiment}/probe/{probe}/probe.pt",
+    wildcard_constraints:
+        probe="[0-9a-f]{10}",
+    params:
+        cfg=probe_dataset_json,
+        run=lambda w: quoted_json(probe_job(w)),
+    threads: finetune_threads
+    resources:
+        gpu=lambda w: 0 if job(w)["finetune"]["device"] == "cpu" else 1,
+    log:
+        "logs/{experiment}/probe_{probe}.log",
+    shell:
+        "python -m stages.finetune.probe_cli --dataset-config {params.cfg} --run-config {params.run}"
+        " --out {output} --threads {threads} > {log} 2>&1"
+
+
 rule finetune:
     input:
         data_check=lambda w: data_check(EXPERIMENTS[w.experiment]["train"]),
         embeddings="data/{experiment}/embeddings/teacher_text.parquet",
         model=model_input,
+        probe=run_probe,
+        resized_copy=resized_copy,
     output:
         checkpoint="results/runs/{experiment}/{method}/seed{seed}/checkpoint.pt",
         log="results/runs/{experiment}/{method}/seed{seed}/train_log.csv",
     wildcard_constraints:
-        method="(?!wiseft$)[a-z][a-z0-9_]*",
+        method="(?!wiseft/)[a-z][a-z0-9_]*",
     params:
         cfg=finetune_json,
         run=run_json,
         launcher=finetune_launcher,
         out_dir=lambda w: f"results/runs/{w.experiment}/{w.method}/seed{w.seed}",
+        probe=lambda w, input: f"--probe {input.probe}" if input.probe else "",
     threads: finetune_threads
     resources:
         gpu=lambda w: 0 if job(w)["finetune"]["device"] == "cpu" else job(w)["finetune"]["processes"],
@@ -71,4 +130,4 @@ rule finetune:
         # continues from it.
         "{params.launcher} stages.finetune --dataset-config {params.cfg} --run-config {params.run}"
         " --method {wildcards.method} --seed {wildcards.seed} --embeddings {input.embeddings}"
-        " --out-dir {params.out_dir} --set threads={threads} > {log} 2>&1"
+        " --out-dir {params.out_dir} {params.probe} --set threads={threads} > {log} 2>&1"

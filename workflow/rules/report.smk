@@ -10,10 +10,12 @@ def report_sections(name):
 
 
 def section_evals(section):
-    """The eval folders of every run of the section's experiment."""
+    """The eval folders of every run of the section's experiment, holding the section's targets
+    only (evaluate.smk: the targets a report shows decide what is evaluated and which data sets
+    must be present)."""
     e = EXPERIMENTS[section["experiment"]]
     methods = stage_config.report_methods(e, section["methods"])
-    return [f"results/runs/{section['experiment']}/{m}/seed{s}/eval" for m in methods
+    return [eval_folder(section["experiment"], m, s, section["targets"]) for m in methods
             for s in stage_config.run_seeds(e, m)]
 
 
@@ -25,7 +27,15 @@ def section_metrics(section):
 def report_spec(wildcards):
     sections = [{"title": s["title"], "experiment": s["experiment"], "config": EXPERIMENTS[s["experiment"]],
                  "metrics": section_metrics(s)} for s in report_sections(wildcards.name)]
-    return quoted_json({"sections": sections})
+    # what the protocol table reads of each target's data set (its templates: the config's, else the
+    # reader's; whether this workflow generates it); only that, so that a change elsewhere in
+    # `datasets` does not rerun the report
+    targets = dict.fromkeys(t for s in report_sections(wildcards.name)
+                            for t in s["targets"] or stage_config.target_roles(EXPERIMENTS[s["experiment"]]))
+    generated = stage_config.generated_roots(CONFIG)
+    datasets = {t: {"reader": DATASETS[t]["reader"], "templates": DATASETS[t]["templates"],
+                    "generated": DATASETS[t]["root"] in generated} for t in targets}
+    return quoted_json({"sections": sections, "datasets": datasets})
 
 
 def report_teachers(wildcards):
