@@ -44,10 +44,10 @@ def world(tmp_path_factory):
 def go(world):
     tmp, cfg, emb = world
 
-    def _go(method, out, seed=0, **overrides):
+    def _go(method, out, seed=0, keep_resume=False, **overrides):
         rc = run_config(cfg["finetune"], method)
         rc.update(overrides)
-        return train(cfg, rc, seed, emb, out, progress=False)
+        return train(cfg, rc, seed, emb, out, progress=False, keep_resume=keep_resume)
     return _go
 
 
@@ -299,6 +299,28 @@ def test_resume_ends_with_the_weights_of_an_uninterrupted_run(world, go, monkeyp
         assert torch.equal(v, b["model"][k]), k
     pd.testing.assert_frame_equal(pd.read_csv(tmp / "whole" / "train_log.csv").drop(columns="images_per_s"),
                                   pd.read_csv(tmp / "cut" / "train_log.csv").drop(columns="images_per_s"))
+
+
+def test_a_job_failed_after_its_checkpoint_resumes_at_the_last_epoch(world, go, capsys):
+    """The workflow's form (keep_resume, resume.pt removed by the rule once the job succeeded): a
+    job its scheduler marks failed after the stage finished has its outputs removed by Snakemake;
+    the retry must rebuild the same checkpoint from resume.pt without training again."""
+    tmp, cfg, emb = world
+    out = tmp / "kept"
+    r = go("flyp", out, epochs=2, keep_resume=True)
+    first = load(out / "checkpoint.pt")
+    assert load(out / "resume.pt")["epoch"] == 2 and r["steps"] == 4
+    log = pd.read_csv(out / "train_log.csv")
+    for name in ("checkpoint.pt", "train_log.csv"):     # what Snakemake removes of a failed job
+        (out / name).unlink()
+    capsys.readouterr()
+    r = go("flyp", out, epochs=2, keep_resume=True)
+    assert "(epoch 2/2)" in capsys.readouterr().err and r["steps"] == 4
+    again = load(out / "checkpoint.pt")
+    assert again["step"] == first["step"] and again["epoch"] == first["epoch"]
+    for k, v in first["model"].items():
+        assert torch.equal(v, again["model"][k]), k
+    pd.testing.assert_frame_equal(pd.read_csv(out / "train_log.csv"), log)   # no step trained twice
 
 
 def test_resume_from_another_configuration_starts_afresh(world, go, monkeypatch, capsys):

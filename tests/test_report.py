@@ -201,7 +201,9 @@ def test_cli_reads_the_spec_and_the_teacher_note(tmp_path, capsys):
     pretrain = tmp_path / "pretrain_report.json"
     pretrain.write_text(json.dumps({"train_seconds": 12.0, "final_logit_scale": 100.0, "pretrain": {"steps": 500},
                                     "zeroshot": {"class_accuracy": 90.0, "class_worst_group": 80.0,
-                                                 "scene_accuracy": 95.0}}))
+                                                 "scene_accuracy": 95.0,
+                                                 "species_accuracy": {"swan": 99.0, "bluejay": 71.7, "crow": 96.8},
+                                                 "rendition_accuracy": {"sketch": 15.4, "rendition": 30.2}}}))
     spec = {"sections": [{"title": "ImageNet", "experiment": "imagenet", "config": CONFIG, "metrics": paths}]}
     pools = tmp_path / "pools"
     pools.mkdir()
@@ -214,6 +216,8 @@ def test_cli_reads_the_spec_and_the_teacher_note(tmp_path, capsys):
     md = (tmp_path / "out/report.md").read_text()
     assert md == capsys.readouterr().out.removesuffix("\n")
     assert "pre-trained for 500 steps (12 s), logit scale 100.0 (learned)" in md
+    assert "Per species (lowest first): bluejay 71.7%, crow 96.8%, swan 99.0%." in md
+    assert "The source task's classes on fresh renditions (drawn as its shift sets are): sketch 15.4%, rendition 30.2%." in md
     assert "a word the synthetic world renders: background 2 of 4 (50%), quality 1 of 2 (50%)." in md
     assert read(tmp_path / "out/table_domain_shift.csv").loc["flyp", "Shift mean"] == "70.0 ± 3.6"
 
@@ -378,3 +382,22 @@ def test_reading_uses_zero_shots_mean_where_it_has_fewer_seeds(tmp_path):
     # zero-shot's one seed scores 50 on the shift: flyp's 49, 49, 49 -> -1 ± 0 over 3 seeds
     row = csv.loc[("shift mean", "flyp", "zeroshot")]
     assert (row["mean"], row["std"], row["n"]) == (pytest.approx(-1), pytest.approx(0), 3)
+
+
+def test_reading_names_the_shift_that_fine_tuning_lowers_and_what_starft_keeps_there(tmp_path):
+    # flyp raises v2 by 10 and the shift mean with it, but lowers imagenet_r: −3, −2, −4 -> −3 ± 1
+    values = {"zeroshot": {"imagenet": [60] * 3, "imagenet_v2": [50, 51, 52], "imagenet_r": [40, 40, 40]},
+              "flyp": {"imagenet": [80] * 3, "imagenet_v2": [60, 61, 62], "imagenet_r": [37, 38, 36]},
+              # imagenet_r vs flyp +2, +1, +2 -> +1.7 ± 0.6 (higher); vs zero-shot −1, −1, −2 -> −1.3 ± 0.6 (lower)
+              "starft": {"imagenet": [80] * 3, "imagenet_v2": [60, 61, 62], "imagenet_r": [39, 39, 38]}}
+    md, csv = reading_report(tmp_path / "a", values)
+    assert csv.loc[("shift mean", "flyp", "zeroshot"), "verdict"] == "higher"  # the mean hides it
+    lines = md[md.index("Per shift"):md.index("**Against flyp**")].strip().splitlines()
+    assert lines == ["Per shift, plain fine-tuning falls below zero-shot on imagenet_r (flyp):", "",
+                     "- **flyp vs zero-shot**, imagenet_r: −3.0 ± 1.0 points (3 seeds): lower.",
+                     "- **starft vs flyp**, imagenet_r: +1.7 ± 0.6 points (3 seeds): higher.",
+                     "- **starft vs zero-shot**, imagenet_r: −1.3 ± 0.6 points (3 seeds): lower."]
+    values["flyp"]["imagenet_r"] = [41, 42, 43]
+    md, _ = reading_report(tmp_path / "b", values)
+    assert ("Per shift (imagenet_v2, imagenet_r): no plain fine-tuning run (flyp) is below zero-shot on any one "
+            "of them by the rule above.") in md

@@ -7,6 +7,7 @@ from matplotlib.container import ErrorbarContainer
 
 from stages.report import figures
 from stages.report.cli import build
+from stages.report.drift import format_drift
 from tests.test_report import BASE, CONFIG, SEEDS, record, section
 
 # hand-made drifts per (method, target): one value per seed at the report split (test); val gets
@@ -63,8 +64,8 @@ def test_domain_shift_table_has_the_shift_mean_drift_unmasked_where_a_shift_lack
     col = "Drift, shift mean (KL)"       # imagenet_r has no masked KL: the unmasked one for both shifts
     assert list(table.columns)[-2:] == [col, "Seeds"]
     # flyp per seed (0.10 + 0.30) / 2, (0.12 + 0.34) / 2, (0.14 + 0.20) / 2 = 0.2, 0.23, 0.17 -> 0.2 ± 0.03
-    assert table.loc["flyp", col] == "0.2 ± 0.03"
-    assert table.loc["starft", col] == "0.1 ± 0"
+    assert table.loc["flyp", col] == "0.200 ± 0.030"
+    assert table.loc["starft", col] == "0.100 ± 0.000"
     assert table.loc["ft", col] == ""      # an older run without drift: blank, not an error
     assert table.loc["ft", "imagenet_v2"] != ""
     md = (drift_report / "report.md").read_text()
@@ -75,9 +76,9 @@ def test_group_table_has_the_masked_drift_and_a_figure_against_worst_group(drift
     table = read(drift_report / "table_group_shift_waterbirds.csv")
     col = "Drift (masked KL)"
     assert list(table.columns)[-2:] == [col, "Seeds"]
-    assert table.loc["flyp", col] == "0.06 ± 0.01"
-    assert table.loc["starft", col] == "0.03 ± 0.017"   # 0.02, 0.02, 0.05: sample std 0.0173
-    assert table.loc["zeroshot", col] == "0 ± 0"
+    assert table.loc["flyp", col] == "0.060 ± 0.010"
+    assert table.loc["starft", col] == "0.030 ± 0.017"   # 0.02, 0.02, 0.05: sample std 0.0173
+    assert table.loc["zeroshot", col] == "0.000 ± 0.000"
     assert table.loc["ft", col] == ""
     assert (drift_report / "drift_waterbirds.png").stat().st_size > 0
     assert "![worst-group accuracy vs spuriosity drift, waterbirds](drift_waterbirds.png)" in (
@@ -176,3 +177,10 @@ def test_variant_rows_say_what_they_change(tmp_path):
                                           "starft_bg": "starft, background pool"}
     assert "| starft_lam5 | starft, lambda 5" in (tmp_path / "out/report.md").read_text()
 
+
+
+def test_the_teachers_own_drift_reads_zero_whatever_its_float_noise():
+    assert format_drift(-1.17e-09, float("nan")) == "0.000"      # zero-shot: one run, no std
+    assert format_drift(3.28e-09, 1e-10) == "0.000 ± 0.000"
+    assert format_drift(0.0943, 0.0037) == "0.094 ± 0.004"
+    assert format_drift(float("nan"), float("nan")) == ""

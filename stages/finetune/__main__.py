@@ -46,6 +46,8 @@ def main(argv=None) -> None:
     p.add_argument("--out-dir", help="default results/runs/{experiment}/{method}/seed{seed}")
     p.add_argument("--probe", help="lp, lpft: the linear probe's file (the `probe` rule's output); default: fit it here")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--keep-resume", action="store_true",
+                   help="leave resume.pt beside the checkpoint (the workflow removes it once the job succeeded)")
     a = p.parse_args(argv)
 
     from .train import train   # torch is imported only once the arguments parse
@@ -71,7 +73,8 @@ def main(argv=None) -> None:
             p.error("without --experiment, give --embeddings and --out-dir")
         embeddings = a.embeddings or f"data/{a.experiment}/embeddings/teacher_text.parquet"
         out_dir = a.out_dir or f"results/runs/{a.experiment}/{a.method}/seed{a.seed}"
-        result = train(dataset_cfg, cfg, a.seed, embeddings, out_dir, progress=not a.no_progress, probe=a.probe)
+        result = train(dataset_cfg, cfg, a.seed, embeddings, out_dir, progress=not a.no_progress, probe=a.probe,
+                       keep_resume=a.keep_resume)
     except (FinetuneConfigError, EmbeddingMismatchError, DataError, DatasetLayoutError, DatasetConfigError,
             NonFiniteLossError, FileNotFoundError, stage_config.ConfigError) as e:
         sys.exit(f"error: {e}")

@@ -44,13 +44,17 @@ def load_resume(run: Run) -> dict | None:
 
 
 def finish(run: Run, selection: Selection, epochs: int, step: int) -> dict:
-    """Write the checkpoint and the log (main process); drop the resume file."""
+    """Write the checkpoint and the log (main process); drop the resume file unless
+    run.keep_resume: the workflow drops it once its job has succeeded, so that a job its scheduler
+    marks failed after the stage finished (a time limit reached in the job's last seconds: its
+    outputs then removed) resumes at its last epoch rather than training again from the start."""
     if run.ctx.is_main:
         final = run.state(epochs, step, selection.weights(run), selected=selection.record(epochs))
         save(run.out_dir / CHECKPOINT, final)
         with atomic_path(run.out_dir / LOG) as tmp:
             pd.DataFrame(run.log, columns=list(LOG_COLUMNS)).to_csv(tmp, index=False)
-        run.resume_path.unlink(missing_ok=True)
+        if not run.keep_resume:
+            run.resume_path.unlink(missing_ok=True)
     distributed.barrier(run.ctx)
     return {"checkpoint": str(run.out_dir / CHECKPOINT), "epochs": epochs, "steps": step, "log": run.log,
             "selected": selection.record(epochs)}

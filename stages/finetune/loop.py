@@ -85,15 +85,17 @@ def fine_tune(run: Run, state: dict | None, progress: bool) -> dict:
         step = train_epoch(run, model, opt, loader, to_batch, teacher_images, epoch, lam, step, total_steps, bar)
         selection.after_epoch(run, epoch)
         if ctx.is_main:
+            # saved before the line is printed: an epoch reported is an epoch a retry resumes after
+            save(run.resume_path, run.state(epoch + 1, step, run.weights(), optimizer=opt.state_dict(),
+                                            rng=torch.get_rng_state(), selection=selection.state_dict()))
             row = run.log[-1]
             print(f"{cfg['name']} seed {run.seed} epoch {epoch + 1}/{epochs}: loss {row['loss']:.4f} "
                   f"reg {row['regularizer'] or 0:.3e} lambda {lam:.3g} {row['images_per_s']:.0f} img/s"
                   + (f" val worst-group {row['val_worst_group']:.2f}" if row.get("val_worst_group") is not None else "")
-                  # the epoch's wall time, loader start and selection included (img/s counts steps only)
-                  + f" ({time.perf_counter() - started:.1f} s)",
+                  # the epoch's wall time: loader start, selection and the resume checkpoint included
+                  # (img/s counts steps only)
+                  + f" ({time.perf_counter() - started:.2f} s)",
                   file=sys.stderr)
-            save(run.resume_path, run.state(epoch + 1, step, run.weights(), optimizer=opt.state_dict(),
-                                            rng=torch.get_rng_state(), selection=selection.state_dict()))
         distributed.barrier(ctx)
     bar.close()
     return finish(run, selection, epochs, step)

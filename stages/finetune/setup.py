@@ -72,6 +72,7 @@ class Run:
     autocast_dtype: torch.dtype | None
     log: list = field(default_factory=list)
     probe: dict | None = None
+    keep_resume: bool = False           # resume.pt outlives the checkpoint (see checkpoint.finish)
 
     @property
     def method(self) -> Method:

@@ -23,22 +23,24 @@ from .setup import open_split, prepare
 
 
 def train(dataset_cfg: dict, cfg: dict, seed: int, embeddings: str | Path, out_dir: str | Path,
-          progress: bool = True, probe: str | Path | None = None) -> dict:
+          progress: bool = True, probe: str | Path | None = None, keep_resume: bool = False) -> dict:
     """Run one fine-tuning run; write out_dir/checkpoint.pt and out_dir/train_log.csv.
 
     `cfg` is a resolved run configuration (runs.run_config), checked against the schema here.
     `probe`: the linear probe's file (lp, lpft; the `probe` rule's output); without it the run
-    fits the probe itself. Under torchrun every process calls this; rank 0 writes the files.
+    fits the probe itself. `keep_resume`: leave resume.pt beside the checkpoint (checkpoint.finish).
+    Under torchrun every process calls this; rank 0 writes the files.
     """
     validate_run_config(cfg)
     ctx = distributed.setup(cfg.get("device", "auto"))
     try:
-        return _train(dataset_cfg, cfg, seed, Path(embeddings), Path(out_dir), progress, ctx, probe)
+        return _train(dataset_cfg, cfg, seed, Path(embeddings), Path(out_dir), progress, ctx, probe, keep_resume)
     finally:
         distributed.teardown(ctx)
 
 
-def _train(dataset_cfg, cfg, seed, embeddings, out_dir, progress, ctx: distributed.Context, probe=None) -> dict:
+def _train(dataset_cfg, cfg, seed, embeddings, out_dir, progress, ctx: distributed.Context, probe=None,
+           keep_resume=False) -> dict:
     method = METHODS[cfg["method"]]
     train_set = open_split(dataset_cfg, cfg.get("train_split", "train"))   # its layout checked before any model
     if cfg.get("select", "last") == "val_worst_group" and not train_set.group_names:
@@ -47,6 +49,7 @@ def _train(dataset_cfg, cfg, seed, embeddings, out_dir, progress, ctx: distribut
     if method.objective is not None:
         check_schedule(cfg, len(train_set.dataset), ctx.world_size)
     run = prepare(dataset_cfg, cfg, seed, embeddings, out_dir, ctx, train_set)
+    run.keep_resume = keep_resume
     state = load_resume(run)
     if state is not None and method.linear_probe and probe is not None \
             and (state.get("probe") or {}).get("file_sha256") != sha256_file(probe):

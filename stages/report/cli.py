@@ -78,7 +78,8 @@ def section_lines(section: dict, out: Out, styles: dict[str, dict]) -> list[str]
     zeroshot = ordered_targets(v.rows, ("zeroshot",), ev.get("zeroshot"))
     if zeroshot:
         lines += zeroshot_lines(v, zeroshot)
-    return lines + reading_lines(v, headline_wide(v, shifts, groups, zeroshot), drift_headline(v, shifts, groups))
+    return lines + reading_lines(v, headline_wide(v, shifts, groups, zeroshot), drift_headline(v, shifts, groups),
+                                 shifts)
 
 
 def build(sections: list[dict], name: str, out: Path, notes: list[str] | None = None,

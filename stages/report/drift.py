@@ -41,10 +41,15 @@ def drift_wide(rows: pd.DataFrame, targets: list[str], metric: str, label: str, 
 
 
 def format_drift(mean: float, std: float) -> str:
-    """Three significant digits (a KL in nats is often below 0.1); blank without a value."""
+    """Three decimals of a nat (the teacher's own drift, float noise around 0, reads 0.000);
+    blank without a value."""
     if np.isnan(mean):
         return ""
-    return f"{mean:.3g}" if np.isnan(std) else f"{mean:.3g} ± {std:.2g}"
+
+    def nats(x: float) -> str:
+        return f"{round(x, 3) + 0.0:.3f}"   # + 0.0: no "-0.000"
+
+    return nats(mean) if np.isnan(std) else f"{nats(mean)} ± {nats(std)}"
 
 
 def drift_cells(rows: pd.DataFrame, targets: list[str], index: list[str], what: str = "") -> tuple[str, list[str],

@@ -82,7 +82,20 @@ def teacher_note(pretrain: dict, source: str) -> str:
             f"steps ({pretrain['train_seconds']:.0f} s), logit scale {pretrain['final_logit_scale']:.1f} "
             f"({'fixed' if pretrain['pretrain'].get('logit_scale') else 'learned'}); on a fresh balanced set its "
             f"zero-shot class accuracy is {z['class_accuracy']:.1f}% (worst group {z['class_worst_group']:.1f}%) "
-            f"and its scene (land/water) accuracy {z['scene_accuracy']:.1f}%.")
+            f"and its scene (land/water) accuracy {z['scene_accuracy']:.1f}%." + species_note(z))
+
+
+def species_note(zeroshot: dict) -> str:
+    """Each species' zero-shot accuracy, lowest first (a species the teacher misreads caps a group),
+    and its accuracy on fresh renditions; empty for a report written before they were measured."""
+    parts = []
+    if species := zeroshot.get("species_accuracy"):
+        ranked = sorted(species.items(), key=lambda kv: (kv[1], kv[0]))
+        parts.append(" Per species (lowest first): " + ", ".join(f"{name} {acc:.1f}%" for name, acc in ranked) + ".")
+    if styles := zeroshot.get("rendition_accuracy"):
+        parts.append(" The source task's classes on fresh renditions (drawn as its shift sets are): "
+                     + ", ".join(f"{style} {acc:.1f}%" for style, acc in styles.items()) + ".")
+    return "".join(parts)
 
 
 def pools_note(folder: str | Path) -> str:

@@ -188,7 +188,29 @@ def starft_line(frame: pd.DataFrame, starft: list[str], reference: str | None) -
     return line
 
 
-def reading_lines(v: View, wide: pd.DataFrame, drift: pd.DataFrame | None = None) -> list[str]:
+def shift_lines(v: View, shifts: list[str], methods: list[str], reference: str | None) -> list[str]:
+    """Per shift: where plain fine-tuning falls below zero-shot (ImageNet-R and -Sketch in the
+    paper, hidden in the shift mean) and what StarFT keeps there, against zero-shot and the reference."""
+    plain = [m for m in methods if m in PLAIN_FT]
+    if len(shifts) < 2 or not plain or "zeroshot" not in methods:
+        return []
+    wide = accuracy_wide(v.rows, shifts, SHIFT_MEAN, id_target=v.cfg["train"])[shifts]
+    frame = reading_frame(wide, methods, reference)
+    lowered = frame[frame["method"].isin(plain) & (frame["versus"] == "zeroshot") & (frame["verdict"] == "lower")]
+    if lowered.empty:
+        return [f"Per shift ({', '.join(shifts)}): no plain fine-tuning run ({', '.join(plain)}) is below "
+                "zero-shot on any one of them by the rule above.", ""]
+    lines = ["Per shift, plain fine-tuning falls below zero-shot on " + _by_metric(lowered) + ":", ""]
+    starft = [m for m in methods if m.startswith("starft")]
+    for shift in dict.fromkeys(lowered["metric"]):
+        rows = frame[(frame["metric"] == shift) & (frame["method"].isin([*plain, *starft]))]
+        lines += [statement(r) for _, r in rows.iterrows()
+                  if r["versus"] == "zeroshot" or r["method"] in starft]
+    return lines + [""]
+
+
+def reading_lines(v: View, wide: pd.DataFrame, drift: pd.DataFrame | None = None,
+                  shifts: list[str] | None = None) -> list[str]:
     """The section's "Reading": what its headline metrics say, in words generated from the numbers
     (paired per-seed differences to zero-shot and to plain fine-tuning); writes reading.csv."""
     present = set(wide.index.get_level_values("method"))
@@ -219,6 +241,7 @@ def reading_lines(v: View, wide: pd.DataFrame, drift: pd.DataFrame | None = None
     lines += ["**Does fine-tuning hurt robustness in this world?**", ""]
     lines += [statement(r) for _, r in check.iterrows()] + ([""] if not check.empty else [])
     lines += [check_summary(check, why_not), ""]
+    lines += shift_lines(v, shifts or [], methods, reference)
 
     for versus in dict.fromkeys((reference, "zeroshot")):
         rows = frame[frame["versus"] == versus]

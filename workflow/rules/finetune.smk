@@ -127,7 +127,9 @@ rule finetune:
         "logs/{experiment}/finetune_{method}_seed{seed}.log",
     shell:
         # An interrupted job leaves results/runs/.../resume.pt (the last finished epoch): the rerun
-        # continues from it.
+        # continues from it. It is removed only once the stage has succeeded: a job cut after the
+        # stage wrote its checkpoint (which Snakemake then removes) resumes at its last epoch.
         "{params.launcher} stages.finetune --dataset-config {params.cfg} --run-config {params.run}"
         " --method {wildcards.method} --seed {wildcards.seed} --embeddings {input.embeddings}"
-        " --out-dir {params.out_dir} {params.probe} --set threads={threads} > {log} 2>&1"
+        " --out-dir {params.out_dir} {params.probe} --set threads={threads} --keep-resume > {log} 2>&1"
+        " && rm -f {params.out_dir}/resume.pt"
