@@ -1,6 +1,6 @@
 """The ImageNet-shaped rehearsal: how each stage's cost grows from a few images a class to ImageNet.
 
-    python bench/scale.py                      # n = 2, 4, 8 images a class (~15 min on 2 cores)
+    python bench/scale.py                      # n = 2, 4, 8 images a class (13 min on 2 idle cores)
     python bench/scale.py --sizes 2 4 8 16 --keep /tmp/scale
     python bench/scale.py --sizes 1            # the test's smoke size
 
