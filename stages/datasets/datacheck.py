@@ -127,7 +127,7 @@ def check(name: str, reader: str, root, classnames=None, templates=None, splits=
             "eval_splits": evaluated, "splits": records, "absent_splits": absent}
 
 
-def _json_option(option: str, text: str | None):
+def json_option(option: str, text: str | None):
     if text is None:
         return None
     try:
@@ -151,8 +151,8 @@ def main(argv=None) -> None:
                    help="the config says how to fetch it: a missing folder's error names the rule")
     a = p.parse_args(argv)
     try:
-        record = check(a.dataset, a.reader, a.root, _json_option("classnames", a.classnames),
-                       _json_option("templates", a.templates), _json_option("splits", a.splits))
+        record = check(a.dataset, a.reader, a.root, json_option("classnames", a.classnames),
+                       json_option("templates", a.templates), json_option("splits", a.splits))
     except DatasetMissing as e:
         hint = (f"; or fetch it: snakemake --cores 1 data/{a.dataset}/prepared"
                 if a.preparable else "")

@@ -20,11 +20,11 @@ import json
 import sys
 import tempfile
 import time
-from importlib import metadata
 from pathlib import Path
 
 from .. import config as stage_config
 from . import checks
+from .vllm_support import installed_version
 
 CLASSES = ["landbird", "waterbird"]
 
@@ -73,7 +73,7 @@ def run(job: dict, out_dir: str | Path, spurious_type: str = "background") -> di
     from .output import read_metadata, write_outputs
 
     params = job["describe"]
-    report: dict = {"model": params["model"], "vllm": _version("vllm"), "steps": {}}
+    report: dict = {"model": params["model"], "vllm": installed_version("vllm"), "steps": {}}
     start = time.perf_counter()
     backend = _engine(job)
     report["load_s"] = round(time.perf_counter() - start, 1)
@@ -109,12 +109,6 @@ def run(job: dict, out_dir: str | Path, spurious_type: str = "background") -> di
     return report
 
 
-def _version(name: str) -> str | None:
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return None
-
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m stages.describe check-vllm", description=__doc__,
@@ -125,7 +119,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out-dir", help="where the test pool goes (default: a temporary folder)")
     args = ap.parse_args(argv)
-    if _version("vllm") is None:
+    if installed_version("vllm") is None:
         sys.exit("vllm is not installed here: pip install -e '.[vllm]'")
     try:
         job = check_job(args.model, tensor_parallel_size=args.tensor_parallel_size,

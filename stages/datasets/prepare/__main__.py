@@ -3,20 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from ...common.io import write_json
+from ..base import DatasetConfigError
+from ..datacheck import json_option
 from . import PrepareError, prepare
-
-
-def _json(option: str, text: str | None):
-    if text is None:
-        return None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        sys.exit(f"error: --{option}: not JSON ({e}): {text!r}")
 
 
 def main(argv=None) -> None:
@@ -33,10 +25,10 @@ def main(argv=None) -> None:
         p.add_argument(f"--{option}", help="JSON list (or null: the reader's), as for the data check")
     a = p.parse_args(argv)
     try:
-        record = prepare(a.dataset, a.reader, a.root, _json("spec", a.spec), a.downloads,
-                         keep_downloads=a.keep_downloads, classnames=_json("classnames", a.classnames),
-                         templates=_json("templates", a.templates), splits=_json("splits", a.splits))
-    except PrepareError as e:
+        record = prepare(a.dataset, a.reader, a.root, json_option("spec", a.spec), a.downloads,
+                         keep_downloads=a.keep_downloads, classnames=json_option("classnames", a.classnames),
+                         templates=json_option("templates", a.templates), splits=json_option("splits", a.splits))
+    except (PrepareError, DatasetConfigError) as e:
         sys.exit(f"error: {e}")
     write_json(a.out, record)
     print(f"{a.dataset}: {record['status']} at {a.root}: "
