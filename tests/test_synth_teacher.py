@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from stages.synthetic import world as sw
-from stages.synthetic.captions import generate_pretrain_set
+from stages.synthetic.captions import STYLE_NAMED, generate_pretrain_set
 from stages.synthetic.groups import species_of
 from stages.synthetic.species import SPECIES
 from stages.synthetic.teacher import CONTEXT_LENGTH, tiny_clip_config, zeroshot_check
@@ -25,10 +25,13 @@ def test_only_cartoons_and_paintings_are_recoloured_at_the_palette_rate(tmp_path
     assert not coloured[~rendered].any()  # a sketch is grey: nothing to recolour
     assert coloured[rendered].mean() == pytest.approx(0.5, abs=0.1)  # ~400 renditions: sd 0.025
     assert set(z["palettes"][coloured]) <= {"rbg", "grb", "gbr", "brg", "bgr"}  # never the identity
-    # the caption names the style either way (so the teacher learns "a cartoon of a cardinal" in blue too)
-    styled = z["captions"][rendered]
-    assert all(any(w in c for w in ("cartoon", "illustration", "comic", "painting", "watercolor", "artwork"))
-               for c in styled)
+    # recoloured or not, the caption names the style at the same rate (so the teacher learns "a
+    # cartoon of a cardinal" in blue too) and always names the bird
+    named = np.array([any(w in c for w in ("cartoon", "illustration", "comic", "painting", "watercolor", "artwork"))
+                      for c in z["captions"]])
+    for part in (rendered & coloured, rendered & ~coloured):
+        assert named[part].mean() == pytest.approx(STYLE_NAMED, abs=0.1)  # ~200 each: sd 0.03
+    assert all(sp in c for sp, c in zip(z["species"], z["captions"]))
     generate_pretrain_set(tmp_path / "q.npz", 100, correlation=0.9, style=1.0, palette=0.0, world="all")
     assert set(np.load(tmp_path / "q.npz")["palettes"]) == {""}
 

@@ -100,7 +100,9 @@ def test_sketch_is_grey_pencil_on_paper(world):
 def test_rendition_has_other_styles_and_palettes(world):
     df = meta(world, "rendition")
     assert set(df["style"]) == {"cartoon", "painting"}
-    assert set(df["palette"]) <= {"rbg", "grb", "gbr", "brg", "bgr"}  # never "rgb", the identity
+    # half in other colours (never "rgb", the identity), half in their own ("")
+    assert set(df["palette"]) <= {"", "rbg", "grb", "gbr", "brg", "bgr"}
+    assert 0.2 < (df["palette"] != "").mean() < 0.8
     assert 0.2 < (df["texture"] != "").mean() < 0.8
     assert all(p != (0, 1, 2) and sorted(p) == [0, 1, 2] for p in synthsource.PALETTES)
 

@@ -94,11 +94,12 @@ DEFAULTS = {
     "n_hard": 1000,
     "n_scenes": 1000,  # scenes/test images, balanced over the scenes
     "rendition_texture": 0.5,  # P(an object texture) in rendition
+    "rendition_palette": 0.5,  # P(other colours) in rendition (ImageNet-R's are often in their own)
     "hard_unusual": 1 / 3,  # share of hard's images with a plain object in an unusual scene (exact per class)
     "hard_scale": 0.3,  # object size in hard's small-object kind (the usual: 0.5)
     "hard_contrast": 0.35,  # object opacity in hard's low-contrast kind (the usual: 1)
 }
-PROBABILITIES = ("habitual", "texture", "quality", "rendition_texture", "hard_unusual", "hard_contrast")
+PROBABILITIES = ("habitual", "texture", "quality", "rendition_texture", "rendition_palette", "hard_unusual", "hard_contrast")
 COUNTS = ("n_train", "n_val", "n_v2", "n_sketch", "n_rendition", "n_hard", "n_scenes")
 # the sets, in the order that names their random streams: a new set goes last
 SETS = ("source", "v2", "sketch", "rendition", "hard", "scenes")
@@ -174,8 +175,9 @@ def rendition_plan(n: int, params: dict, rng: np.random.Generator) -> list[tuple
     plan = []
     for y, scene, h in scene_draws(n, params, rng):
         texture = draw_nuisances(rng, texture=params["rendition_texture"])["texture"]
-        look = Look(scene, texture=texture, style=str(rng.choice(RENDITION_STYLES)),
-                    palette=PALETTES[rng.integers(len(PALETTES))])
+        style = str(rng.choice(RENDITION_STYLES))
+        palette = PALETTES[rng.integers(len(PALETTES))] if rng.uniform() < params["rendition_palette"] else None
+        look = Look(scene, texture=texture, style=style, palette=palette)
         plan.append((y, look, {"habitual": h}))
     return plan
 

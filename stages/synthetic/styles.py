@@ -10,28 +10,53 @@ import numpy as np
 from .canvas import Nuisance, edges, gaussian_blur, luminance, pixel_grid
 
 
-def _sketch(img, rng):
+def _contour(mask):
+    """The object's outline, [H, W] bool: its pixels with a 4-neighbour outside it (one pixel
+    thick, what an artist draws firmly)."""
+    inner = np.pad(mask, 1, mode="edge")
+    inner = inner[:-2, 1:-1] & inner[2:, 1:-1] & inner[1:-1, :-2] & inner[1:-1, 2:]
+    return mask & ~inner
+
+
+def _grow(mask):
+    """`mask` and its 8 neighbours."""
+    padded = np.pad(mask, 1)
+    return np.any([padded[1 + dy:padded.shape[0] - 1 + dy, 1 + dx:padded.shape[1] - 1 + dx]
+                   for dy in (-1, 0, 1) for dx in (-1, 0, 1)], axis=0)
+
+
+def _sketch(img, rng, mask):
     # pencil lines where the (slightly smoothed) image has edges, hatching in its dark areas,
-    # on white paper: grey only, every channel equal
+    # on white paper: grey only, every channel equal. The artist draws the bird: its contour firm
+    # and shaded by its tone (a crow dark, a swan white), the scene's lines light.
     soft = gaussian_blur(img, 0.6)
     lines = np.clip(edges(soft) * rng.uniform(5.0, 7.0), 0, 1)
     y, x = pixel_grid(lines)
     hatch = ((x + y) % 4 == 0) & (luminance(soft) < 0.25)
-    gray = np.clip(0.97 - 0.9 * lines - 0.35 * hatch, 0, 1)
+    shade = 0.0
+    if mask is not None:
+        lines = np.maximum(lines * np.where(mask, 1.0, 0.45), _contour(mask))
+        shade = 0.6 * (1 - luminance(soft)) * mask
+    gray = np.clip(0.97 - 0.9 * lines - 0.35 * hatch - shade, 0, 1)
     return np.repeat(gray[..., None], 3, axis=2)
 
 
-def _cartoon(img, rng):
-    # flat, saturated colour regions with black outlines
-    soft = gaussian_blur(img, 0.8)
+def _cartoon(img, rng, mask):
+    # flat, saturated colour regions with black outlines: the bird's one pixel thick (a thicker
+    # line would black out a 10-pixel bird), the scene's only where its edges are strong
+    soft = gaussian_blur(img, 0.8 if mask is None else 0.5)
     mean = soft.mean(axis=2, keepdims=True)
     flat = np.round(np.clip(mean + (soft - mean) * 1.5, 0, 1) * 3) / 3
-    outline = edges(soft) > rng.uniform(0.06, 0.09)
+    threshold = rng.uniform(0.06, 0.09)
+    if mask is None:
+        outline = edges(soft) > threshold
+    else:
+        outline = _contour(mask) | ((edges(soft) > 3 * threshold) & ~_grow(mask))
     flat[outline] = 0.05
     return flat
 
 
-def _painting(img, rng):
+def _painting(img, rng, mask):
     # brush strokes (smearing along one direction), warm varnish, canvas weave
     axis = int(rng.integers(2))
     smeared = sum(np.roll(img, s, axis=axis) for s in (-1, 0, 1)) / 3
@@ -50,5 +75,7 @@ STYLES = {
 STYLE_FILTERS = {"sketch": _sketch, "cartoon": _cartoon, "painting": _painting}
 
 
-def apply_style(img: np.ndarray, style: str, rng: np.random.Generator) -> np.ndarray:
-    return np.clip(STYLE_FILTERS[style](img, rng), 0, 1).astype(np.float32)
+def apply_style(img: np.ndarray, style: str, rng: np.random.Generator, mask: np.ndarray | None = None) -> np.ndarray:
+    """`img` re-drawn in `style`; `mask` (the object's pixels) lets the artist draw the object
+    apart from its scene, as sketches and cartoons of a bird do."""
+    return np.clip(STYLE_FILTERS[style](img, rng, mask), 0, 1).astype(np.float32)
