@@ -1,5 +1,5 @@
 # StarFT pipeline. Targets a user types (README "The paper's tables"):
-#   snakemake --cores 2 results/synthbirds      (the protocol in the synthetic world, CPU, ~10 min)
+#   snakemake --cores 2 results/synthbirds      (the protocol in the synthetic world, CPU, ~11 min)
 #   snakemake --cores 2 results/synthbirds_ablation   (lambda, KL form, pool types, temperature)
 #   snakemake --cores 16 results/imagenet       (the paper's protocol: fine-tune on ImageNet, evaluate on every target)
 #   snakemake --cores 16 results/waterbirds     (zero-shot group shift, and the in-task setting)

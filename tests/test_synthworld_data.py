@@ -1,4 +1,5 @@
 import hashlib
+import itertools
 import json
 import re
 
@@ -251,8 +252,7 @@ def test_a_sketch_draws_the_bird_firmly_and_shades_it_by_its_tone():
 
 
 def test_a_cartoon_keeps_a_small_birds_colours_inside_its_outline():
-    plain, mask = drawn(spc.Look("forest"), species="cardinal")
-    cartoon, _ = drawn(spc.Look("forest", style="cartoon"), species="cardinal")
+    cartoon, mask = drawn(spc.Look("forest", style="cartoon"), species="cardinal")
     inner = mask & ~sty._contour(mask)
     black = (cartoon <= 0.06).all(axis=2)
     assert black[sty._contour(mask)].mean() == 1 and black[inner].mean() < 0.3
@@ -262,11 +262,9 @@ def test_a_cartoon_keeps_a_small_birds_colours_inside_its_outline():
 def test_synthbirds_species_differ_in_silhouette_not_only_colour():
     # a sketch keeps only shapes: two species drawn with the same mask would be one bird there
     masks = {sp.name: drawn(spc.Look("snow"), species=sp.name)[1] for sp in spc.SPECIES}
-    for a in masks:
-        for b in masks:
-            if a < b:
-                iou = (masks[a] & masks[b]).sum() / (masks[a] | masks[b]).sum()
-                assert iou < 0.85, (a, b, iou)
+    for (a, ma), (b, mb) in itertools.combinations(masks.items(), 2):
+        iou = (ma & mb).sum() / (ma | mb).sum()
+        assert iou < 0.85, (a, b, iou)
 
 
 def test_renditions_and_hard_objects():
@@ -289,12 +287,9 @@ def test_new_species_are_told_apart_by_colour_or_shape():
         img, mask = drawn(spc.Look("snow"), species=sp.name)
         assert mask.sum() > 20, sp.name
         looks[sp.name] = (img[mask].mean(0), mask)
-    for a in looks:
-        for b in looks:
-            if a < b:
-                (ca, ma), (cb, mb) = looks[a], looks[b]
-                iou = (ma & mb).sum() / (ma | mb).sum()  # one seed: the same place and size
-                assert np.abs(ca - cb).sum() > 0.1 or iou < 0.85, (a, b)
+    for (a, (ca, ma)), (b, (cb, mb)) in itertools.combinations(looks.items(), 2):
+        iou = (ma & mb).sum() / (ma | mb).sum()  # one seed: the same place and size
+        assert np.abs(ca - cb).sum() > 0.1 or iou < 0.85, (a, b)
 
 
 # ---- captions and the pre-training set ------------------------------------------------------------

@@ -62,8 +62,10 @@ def scene_phrase(scene: str, rng: np.random.Generator) -> str:
     return f" {prep} the {rng.choice(SCENE_WORDS[scene])}"
 
 
-# the share of renditions whose caption names their style: the web captions many a drawing by its
-# subject alone, which is what lets CLIP's "a photo of a {}." read sketches at all
+# the share of renditions whose caption names their style. The web captions many a drawing by its
+# subject alone, and that is what lets a photo prompt ("a photo of a {}.") find sketches: every
+# rendition named, the teacher read 16.8% of fresh sketches with it; 30% unnamed, 63.4% (2000
+# steps, the same world otherwise).
 STYLE_NAMED = 0.7
 
 

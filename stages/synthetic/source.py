@@ -12,8 +12,8 @@ order (CLASSNAMES; the scenes set's SCENE_CLASSNAMES):
     ROOT/source/val/<class>/...                   val: the same distribution
     ROOT/v2/test/<class>/...                      ImageNet-V2: a fresh draw of that distribution
     ROOT/sketch/test/<class>/...                  ImageNet-Sketch: grey pencil sketches (1 channel)
-    ROOT/rendition/test/<class>/...               ImageNet-R: cartoons and paintings, other palettes,
-                                                  half with an object texture
+    ROOT/rendition/test/<class>/...               ImageNet-R: cartoons and paintings, half in other
+                                                  colours, half with an object texture
     ROOT/hard/test/<class>/...                    ImageNet-A / ObjectNet: one difficulty per image
                                                   (column `hard`): "unusual_scene", a plain object in
                                                   a scene its class is never photographed in (neither
@@ -282,7 +282,8 @@ def generate_sketch(root: str | Path, params: dict | None = None) -> pd.DataFram
 
 
 def generate_rendition(root: str | Path, params: dict | None = None) -> pd.DataFrame:
-    """root/test: cartoons and paintings whose objects have other colours, half with a texture."""
+    """root/test: cartoons and paintings, a share rendition_palette of their objects in other colours
+    and a share rendition_texture with a texture."""
     p = with_defaults(params)
     rng = stream(p, "rendition")
     return write_set(root, "rendition", {"test": rendition_plan(p["n_rendition"], p, rng)}, p, rng)

@@ -1,7 +1,7 @@
 """The synthetic world's teacher: the tiny CLIP's architecture, its input tensors, and its
 zero-shot checks: on a fresh, group-balanced set of SynthBirds images (class, scene, per group,
 per species), and on fresh renditions of the source task's 16 classes (sketches; cartoons and
-paintings in other colours, as synth_sketch and synth_rendition draw them).
+paintings, half in other colours, as synth_sketch and synth_rendition draw them).
 """
 
 from __future__ import annotations
