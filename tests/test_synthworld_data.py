@@ -241,6 +241,10 @@ def test_styles_redraw_the_whole_image():
     assert hf(painting) < hf(plain) and np.abs(painting - plain).mean() > 0.02
 
 
+def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    return (a & b).sum() / (a | b).sum()
+
+
 def test_a_sketch_draws_the_bird_firmly_and_shades_it_by_its_tone():
     inside = {}
     for species in ("crow", "swan"):
@@ -263,8 +267,7 @@ def test_synthbirds_species_differ_in_silhouette_not_only_colour():
     # a sketch keeps only shapes: two species drawn with the same mask would be one bird there
     masks = {sp.name: drawn(spc.Look("snow"), species=sp.name)[1] for sp in spc.SPECIES}
     for (a, ma), (b, mb) in itertools.combinations(masks.items(), 2):
-        iou = (ma & mb).sum() / (ma | mb).sum()
-        assert iou < 0.85, (a, b, iou)
+        assert mask_iou(ma, mb) < 0.85, (a, b, mask_iou(ma, mb))
 
 
 def test_renditions_and_hard_objects():
@@ -288,8 +291,8 @@ def test_new_species_are_told_apart_by_colour_or_shape():
         assert mask.sum() > 20, sp.name
         looks[sp.name] = (img[mask].mean(0), mask)
     for (a, (ca, ma)), (b, (cb, mb)) in itertools.combinations(looks.items(), 2):
-        iou = (ma & mb).sum() / (ma | mb).sum()  # one seed: the same place and size
-        assert np.abs(ca - cb).sum() > 0.1 or iou < 0.85, (a, b)
+        # one seed: the same place and size
+        assert np.abs(ca - cb).sum() > 0.1 or mask_iou(ma, mb) < 0.85, (a, b)
 
 
 # ---- captions and the pre-training set ------------------------------------------------------------

@@ -109,7 +109,6 @@ def run(job: dict, out_dir: str | Path, spurious_type: str = "background") -> di
     return report
 
 
-
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m stages.describe check-vllm", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
