@@ -46,13 +46,13 @@ def quoted_json(obj):
 
 
 def data_check(dataset):
-    return f"data/{dataset}/data_check.json"
+    return stage_config.DATA_CHECK.format(dataset=dataset)
 
 
 def model_input(wildcards):
     """The teacher's files when this workflow builds them (a synthetic world's tiny CLIP)."""
     world = stage_config.synthetic_teacher(CONFIG, EXPERIMENTS[wildcards.experiment])
-    return [f"data/{world}/clip"] if world else []
+    return [stage_config.WORLD_CLIP.format(world=world)] if world else []
 
 
 def alternatives(names):

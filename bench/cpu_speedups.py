@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,14 +27,12 @@ import numpy as np
 import open_clip
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from stages.datasets.waterbirds import GroupDataset  # noqa: E402
-from stages.finetune.trainset import DecodedCache, SeededCropTransform, TrainSet  # noqa: E402
-from stages.method.models import load_clip, save_local_dir  # noqa: E402
-from stages.synthetic.teacher import CONTEXT_LENGTH, tiny_clip_config, to_tensor  # noqa: E402
-from stages.synthetic.captions import generate_pretrain_set  # noqa: E402
-from stages.synthetic.world import generate_dataset  # noqa: E402
+from stages import datasets
+from stages.finetune.trainset import DecodedCache, SeededCropTransform, TrainSet
+from stages.method.models import load_clip, save_local_dir
+from stages.synthetic.teacher import CONTEXT_LENGTH, tiny_clip_config, to_tensor
+from stages.synthetic.captions import generate_pretrain_set
+from stages.synthetic.world import generate_dataset
 
 TEACHER = {"embed_dim": 64, "layers": 4, "width": 96, "patch_size": 8, "text_layers": 2}  # config/synthbirds.yaml
 
@@ -76,7 +73,7 @@ def loading_epochs(folder: Path, epochs: int) -> dict[str, float]:
     (folder / "clip").mkdir()
     save_local_dir(open_clip.CLIP(**model_cfg), model_cfg, folder / "clip")
     transform = SeededCropTransform(load_clip(f"local-dir:{folder / 'clip'}").model, (0.9, 1.0))
-    images = GroupDataset(root, "train")
+    images = datasets.open("waterbirds", root, "train").dataset
     out = {}
     for name, source in (("every epoch", images), ("once (DecodedCache)", DecodedCache(images))):
         items = TrainSet(source, transform, seed=0, spurious_rows=None)

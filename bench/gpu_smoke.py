@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -16,17 +15,18 @@ from pathlib import Path
 import open_clip
 import torch
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO), str(REPO / "tests")]
+from stages import datasets
+from stages.embed import run as embed
+from stages.evaluate import run as evaluate
+from stages.finetune.runs import RunConfig, run_config
+from stages.finetune.train import train
+from stages.method.models import save_local_dir
+from stages.toys import dataset_config, eval_config, make_dataset, make_pools, make_tiny_clip
 
-from helpers import dataset_config, eval_config, make_dataset, make_pools, make_tiny_clip  # noqa: E402
-from stages import datasets  # noqa: E402
-from stages.embed import run as embed  # noqa: E402
-from stages.evaluate import run as evaluate  # noqa: E402
-from stages.finetune import loop as loop_mod  # noqa: E402
-from stages.finetune.train import train  # noqa: E402
-from stages.finetune.runs import run_config  # noqa: E402
-from stages.method.models import save_local_dir  # noqa: E402
+
+def stop(epochs_done: int) -> None:
+    """The training loop's epoch hook: stop the run as a kill would, its first resume.pt written."""
+    raise KeyboardInterrupt
 
 
 def main(argv=None) -> None:
@@ -57,8 +57,7 @@ def main(argv=None) -> None:
     results = {}
     for name, suffix, overrides in [("starft", "", {}), ("ft", "", {}), ("starft", "_noaug", {"augment": False}),
                                     ("starft", "_device_decode", {"decode": "device"})]:
-        rc = run_config(cfg["finetune"], name)
-        rc.update(overrides)
+        rc = RunConfig.from_dict({**run_config(cfg["finetune"], name), **overrides})
         out = tmp / "runs" / (name + suffix)
         t = time.time()
         r = train(cfg, rc, 0, emb, out, progress=False)
@@ -71,20 +70,11 @@ def main(argv=None) -> None:
         print(out.name, results[out.name], flush=True)
 
     # resume on CUDA: interrupt after epoch 1, rerun, compare with the uninterrupted run
-    real_save = loop_mod.save   # the resume.pt write of the training loop
-
-    def crash(path, state):
-        real_save(path, state)
-        if path.name == "resume.pt":
-            raise KeyboardInterrupt
-
-    rc = run_config(cfg["finetune"], "starft")
-    loop_mod.save = crash
+    rc = RunConfig.from_dict(run_config(cfg["finetune"], "starft"))
     try:
-        train(cfg, rc, 0, emb, tmp / "runs" / "cut", progress=False)
+        train(cfg, rc, 0, emb, tmp / "runs" / "cut", progress=False, on_epoch=stop)
     except KeyboardInterrupt:
         pass
-    loop_mod.save = real_save
     train(cfg, rc, 0, emb, tmp / "runs" / "cut", progress=False)
     a_ = torch.load(tmp / "runs" / "starft" / "checkpoint.pt", weights_only=False)["model"]
     b_ = torch.load(tmp / "runs" / "cut" / "checkpoint.pt", weights_only=False)["model"]

@@ -43,7 +43,6 @@ from __future__ import annotations
 import argparse
 import math
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -57,27 +56,13 @@ from torchvision import transforms as v1
 from torchvision.io import ImageReadMode, decode_jpeg, read_file
 from torchvision.transforms import v2
 
+from stages.toys import write_jpegs
+
 MEAN = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP's normalisation (open_clip's constants)
 STD = (0.26862954, 0.26130258, 0.27577711)
 SIZE, SCALE = 224, (0.9, 1.0)
 FLYP_RATE = 1600  # images/s of FLYP's ViT-B/16 step on one H200 (issue 8)
 BATCH = 128       # images per batch of the batched (device) paths
-
-
-def write_jpegs(folder: Path, n: int, width: int = 500, height: int = 375, seed: int = 0) -> list[Path]:
-    """n photo-like JPEGs (quality 90): low-frequency colour fields plus fine texture, so that
-    they compress like natural images rather than like noise or flat colour."""
-    rng = np.random.default_rng(seed)
-    paths = []
-    for k in range(n):
-        coarse = rng.integers(0, 256, (height // 25 + 1, width // 25 + 1, 3), dtype=np.uint8)
-        field = np.asarray(Image.fromarray(coarse).resize((width, height), Image.BICUBIC), np.float32)
-        texture = rng.normal(0, 12, (height, width, 1)).astype(np.float32)
-        pixels = np.clip(field + texture, 0, 255).astype(np.uint8)
-        path = folder / f"img_{k:04d}.JPEG"
-        Image.fromarray(pixels).save(path, quality=90)
-        paths.append(path)
-    return paths
 
 
 def pil_v1():
@@ -112,8 +97,6 @@ def tv_decode():
 def device_decode(device: str):
     """A pass over the files as `finetune.decode: device` makes it: per batch, read the bytes
     and collate (a loader worker's share), then DeviceCropDecoder (the training process's)."""
-    if str(Path(__file__).resolve().parent.parent) not in sys.path:
-        sys.path.insert(0, str(Path(__file__).resolve().parent.parent))   # run as bench/loader.py
     from stages.finetune.decode import DeviceCropDecoder, collate_encoded
 
     # the model only lends its preprocess config: OpenAI CLIP's 224 px, bicubic
@@ -135,14 +118,8 @@ def device_decode(device: str):
     return run_pass
 
 
-def _stages():
-    if str(Path(__file__).resolve().parent.parent) not in sys.path:
-        sys.path.insert(0, str(Path(__file__).resolve().parent.parent))   # run as bench/loader.py
-
-
 def train_path(uint8: bool):
     """The training loader's PIL path, float32 (before issue 18) or uint8 (now), per image."""
-    _stages()
     from stages.finetune.trainset import CROP_STREAM, SeededCropTransform, sample_rng
 
     model = SimpleNamespace(preprocess_cfg={"size": SIZE, "mean": MEAN, "std": STD, "interpolation": "bicubic"})
@@ -161,7 +138,6 @@ def reader_sets(root: Path, out: Path):
     """The images under root/train/c/ through the training loader's own classes: the split as its
     reader opens it, its resized copy (stages.datasets.resized, written here on one core: seconds
     returned) and the TrainSet of each (the item a loader worker makes, uint8 crop)."""
-    _stages()
     from stages import datasets
     from stages.datasets.resized import ResizedImages, write_resized
     from stages.finetune.trainset import SeededCropTransform, TrainSet

@@ -18,11 +18,9 @@ import resource
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 
 def one(variant: str, n: int, d: int, c: int, device: str) -> dict:
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     import torch
 
     from stages.finetune import probe

@@ -8,8 +8,8 @@ For each n it writes a tree in ImageNet's published layout (train/ and val/, one
 of stages.datasets.imagenet.wnids(), n JPEGs of 500x375 a class: ImageNet's typical size) and an
 ImageNet-Sketch-layout shift (one folder per wnid, n images a class), a tiny CLIP (the synthetic
 world's shape, random weights, logit scale 100, open_clip local-dir:) and a spurious pool file,
-then runs the real workflow on it: `snakemake results/scale` in a scratch working directory (made
-as tests/pipeline.py makes its own) with a generated config override. That is the data checks,
+then runs the real workflow on it: `snakemake results/scale` in a scratch working directory (made by
+stages.toys.make_workdir, as the tests make theirs) with a generated config override. That is the data checks,
 embed (1,000 classes x 80 templates plus the pool), the probe (lp's probe job), lp, one epoch of
 FLYP and of StarFT with 2 loader workers, evaluation of every target (WiSE-FT's 11 alphas
 included) and the report. Driving the workflow rather than the stages' functions keeps the
@@ -23,7 +23,7 @@ the growth exponent in n (log-log slope between consecutive sizes) and the extra
 full data set: a linear fit t = a + b * images over the sizes, evaluated at the stage's image
 count at ImageNet's size (train 1,281,167; evaluation: val 50,000 + Sketch 50,889).
 
-The images are a pool of distinct photo-like JPEGs (bench/loader.py's writer) hard-linked into
+The images are a pool of distinct photo-like JPEGs (stages.toys.write_jpegs) hard-linked into
 the tree, so writing it costs seconds; every file is decoded as if unique. The model is tiny
 (32 px input): the times are those of the pipeline's own overheads and decoding, not of ViT-B/16.
 """
@@ -44,19 +44,14 @@ from pathlib import Path
 
 import numpy as np
 import psutil
-import yaml
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO), str(REPO / "bench")]   # run as bench/scale.py
-
-from loader import write_jpegs  # bench/loader.py
+from stages.toys import make_workdir, write_jpegs
 
 EXPERIMENT = "scale"
 TRAIN_SET, SHIFT_SET = "scale_imagenet", "scale_sketch"
 FULL_TRAIN = 1_281_167              # ILSVRC-2012 train
 FULL_EVAL = 50_000 + 50_889         # ILSVRC-2012 val + ImageNet-Sketch
 FULL_CLASSES, TEMPLATES = 1000, 80
-WORKFLOW_FILES = ("Snakefile", "workflow", "config", "prompts")
 POOL = ["a photo of a {} in the forest.", "a photo of a {} on a beach.", "a photo of a {} in the snow.",
         "a photo of a {} in a city street.", "a photo of a {} on a lawn.", "a photo of a {} under water."]
 # the stage a job belongs to, from its command line (`python -m <module>`), in DAG order
@@ -118,17 +113,6 @@ def overrides(root: Path, model: str, workers: int, batch_size: int) -> dict:
                          "min_pool": 3},
             "finetune": finetune}},
     }
-
-
-def make_workdir(work: Path, override: dict) -> None:
-    """A scratch copy of the workflow, as tests/pipeline.py makes it, plus the override."""
-    for name in WORKFLOW_FILES:
-        src = REPO / name
-        if src.is_dir():
-            shutil.copytree(src, work / name)
-        elif src.exists():
-            shutil.copy(src, work / name)
-    (work / "override.yaml").write_text(yaml.safe_dump(override))
 
 
 def write_shim(folder: Path, times: Path) -> None:

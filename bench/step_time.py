@@ -30,7 +30,6 @@ import dataclasses
 import functools
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -39,25 +38,18 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from stages import config as stage_config
+from stages.finetune import distributed
+from stages.finetune.captions import Captions
+from stages.finetune.step import Student, TeacherImages, compute_loss, prepare_batch
+from stages.method import models
+from stages.method.losses import clip_contrastive_loss, star_regularizer
+from stages.method.models import autocast_dtype, can_trim_text, resolve_device
+from stages.method.registry import METHODS
+from stages.synthetic.teacher import tiny_clip_config
+from stages.toys import REPO, TINY_MODEL_CFG
 
-from stages import config as stage_config  # noqa: E402
-from stages.finetune import distributed  # noqa: E402
-from stages.finetune.captions import Captions  # noqa: E402
-from stages.finetune.step import Student, TeacherImages, compute_loss, prepare_batch  # noqa: E402
-from stages.method import models  # noqa: E402
-from stages.method.losses import clip_contrastive_loss, star_regularizer  # noqa: E402
-from stages.method.models import autocast_dtype, can_trim_text, resolve_device  # noqa: E402
-from stages.method.registry import METHODS  # noqa: E402
-from stages.synthetic.teacher import tiny_clip_config  # noqa: E402
-
-PRESETS = {
-    # the tests' tiny CLIP
-    "tiny": {"embed_dim": 32,
-             "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8, "head_width": 32},
-             "text_cfg": {"context_length": 24, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 1}},
-}
+PRESETS = {"tiny": TINY_MODEL_CFG}   # the tests' tiny CLIP
 
 
 # Dense bf16 tensor-core peaks (TFLOP/s) from the vendors' data sheets, matched against
@@ -152,9 +144,10 @@ def main(argv=None) -> None:
     def ours(method: str, teacher_images, captions=captions):
         def step():
             batch = prepare_batch(raw, captions, METHODS[method], device)
-            loss = compute_loss(student, teacher_images, teacher_text, tau0, METHODS[method], batch, 0.5, ctx, autocast)[0]
+            loss = compute_loss(student, teacher_images, teacher_text, tau0, METHODS[method], batch, 0.5, ctx, autocast,
+                                kl_scale="student")
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            loss.total.backward()
             opt.step()
         return step
 

@@ -21,6 +21,20 @@ class ConfigError(ValueError):
     """A configuration that does not match the schema."""
 
 
+# The folders and files the workflow writes, spelled once: the rules' outputs (the braces are their
+# wildcards) and, filled in with `.format`, this module's checks and jobs and the stages' defaults.
+WORLD_DATASET = "data/{world}/dataset"                 # a synthetic world's SynthBirds (rule synth_world)
+WORLD_PRETRAIN_SET = "data/{world}/pretrain_set.npz"   # its captioned pre-training images
+WORLD_CLIP = "data/{world}/clip"                       # its tiny CLIP teacher, open_clip local-dir: (rule pretrain)
+SOURCE_ROOT = "data/{source}"                          # a source world's task and shifted sets (rule synth_source)
+DATA_CHECK = "data/{dataset}/data_check.json"
+PREPARED = "data/{dataset}/prepared"                   # the mark of a data set fetched and laid out (rule prepare_data)
+RESIZED_COPY = "data/{dataset}/resized_{split}"        # a training split's pre-resized copy (rule resize_split)
+POOLS = "data/{experiment}/pools"                      # the spurious caption pools (rule describe)
+TEACHER_TEXT = "data/{experiment}/embeddings/teacher_text.parquet"   # the teacher's text embeddings (rule embed)
+RUN_DIR = "results/runs/{experiment}/{method}/seed{seed}"           # a run's checkpoint, log and evaluations
+
+
 def _with_defaults(validator_class):
     validate_properties = validator_class.VALIDATORS["properties"]
 
@@ -39,13 +53,20 @@ def _with_defaults(validator_class):
 _STRICT_INTEGER = jsonschema.Draft202012Validator.TYPE_CHECKER.redefine(
     "integer", lambda checker, instance: isinstance(instance, int) and not isinstance(instance, bool))
 
+# Validates in place: an instance's absent keys that have a default in the schema get it, so that
+# a validated configuration is complete and no code restates a default.
+FillingValidator = _with_defaults(jsonschema.validators.extend(jsonschema.Draft202012Validator,
+                                                               type_checker=_STRICT_INTEGER))
+
 
 def load_schema(path: Path = SCHEMA_PATH) -> dict:
+    """The configuration schema, as YAML reads it."""
     with open(path) as f:
         return yaml.safe_load(f)
 
 
-def _key_path(error: jsonschema.ValidationError) -> str:
+def key_path(error: jsonschema.ValidationError) -> str:
+    """The dotted key of a validation error (`experiments.x.finetune.lr`)."""
     return ".".join(str(p) for p in error.absolute_path) or "<top level>"
 
 
@@ -61,8 +82,6 @@ def validate(config: dict, schema: dict | None = None) -> dict:
     set's class names and templates are known before any job (stages.datasets.static_*)."""
     schema = schema or load_schema()
     config = copy.deepcopy(config)
-    Validator = _with_defaults(jsonschema.validators.extend(jsonschema.Draft202012Validator,
-                                                            type_checker=_STRICT_INTEGER))
     # Absent optional sections are created first so that their defaults are filled in and
     # every run records a complete configuration.
     for experiment in (config.get("experiments") or {}).values():
@@ -72,16 +91,16 @@ def validate(config: dict, schema: dict | None = None) -> dict:
     for dataset in (config.get("datasets") or {}).values():
         if isinstance(dataset, dict) and "synthetic" in dataset:
             dataset.setdefault("pretrain", {})
-    errors = sorted(Validator(schema).iter_errors(config), key=lambda e: list(e.absolute_path))
+    errors = sorted(FillingValidator(schema).iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
         lines = []
         for e in errors:
             if e.validator == "additionalProperties" and e.validator_value is False:
                 unknown = sorted(set(e.instance) - set(e.schema.get("properties", {})))
-                lines.append(f"config key {_key_path(e)}: unknown key(s) {unknown}; "
+                lines.append(f"config key {key_path(e)}: unknown key(s) {unknown}; "
                              f"allowed: {sorted(e.schema.get('properties', {}))}")
             else:
-                lines.append(f"config key {_key_path(e)}: {e.message}")
+                lines.append(f"config key {key_path(e)}: {e.message}")
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines))
     problems = _cross_references(config)
     if problems:
@@ -90,6 +109,11 @@ def validate(config: dict, schema: dict | None = None) -> dict:
 
 
 def _cross_references(config: dict) -> list[str]:
+    """What the schema cannot say of a config with its defaults filled, one line per problem naming
+    the key: data sets, experiments, targets and report sections that point nowhere, synthetic sets
+    outside the folders their rules write, class names no reader knows before the data, pools of
+    another experiment that lack a type, a world's teacher without its world, and (once those
+    hold) choices made on a split a table reports (`selection_problems`)."""
     from . import datasets as readers   # torchvision & open_clip: only once the schema holds
     from .method.registry import METHODS
 
@@ -98,15 +122,16 @@ def _cross_references(config: dict) -> list[str]:
     problems = []
     for name, d in datasets.items():
         if "synthetic" in d:
-            if d["reader"] != "waterbirds" or d["root"] != f"data/{name}/dataset":
+            if d["reader"] != "waterbirds" or d["root"] != WORLD_DATASET.format(world=name):
                 problems.append(f"config key datasets.{name}: a synthetic data set is written by the synth_world "
-                                f"rule: reader 'waterbirds', root 'data/{name}/dataset' "
+                                f"rule: reader 'waterbirds', root {WORLD_DATASET.format(world=name)!r} "
                                 f"(got {d['reader']!r}, {d['root']!r})")
         elif "pretrain" in d:
             problems.append(f"config key datasets.{name}.pretrain: only a synthetic data set has a pre-trained teacher")
-        if "source" in d and (d["reader"] != "imagefolder" or d["root"] != f"data/{name}/source"):
+        source = f"{SOURCE_ROOT.format(source=name)}/source"
+        if "source" in d and (d["reader"] != "imagefolder" or d["root"] != source):
             problems.append(f"config key datasets.{name}: the synthetic source task is written by the synth_source "
-                            f"rule: reader 'imagefolder', root 'data/{name}/source' "
+                            f"rule: reader 'imagefolder', root {source!r} "
                             f"(got {d['reader']!r}, {d['root']!r})")
         problems += prepare_problems(name, d)
     for name, e in experiments.items():
@@ -130,10 +155,11 @@ def _cross_references(config: dict) -> list[str]:
             elif lost := sorted(set(e["describe"]["types"]) - set(o["describe"]["types"])):
                 problems.append(f"config key experiments.{name}.describe.types: {lost} are not types of the "
                                 f"pools of experiment {other} ({', '.join(o['describe']['types'])})")
-        world = re.fullmatch(r"local-dir:data/([^/]+)/clip", e["model"]["name"])
+        world = re.fullmatch("local-dir:" + WORLD_CLIP.format(world="([^/]+)"), e["model"]["name"])
         if world and not (world[1] in datasets and "synthetic" in datasets[world[1]]):
-            problems.append(f"config key experiments.{name}.model.name: data/{world[1]}/clip is the tiny CLIP the "
-                            f"pretrain rule builds for a synthetic data set, but datasets.{world[1]} is not one")
+            problems.append(f"config key experiments.{name}.model.name: {WORLD_CLIP.format(world=world[1])} is the "
+                            f"tiny CLIP the pretrain rule builds for a synthetic data set, but datasets.{world[1]} "
+                            "is not one")
     for name, sections in config["reports"].items():
         if name in experiments:
             problems.append(f"config key reports.{name}: an experiment has that name (both would be results/{name})")
@@ -185,7 +211,7 @@ def selection_problems(config: dict) -> list[str]:
         for method in ft["methods"]:
             variant = ft["variants"].get(method, {})
             base = METHODS.get(variant.get("method", method))
-            if base is None or base.objective is None or variant.get("select", ft["select"]) != "val_worst_group":
+            if base is None or not base.fine_tunes or variant.get("select", ft["select"]) != "val_worst_group":
                 continue
             key = f"variants.{method}.select" if "select" in variant else "select"
             problems.append(f"config key experiments.{name}.finetune.{key}: val_worst_group chooses run {method}'s "
@@ -218,6 +244,7 @@ def prepare_problems(name: str, dataset: dict) -> list[str]:
 
 
 def is_synthetic(config: dict, dataset: str) -> bool:
+    """Whether the config's data set is one the synthetic world generates (its `synthetic` key)."""
     return "synthetic" in config["datasets"][dataset]
 
 
@@ -243,9 +270,9 @@ def generated_roots(config: dict) -> dict[str, str]:
     roots = {}
     for name, d in config["datasets"].items():
         if "synthetic" in d:
-            roots[f"data/{name}/dataset"] = "synth_world"
+            roots[WORLD_DATASET.format(world=name)] = "synth_world"
         if "source" in d:
-            roots.update({f"data/{name}/{s}": "synth_source" for s in SETS})
+            roots.update({f"{SOURCE_ROOT.format(source=name)}/{s}": "synth_source" for s in SETS})
     return roots
 
 
@@ -254,7 +281,7 @@ def synthetic_teacher(config: dict, experiment: dict) -> str | None:
     `local-dir:data/<dataset>/clip`, built by the pretrain rule), or None for a published model."""
     name = experiment["model"]["name"]
     for dataset, d in config["datasets"].items():
-        if "synthetic" in d and name == f"local-dir:data/{dataset}/clip":
+        if "synthetic" in d and name == "local-dir:" + WORLD_CLIP.format(world=dataset):
             return dataset
     return None
 
@@ -293,8 +320,8 @@ def pools_experiment(experiments: dict, name: str) -> str:
 
 
 def resized_root(name: str, dataset: dict) -> str:
-    """The folder of data set `name`'s resized copy (rule resize_split), by convention."""
-    return f"data/{name}/resized_{dataset['resized_copy']['split']}"
+    """The folder of data set `name`'s resized copy (rule resize_split)."""
+    return RESIZED_COPY.format(dataset=name, split=dataset["resized_copy"]["split"])
 
 
 def train_job(config: dict, name: str) -> dict:
@@ -327,6 +354,8 @@ def load(*paths: str | Path) -> dict:
 
 
 def merge(base: dict, update: dict) -> dict:
+    """Merge `update` into `base` in place, recursing into dicts both hold; other values are deep
+    copies of update's. Returns `base`."""
     for k, v in update.items():
         if isinstance(v, dict) and isinstance(base.get(k), dict):
             merge(base[k], v)

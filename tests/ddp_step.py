@@ -21,10 +21,10 @@ from pathlib import Path
 import torch
 from torch.utils.data import default_collate
 
-from stages.datasets.waterbirds import GroupDataset
+from stages import datasets
 from stages.method.teacher_text import read_embeddings
 from stages.finetune import distributed
-from stages.finetune.runs import run_config
+from stages.finetune.runs import RunConfig, run_config
 from stages.method.registry import METHODS
 from stages.finetune.captions import Captions, zeroshot_class_weights
 from stages.finetune.step import Student, TeacherImages, compute_loss, prepare_batch, set_trainable
@@ -39,7 +39,7 @@ BATCH = 8
 def step(cfg: dict, emb_path: str, name: str, ctx: distributed.Context) -> dict:
     torch.manual_seed(0)
     method = METHODS[name]
-    run = run_config(cfg["finetune"], name)
+    run = RunConfig.from_dict(run_config(cfg["finetune"], name))
     clip = load_clip(cfg["model"]["name"])
     teacher = clip.model.double().eval().requires_grad_(False)
     tau0 = float(teacher.logit_scale.exp())
@@ -55,12 +55,12 @@ def step(cfg: dict, emb_path: str, name: str, ctx: distributed.Context) -> dict:
     if method.has_head:
         zs = zeroshot_class_weights(emb, cfg["evaluate"]["templates"], len(cfg["classnames"]), emb_path)
         head = LinearHead(zs, tau0).double()
-    set_trainable(student_clip, method)
+    set_trainable(student_clip, method, run.kl_scale)
     student = Student(student_clip, head)
 
     # The same global batch of augmented images and drawn captions in every process; rank r
     # takes the r-th slice, as EpochSampler's batches are split between ranks.
-    images = GroupDataset(cfg["data"]["root"], "train")
+    images = datasets.open("waterbirds", cfg["data"]["root"], "train").dataset
     trainset = TrainSet(images, SeededCropTransform(teacher, (0.5, 1.0)), 0, captions.spurious_rows,
                         captions.spurious_groups)
     per_rank = BATCH // ctx.world_size
@@ -72,7 +72,7 @@ def step(cfg: dict, emb_path: str, name: str, ctx: distributed.Context) -> dict:
     model = distributed.wrap(ctx, student)
     loss, loss_ft, reg, _ = compute_loss(model, TeacherImages(teacher, len(images), cache=False),
                                          emb.embeddings.double(), tau0, method, batch, 0.5, ctx,
-                                         contextlib.nullcontext)
+                                         contextlib.nullcontext, run.kl_scale)
     loss.backward()
     # The gathered losses are the global batch's on every rank; cross-entropy is each rank's own
     # half, whose mean over the ranks is the global batch's (DDP averages its gradients likewise).

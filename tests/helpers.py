@@ -1,134 +1,42 @@
-"""Shared fixtures of the fine-tuning tests: a tiny open_clip model, a tiny Waterbirds-layout data
-set and spurious pools, all written to a temporary folder (no download, seconds on a CPU)."""
+"""Shared fixtures of the fine-tuning tests: the package's toy inputs (stages.toys: a tiny
+open_clip model, a tiny Waterbirds-layout data set and spurious pools, all written to a temporary
+folder) and a run stopped after its first epoch."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import numpy as np
-import open_clip
-import pandas as pd
-import torch
-from PIL import Image
-
-from stages import config as stage_config
-from stages.method.models import save_local_dir
-
-TINY_MODEL_CFG = {
-    "embed_dim": 32,
-    "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8, "head_width": 32},
-    "text_cfg": {"context_length": 24, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 1},
-}
-CLASSNAMES = ["landbird", "waterbird"]
-POOLS = {
-    "background": ["a photo of a {} in the forest.", "a photo of a {} on a beach.", "a photo of a {} in the snow.",
-                   "a photo of a {} over the lake.", "a photo of a {} in a city."],
-    "texture": ["a photo of a {} with a striped texture.", "a photo of a furry {}.", "a photo of a {} on a beach."],
-}
-COLORS = {"land": (90, 140, 60), "water": (60, 90, 170), "landbird": (200, 160, 40), "waterbird": (240, 240, 240)}
+from stages.finetune.runs import RunConfig, run_config
+from stages.toys import (  # noqa: F401  (re-exported for the test modules)
+    CLASSNAMES,
+    COLORS,
+    POOLS,
+    TEMPLATES,
+    TINY_MODEL_CFG,
+    config,
+    dataset_config,
+    eval_config,
+    make_dataset,
+    make_pools,
+    make_tiny_clip,
+    tiny_world,
+)
 
 
-def make_tiny_clip(folder: str | Path, seed: int = 0, logit_scale: float | None = None) -> str:
-    """Save a randomly initialised tiny CLIP in local-dir format; return its model name."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(seed)
-    model = open_clip.CLIP(**TINY_MODEL_CFG)
-    if logit_scale is not None:
-        with torch.no_grad():
-            model.logit_scale.fill_(float(np.log(logit_scale)))
-    save_local_dir(model, TINY_MODEL_CFG, folder)
-    return f"local-dir:{folder}"
+def run_cfg(finetune: dict, method: str, **overrides) -> RunConfig:
+    """The validated configuration of run `method` of a finetune section, with `overrides` (config
+    keys: `**{"lambda": 2}`)."""
+    return RunConfig.from_dict({**run_config(finetune, method), **overrides})
 
 
-def make_dataset(root: str | Path, n_per_split=(16, 8, 8), size: int = 32, seed: int = 0) -> Path:
-    """A Waterbirds-layout folder: a coloured bird square on a land or water background."""
-    root = Path(root)
-    (root / "images").mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    rows = []
-    for split, n in enumerate(n_per_split):
-        for k in range(n):
-            y = k % 2
-            place = y if (split == 0 and k % 8) else int(rng.integers(2))  # train mostly correlated
-            pixels = np.array(COLORS[["land", "water"][place]], dtype=np.float32) + rng.normal(0, 20, (size, size, 3))
-            x0, y0 = rng.integers(0, size // 2, 2)
-            pixels[y0:y0 + size // 3, x0:x0 + size // 3] = COLORS[CLASSNAMES[y]]
-            name = f"images/{split}_{k:04d}.png"
-            Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(root / name)
-            rows.append({"img_id": len(rows), "img_filename": name, "y": y, "split": split, "place": place,
-                         "place_filename": f"/{['land', 'water'][place]}/x.jpg"})
-    pd.DataFrame(rows).to_csv(root / "metadata.csv", index=False)
-    return root
+def stop_after_first_epoch(epochs_done: int) -> None:
+    """A fine-tuning `on_epoch` hook: the run is killed once its first resume.pt is written."""
+    raise KeyboardInterrupt
 
 
-def make_pools(folder: str | Path, pools: dict[str, list[str]] = POOLS) -> list[str]:
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for typ, templates in pools.items():
-        path = folder / f"{typ}.descriptions.parquet"
-        pd.DataFrame({"template": templates}).to_parquet(path)
-        paths.append(str(path))
-    return paths
-
-
-TEMPLATES = ["a photo of a {}.", "This is a picture of a {}."]
-
-
-def config(root: str | Path, model_name: str, **finetune) -> dict:
-    """A validated configuration of the tiny world: data set and experiment `tiny`, trained on it;
-    `finetune` overrides the experiment's finetune section."""
-    ft = {"epochs": 2, "batch_size": 8, "lr": 1e-4, "warmup_steps": 1, "lambda": 0.5,
-          "num_workers": 0, "threads": 1, "device": "cpu", "log_every": 1}
-    ft.update(finetune)
-    cfg = {"datasets": {"tiny": {"reader": "waterbirds", "root": str(root), "templates": TEMPLATES}},
-           "experiments": {"tiny": {"train": "tiny", "model": {"name": model_name},
-                                    "evaluate": {"device": "cpu", "batch_size": 16, "num_workers": 0},
-                                    "finetune": ft}}}
-    return stage_config.validate(cfg)
-
-
-def dataset_config(root: str | Path, model_name: str, **finetune) -> dict:
-    """The training job of the tiny experiment (what describe, embed and fine-tune read)."""
-    return stage_config.train_job(config(root, model_name, **finetune), "tiny")
-
-
-def eval_config(job: dict, splits=("val", "test"), **finetune) -> dict:
-    """What the evaluate rule passes for the tiny experiment's runs on their own training set."""
-    return {"experiment": "tiny", "model": job["model"], "evaluate": job["evaluate"],
-            "targets": [{"target": "tiny", "role": "id", "reader": job["data"]["reader"],
-                         "root": job["data"]["root"], "splits": list(splits)}],
-            "finetune": {"precision": "auto", **finetune}}
-
-
-def tiny_world(tmp: str | Path, **finetune) -> tuple[dict, str]:
-    """Model, data, pools and teacher embeddings in `tmp`: (dataset config, embeddings path)."""
-    from stages.embed import run as embed
-
-    tmp = Path(tmp)
-    model = make_tiny_clip(tmp / "clip")
-    root = make_dataset(tmp / "data")
-    cfg = dataset_config(root, model, **finetune)
-    out = tmp / "embeddings" / "teacher_text.parquet"
-    embed.run(cfg, make_pools(tmp / "pools"), out)
-    return cfg, str(out)
-
-
-def interrupt_after_first_epoch(go, monkeypatch, method, out, **overrides):
-    """Run `method` until its first resume.pt is written, then stop it as a kill would."""
+def interrupt_after_first_epoch(go, method, out, **overrides):
+    """Run `method` (go(method, out, on_epoch=..., **overrides)) until its first resume.pt is
+    written, then stop it as a kill would."""
     import pytest
 
-    from stages.finetune import loop as loop_mod   # the loop looks `save` up there
-
-    real_save = loop_mod.save
-
-    def save_then_crash(path, state):
-        real_save(path, state)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(loop_mod, "save", save_then_crash)
     with pytest.raises(KeyboardInterrupt):
-        go(method, out, **overrides)
-    monkeypatch.setattr(loop_mod, "save", real_save)
+        go(method, out, on_epoch=stop_after_first_epoch, **overrides)
     assert (out / "resume.pt").exists()

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import yaml
-
-REPO = Path(__file__).resolve().parent.parent
-WORKFLOW_FILES = ("Snakefile", "workflow", "config", "prompts")
+from stages.toys import REPO, make_workdir  # noqa: F401  (re-exported for the test modules)
 
 # Small enough for a few minutes on two cores; large enough that the tiny CLIP learns something.
 REDUCED_WORLD = {
@@ -32,17 +28,6 @@ def reduced(**experiment) -> dict:
 
 
 REDUCED = reduced()
-
-
-def make_workdir(tmp: Path, overrides: dict) -> Path:
-    for name in WORKFLOW_FILES:
-        src = REPO / name
-        if src.is_dir():
-            shutil.copytree(src, tmp / name)
-        elif src.exists():
-            shutil.copy(src, tmp / name)
-    (tmp / "override.yaml").write_text(yaml.safe_dump(overrides))
-    return tmp
 
 
 def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:

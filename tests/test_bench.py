@@ -38,6 +38,24 @@ def test_every_stages_import_of_a_benchmark_resolves(script):
     assert not missing, f"{script.name}: {missing}"
 
 
+TEST_MODULES = {p.stem for p in (REPO / "tests").glob("*.py")}
+
+
+@pytest.mark.parametrize("script", BENCH, ids=lambda p: p.name)
+def test_a_benchmark_stands_on_the_installed_package(script):
+    """No sys.path edit and no import from tests/: what a benchmark shares with the tests is in the
+    package (stages.toys), so that it runs as `python bench/<script>.py` from an installed package."""
+    text = script.read_text()
+    assert "sys.path" not in text, f"{script.name} edits sys.path"
+    imported = set()
+    for node in ast.walk(ast.parse(text)):
+        if isinstance(node, ast.Import):
+            imported.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            imported.add(node.module.split(".")[0])
+    assert not imported & (TEST_MODULES | {"tests"}), f"{script.name} imports {imported & (TEST_MODULES | {'tests'})}"
+
+
 @pytest.mark.slow
 def test_gpu_check_smoke_runs_every_step_on_the_cpu(tmp_path):
     env = {**os.environ, "OUT": str(tmp_path), "CUDA_VISIBLE_DEVICES": ""}

@@ -123,3 +123,47 @@ def test_validate_does_not_modify_input(tmp_path):
     p = tmp_path / "c.yaml"
     p.write_text(yaml.safe_dump(cfg))
     assert load(p) == out
+
+
+# ---------------------------------------------------------------------------------------------
+# One definition per idea: what the schema lists comes from the registries, a variant's keys are
+# the finetune keys themselves, and a run's configuration is the schema's keys, defaults filled.
+
+
+def test_the_schemas_readers_are_the_registrys():
+    from stages.config import load_schema
+    from stages.datasets import READERS
+
+    assert load_schema()["$defs"]["dataset"]["properties"]["reader"]["enum"] == list(READERS)
+
+
+def test_a_variant_takes_each_finetune_key_by_reference_and_no_default():
+    from stages.config import load_schema
+    from stages.finetune.runs import HPARAMS
+
+    schema = load_schema()["$defs"]["finetune"]["properties"]
+    variant = schema["variants"]["additionalProperties"]["properties"]
+    assert set(variant) == {"method", *HPARAMS}
+    assert all(variant[k] == {"$ref": f"#/$defs/finetune/properties/{k}"} for k in HPARAMS)
+    # the rules are the finetune key's own: a bad value in a variant is refused like the same value
+    # at the experiment's level; an absent key stays absent (the experiment's value applies)
+    cfg = base()
+    cfg["experiments"]["toy"]["finetune"] = {"methods": ["v"], "variants": {"v": {"method": "starft", "schedule": "cosine"}}}
+    with pytest.raises(ConfigError, match=r"finetune\.variants\.v\.schedule: 'cosine' is not one of"):
+        validate(cfg)
+    cfg["experiments"]["toy"]["finetune"]["variants"]["v"] = {"method": "starft", "lambda": 2}
+    assert validate(cfg)["experiments"]["toy"]["finetune"]["variants"]["v"] == {"method": "starft", "lambda": 2}
+
+
+def test_a_run_configuration_is_the_schemas_run_keys_with_their_defaults():
+    from stages.config import load_schema
+    from stages.finetune.runs import HPARAMS, RUNTIME, RunConfig, run_config
+
+    schema = load_schema()["$defs"]["finetune"]["properties"]
+    experiment_keys = {"methods", "variants", "seeds", "wiseft_alphas", "wiseft_of", "wiseft_alpha"}
+    assert set(HPARAMS) | set(RUNTIME) == set(schema) - experiment_keys and not set(HPARAMS) & set(RUNTIME)
+    bare = RunConfig.from_dict({"name": "starft", "method": "starft"}).as_dict()
+    assert {k: bare[k] for k in HPARAMS + RUNTIME} == {k: schema[k]["default"] for k in HPARAMS + RUNTIME}
+    # what the Snakefile hands a job is the same configuration
+    finetune = validate(base())["experiments"]["toy"]["finetune"]
+    assert RunConfig.from_dict(run_config(finetune, "starft")).as_dict() == bare

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import open_clip
 import pytest
 
@@ -207,3 +208,22 @@ def test_an_evaluated_split_without_images_is_an_error(tmp_path):
         datasets.check("wb", "waterbirds", root)
     record = datasets.check("wb", "waterbirds", root, splits=["val"])
     assert record["splits"]["test"] == {"n_images": 0, "group_counts": [0, 0, 0, 0]}
+
+
+def test_one_group_formula_counts_scores_and_inverts():
+    """The group of (label, attribute) is written once (stages.datasets.group_index): the data
+    check's counts, a data set's `group` (the scorer's index) and its inverse agree, here with
+    3 classes x 4 attributes (C != A, so a swapped pair would land in another group)."""
+    from stages.datasets import ClassificationSet, ImageList, group_index, group_parts
+    from stages.datasets.datacheck import group_counts
+
+    labels = np.array([0, 0, 1, 2, 2, 2, 1])
+    attributes = np.array([3, 0, 1, 2, 2, 0, 1])
+    groups = group_index(labels, attributes, 4)
+    assert groups.tolist() == [3, 0, 5, 10, 10, 8, 5]                     # 4 * label + attribute, by hand
+    assert [g.tolist() for g in group_parts(groups, 4)] == [labels.tolist(), attributes.tolist()]
+    assert group_counts(labels, attributes, 3, 4) == [1, 0, 0, 1, 0, 2, 0, 0, 1, 0, 2, 0]
+    ds = ClassificationSet(name="g", root=Path("."), split="test", dataset=ImageList([]), classnames=list("abc"),
+                           templates=["{}"], n_attributes=4, group_names=[f"{c}{a}" for c in "abc" for a in range(4)])
+    assert ds.group(labels, attributes).tolist() == groups.tolist()
+    assert ds.group_names[groups[0]] == "a3" and ds.group_names[groups[3]] == "c2"

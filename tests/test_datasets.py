@@ -471,15 +471,20 @@ def test_labels_and_attributes_match_the_items_without_loading_images(roots, rea
         assert ds.labels_and_attributes()[0].tolist() == [y for y, _ in items]
 
 
-def test_labels_and_attributes_name_a_data_set_without_label_arrays(tmp_path):
+def test_every_split_is_an_image_list_and_anything_else_is_refused_naming_the_set(tmp_path, roots):
+    """One contract: whatever the published layout, a reader's split holds an ImageList (paths,
+    labels, attributes), so that nothing downstream tells layouts apart."""
+    for reader, root in roots.items():
+        for split in datasets.EVAL_SPLITS[reader]:
+            assert type(datasets.open(reader, root, split).dataset) is datasets.ImageList, (reader, split)
+
     class Opaque(torch.utils.data.Dataset):
         def __len__(self):
             return 1
 
-    ds = datasets.ClassificationSet(name="odd", root=tmp_path, split="test", dataset=Opaque(),
-                                    classnames=["a"], templates=["{}"])
-    with pytest.raises(TypeError, match=f"odd \\({tmp_path}\\): Opaque keeps no label arrays"):
-        ds.labels_and_attributes()
+    with pytest.raises(TypeError, match=f"odd \\({tmp_path}\\): Opaque is not an ImageList"):
+        datasets.ClassificationSet(name="odd", root=tmp_path, split="test", dataset=Opaque(),
+                                   classnames=["a"], templates=["{}"])
 
 
 def test_waterbirds_tree_is_a_valid_waterbirds_layout(roots):

@@ -7,8 +7,8 @@ import torch
 from PIL import Image
 
 from helpers import make_dataset, make_tiny_clip
-from stages.datasets.waterbirds import DataError, GroupDataset
-from stages.datasets.base import ImageList
+from stages import datasets
+from stages.datasets import DataError, ImageList
 from stages.finetune import decode as decode_mod
 from stages.finetune import trainset as trainset_mod
 from stages.finetune.decode import (DeviceCropDecoder, EncodedTrainSet, collate_encoded, decode_batch,
@@ -193,7 +193,7 @@ def test_unreadable_image_names_the_sample(world):
 @pytest.mark.parametrize("groups", [None, [[0, 1, 2, 3, 4], [4, 5, 6]]])
 def test_spurious_row_is_trainsets(world, groups):
     root = make_dataset(world["tmp"] / f"data_{groups is None}", n_per_split=(12, 0, 0))
-    images = GroupDataset(root, "train")
+    images = datasets.open("waterbirds", root, "train").dataset
     rows = torch.arange(14).view(2, 7)
     plain = TrainSet(images, lambda image, rng: 0, SEED, rows, groups)
     encoded = EncodedTrainSet(images, SEED, rows, groups)
@@ -203,7 +203,7 @@ def test_spurious_row_is_trainsets(world, groups):
             _, y, index, spurious = plain[(e, i)]
             data, y2, index2, spurious2, epoch = encoded[(e, i)]
             assert (y2, index2, spurious2, epoch) == (y, index, spurious, e)
-            assert torch.equal(data, torch.from_numpy(np.fromfile(root / images.meta["img_filename"][i], np.uint8)))
+            assert torch.equal(data, torch.from_numpy(np.fromfile(images.path(i), np.uint8)))
     assert EncodedTrainSet(images, SEED, None)[(0, 1)][3] == -1
 
 

@@ -19,7 +19,8 @@ from helpers import TEMPLATES, dataset_config, make_dataset, make_tiny_clip
 from PIL import Image
 
 from stages import datasets
-from stages.datasets.waterbirds import GroupDataset, read_metadata
+from stages.datasets import ImageList
+from stages.datasets.waterbirds import read_metadata
 from stages.evaluate import run as evaluate
 from stages.evaluate.__main__ import main as evaluate_main
 from stages.method.models import load_clip
@@ -351,15 +352,15 @@ def test_wiseft_at_an_interior_alpha_is_the_interpolated_model(scored, method, m
 # templates), however many targets share it.
 
 def count_decodes(monkeypatch) -> collections.Counter:
-    """Counts every image the Waterbirds reader decodes, by path."""
+    """Counts every image the readers decode, by path."""
     decoded = collections.Counter()
-    real = GroupDataset.__getitem__
+    real = ImageList.__getitem__
 
     def getitem(self, i):
-        decoded[str(self.root / self.meta["img_filename"].iloc[i])] += 1
+        decoded[self.path(i)] += 1
         return real(self, i)
 
-    monkeypatch.setattr(GroupDataset, "__getitem__", getitem)
+    monkeypatch.setattr(ImageList, "__getitem__", getitem)
     return decoded
 
 

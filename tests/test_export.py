@@ -29,7 +29,7 @@ from stages.evaluate import run as evaluate
 from stages.export.__main__ import main as export_main
 from stages.export.layout import ExportError, model_config
 from stages.export.run import export
-from stages.finetune.runs import run_config
+from stages.finetune.runs import RunConfig, run_config
 from stages.finetune.train import train
 from stages.method.models import load_clip, save_local_dir
 from stages.method.scoring import zeroshot_head
@@ -60,8 +60,9 @@ def world(tmp_path_factory):
     emb = tmp / "teacher_text.parquet"
     embed.run(job, make_pools(tmp / "pools"), emb)
     for method, lam in (("flyp", 0.5), ("ft", 0.5), ("starft", 2.5)):
-        train(job, {**run_config(job["finetune"], method), "epochs": 1, "schedule": "constant", "lambda": lam}, 0,
-              emb, tmp / method / "seed0", progress=False)
+        rc = RunConfig.from_dict({**run_config(job["finetune"], method), "epochs": 1, "schedule": "constant",
+                                  "lambda": lam})
+        train(job, rc, 0, emb, tmp / method / "seed0", progress=False)
     check = datasets.check("tiny", "waterbirds", str(root), templates=TEMPLATES)
     (tmp / "data_check.json").write_text(json.dumps(check))
     return tmp, job, check

@@ -14,17 +14,18 @@ import pytest
 import torch
 import yaml
 
-from helpers import CLASSNAMES, interrupt_after_first_epoch, tiny_world
+from helpers import CLASSNAMES, interrupt_after_first_epoch, run_cfg, tiny_world
+from stages import datasets
 from stages.method.teacher_text import read_embeddings
 from stages.finetune import distributed
-from stages.finetune import loop as loop_mod     # save, compute_loss: patched where the loop looks them up
+from stages.finetune import loop as loop_mod     # compute_loss: patched where the loop looks it up
 from stages.finetune.captions import Captions, zeroshot_class_weights
 from stages.finetune.step import Student, TeacherImages, compute_loss, prepare_batch
 from stages.finetune.train import train
 from stages.finetune.trainset import (DecodedCache, EpochSampler, SeededCropTransform, TrainSet, crop_params,
                                      draw_template)
 from stages.finetune import probe
-from stages.finetune.runs import FinetuneConfigError, check, check_schedule, run_config
+from stages.finetune.runs import FinetuneConfigError, RunConfig, check, check_schedule, run_config
 from stages.method.registry import METHODS
 from stages.method.models import load_clip
 from stages.method.zeroshot import LinearHead, zeroshot_weights
@@ -44,10 +45,9 @@ def world(tmp_path_factory):
 def go(world):
     tmp, cfg, emb = world
 
-    def _go(method, out, seed=0, keep_resume=False, **overrides):
-        rc = run_config(cfg["finetune"], method)
-        rc.update(overrides)
-        return train(cfg, rc, seed, emb, out, progress=False, keep_resume=keep_resume)
+    def _go(method, out, seed=0, keep_resume=False, on_epoch=None, **overrides):
+        return train(cfg, run_cfg(cfg["finetune"], method, **overrides), seed, emb, out, progress=False,
+                     keep_resume=keep_resume, on_epoch=on_epoch)
     return _go
 
 
@@ -74,6 +74,11 @@ def test_run_config_resolves_methods_and_variants():
         check({**ft, "methods": ["flpy"]}, "x.finetune")
     with pytest.raises(FinetuneConfigError, match="wiseft_of"):
         check({**ft, "wiseft_of": "zeroshot"})
+    # a variant's base method comes from the registry (the schema does not list them)
+    with pytest.raises(FinetuneConfigError, match=r"x\.finetune\.variants\.v\.method: 'stafrt' is not a method"):
+        check({**ft, "variants": {"v": {"method": "stafrt"}}}, "x.finetune")
+    with pytest.raises(FinetuneConfigError, match=r"variants\.v\.method: 'zeroshot' is not a method that trains"):
+        check({**ft, "variants": {"v": {"method": "zeroshot"}}})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -91,8 +96,7 @@ def test_crop_params_stay_inside_the_image():
 def test_items_are_a_function_of_seed_epoch_and_index(world):
     tmp, cfg, emb = world
     clip = load_clip(cfg["model"]["name"])
-    from stages.datasets.waterbirds import GroupDataset
-    images = GroupDataset(cfg["data"]["root"], "train")
+    images = datasets.open("waterbirds", cfg["data"]["root"], "train").dataset
     rows = torch.arange(14).view(2, 7)
     ts = TrainSet(images, SeededCropTransform(clip.model, (0.5, 1.0)), seed=3, spurious_rows=rows)
     a, b, c = ts[(0, 5)], ts[(0, 5)], ts[(1, 5)]
@@ -106,8 +110,7 @@ def test_items_are_a_function_of_seed_epoch_and_index(world):
 def test_decoded_cache_serves_the_same_items_and_keeps_to_its_budget(world):
     tmp, cfg, emb = world
     clip = load_clip(cfg["model"]["name"])
-    from stages.datasets.waterbirds import GroupDataset
-    images = GroupDataset(cfg["data"]["root"], "train")
+    images = datasets.open("waterbirds", cfg["data"]["root"], "train").dataset
     image_bytes = 32 * 32 * 3
     cached = DecodedCache(images, max_bytes=3 * image_bytes)
     transform = SeededCropTransform(clip.model, (0.5, 1.0))
@@ -140,7 +143,7 @@ def test_student_text_encoder_sees_each_distinct_caption_once(world):
     tmp, cfg, emb = world
     e = read_embeddings(emb)
     clip = load_clip(cfg["model"]["name"])
-    captions = Captions.build(e, clip.tokenizer, CLASSNAMES, run_config(cfg["finetune"], "starft"), emb, True)
+    captions = Captions.build(e, clip.tokenizer, CLASSNAMES, run_cfg(cfg["finetune"], "starft"), emb, True)
     assert captions.spurious_rows.shape == (2, 7)    # 5 + 3 templates, one shared by both pools
     y = torch.tensor([0, 0, 1, 1, 0, 1])
     spurious = captions.spurious_rows[y, torch.tensor([0, 0, 2, 2, 1, 2])]
@@ -197,9 +200,8 @@ def test_zeroshot_and_linear_probe_runs(world, go):
     # 14) by ~1e-6, which moves the gradient by less than that again (the Hessian of the mean
     # cross-entropy on unit features is below 1 + l2): 1e-4 is safe.
     clip = load_clip(cfg["model"]["name"])
-    from stages.datasets.waterbirds import GroupDataset
     from stages.method.zeroshot import encode_images
-    loader = torch.utils.data.DataLoader(GroupDataset(cfg["data"]["root"], "train", clip.preprocess_val), batch_size=16)
+    loader = torch.utils.data.DataLoader(datasets.open("waterbirds", cfg["data"]["root"], "train", clip.preprocess_val).dataset, batch_size=16)
     feats, y, _ = encode_images(clip.model.eval(), loader, torch.device("cpu"))
     assert torch.equal(y, torch.as_tensor(labels))
     feats = feats[fit_idx].half().double()
@@ -275,22 +277,11 @@ def test_method_trains_and_writes_checkpoint_and_log(world, go, method):
     assert torch.equal(ckpt["model"][text_key], teacher[text_key]) != text_trained
 
 
-def test_resume_ends_with_the_weights_of_an_uninterrupted_run(world, go, monkeypatch):
+def test_resume_ends_with_the_weights_of_an_uninterrupted_run(world, go):
     tmp, cfg, emb = world
     go("starft", tmp / "whole", epochs=3)
-
-    real_save = loop_mod.save
-
-    def save_then_crash(path, state):
-        real_save(path, state)
-        if path.name == "resume.pt" and state["epoch"] == 1:
-            raise KeyboardInterrupt("simulated interruption after epoch 1")
-
-    monkeypatch.setattr(loop_mod, "save", save_then_crash)
-    with pytest.raises(KeyboardInterrupt):
-        go("starft", tmp / "cut", epochs=3)
-    assert (tmp / "cut" / "resume.pt").exists() and not (tmp / "cut" / "checkpoint.pt").exists()
-    monkeypatch.setattr(loop_mod, "save", real_save)
+    interrupt_after_first_epoch(go, "starft", tmp / "cut", epochs=3)
+    assert load(tmp / "cut" / "resume.pt")["epoch"] == 1 and not (tmp / "cut" / "checkpoint.pt").exists()
     go("starft", tmp / "cut", epochs=3)
 
     a, b = load(tmp / "whole" / "checkpoint.pt"), load(tmp / "cut" / "checkpoint.pt")
@@ -323,10 +314,10 @@ def test_a_job_failed_after_its_checkpoint_resumes_at_the_last_epoch(world, go, 
     pd.testing.assert_frame_equal(pd.read_csv(out / "train_log.csv"), log)   # no step trained twice
 
 
-def test_resume_from_another_configuration_starts_afresh(world, go, monkeypatch, capsys):
+def test_resume_from_another_configuration_starts_afresh(world, go, capsys):
     tmp, cfg, emb = world
     out = tmp / "changed"
-    interrupt_after_first_epoch(go, monkeypatch, "flyp", out, epochs=2)
+    interrupt_after_first_epoch(go, "flyp", out, epochs=2)
     r = go("flyp", out, epochs=2, lr=5e-5)
     assert "starting afresh" in capsys.readouterr().err and r["steps"] == 4
 
@@ -337,11 +328,11 @@ def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(world, go, monk
     calls = []
 
     def poisoned(*args, **kwargs):
-        loss, loss_ft, reg, scale = real(*args, **kwargs)
+        loss = real(*args, **kwargs)
         calls.append(1)
         if len(calls) == 4:               # step 3, in the second epoch
-            loss = loss * float("nan")
-        return loss, loss_ft, reg, scale
+            loss = loss._replace(total=loss.total * float("nan"))
+        return loss
 
     monkeypatch.setattr(loop_mod, "compute_loss", poisoned)
     out = tmp / "nan"
@@ -396,28 +387,30 @@ def test_set_overrides_are_checked_against_the_schema(world, tmp_path):
     with pytest.raises(SystemExit, match=r"finetune\.select: 'best' is not one of"):
         main([*base, "--set", "select=best"])
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
-    with pytest.raises(FinetuneConfigError, match="epochs"):     # the same check for a direct call
-        train(cfg, {**run_config(cfg["finetune"], "flyp"), "epochs": 0}, 0, emb, tmp_path / "x")
+    with pytest.raises(FinetuneConfigError, match="epochs"):     # the same check for a run's configuration
+        run_cfg(cfg["finetune"], "flyp", epochs=0)
 
 
 def test_a_warmup_as_long_as_the_run_is_refused_naming_both_numbers():
-    rc = {"name": "flyp", "batch_size": 512, "epochs": 10, "warmup_steps": 500}
+    def rc(**changes):
+        return RunConfig.from_dict({"name": "flyp", "method": "flyp", "batch_size": 512, "epochs": 10,
+                                    "warmup_steps": 500, **changes})
     with pytest.raises(FinetuneConfigError, match=r"warmup_steps=500 is not shorter than the run of flyp: 4795 "
                                                   r"training images / batch 512 = 9 steps per epoch x 10 epochs = 90 steps"):
-        check_schedule(rc, 4795)
-    assert check_schedule({**rc, "batch_size": 128, "warmup_steps": 37}, 4795) == 370
-    assert check_schedule({**rc, "batch_size": 128, "warmup_steps": 37}, 4795, world_size=4) == 370
+        check_schedule(rc(), 4795)
+    assert check_schedule(rc(batch_size=128, warmup_steps=37), 4795) == 370
+    assert check_schedule(rc(batch_size=128, warmup_steps=37), 4795, world_size=4) == 370
     with pytest.raises(FinetuneConfigError, match="not divisible by the 3 processes"):
-        check_schedule({**rc, "batch_size": 128}, 4795, world_size=3)
+        check_schedule(rc(batch_size=128), 4795, world_size=3)
 
 
 def test_spurious_captions_are_drawn_by_type_then_template(world):
     tmp, cfg, emb = world
     e = read_embeddings(emb)
     clip = load_clip(cfg["model"]["name"])
-    rc = run_config(cfg["finetune"], "starft")
-    by_type = Captions.build(e, clip.tokenizer, CLASSNAMES, rc, emb, True)
-    pooled = Captions.build(e, clip.tokenizer, CLASSNAMES, {**rc, "spurious_sampling": "all_templates"}, emb, True)
+    by_type = Captions.build(e, clip.tokenizer, CLASSNAMES, run_cfg(cfg["finetune"], "starft"), emb, True)
+    pooled = Captions.build(e, clip.tokenizer, CLASSNAMES,
+                            run_cfg(cfg["finetune"], "starft", spurious_sampling="all_templates"), emb, True)
     assert pooled.spurious_groups is None
     # 5 background templates, 3 texture ones, one of them shared with background (column 1)
     assert by_type.spurious_groups == [[0, 1, 2, 3, 4], [1, 5, 6]]
@@ -428,7 +421,8 @@ def test_spurious_captions_are_drawn_by_type_then_template(world):
     assert texture_only == pytest.approx(1 / 3, abs=0.02)  # 5 sigma of a binomial with n = 20000
     pooled_draws = np.array([draw_template(rng, 7, None) for _ in range(n)])
     assert np.isin(pooled_draws, [5, 6]).mean() == pytest.approx(2 / 7, abs=0.02)
-    one_pool = Captions.build(e, clip.tokenizer, CLASSNAMES, {**rc, "spurious_types": ["texture"]}, emb, True)
+    one_pool = Captions.build(e, clip.tokenizer, CLASSNAMES, run_cfg(cfg["finetune"], "starft", spurious_types=["texture"]),
+                              emb, True)
     assert one_pool.spurious_rows.shape == (2, 3) and one_pool.spurious_groups == [[0, 1, 2]]
 
 
@@ -442,7 +436,7 @@ def test_kl_scale_chooses_the_students_logit_scale(world):
     with torch.no_grad():
         student.logit_scale.fill_(float(np.log(3 * tau0)))
         student.visual.proj.mul_(1.1)
-    captions = Captions.build(e, clip.tokenizer, CLASSNAMES, run_config(cfg["finetune"], "flyp_kl"), emb, True)
+    captions = Captions.build(e, clip.tokenizer, CLASSNAMES, run_cfg(cfg["finetune"], "flyp_kl"), emb, True)
     y = torch.tensor([0, 1, 0, 1])
     raw = (torch.randn(4, 3, 32, 32), y, torch.arange(4), captions.spurious_rows[y, torch.tensor([0, 1, 2, 3])])
     batch = prepare_batch(raw, captions, METHODS["flyp_kl"], torch.device("cpu"))
@@ -451,7 +445,7 @@ def test_kl_scale_chooses_the_students_logit_scale(world):
     for kl_scale in ("student", "teacher"):
         regs[kl_scale] = compute_loss(Student(student, None), TeacherImages(teacher, 4, False),
                                       e.embeddings, tau0, METHODS["flyp_kl"], batch, 1.0, ctx,
-                                      contextlib.nullcontext, kl_scale)[2]
+                                      contextlib.nullcontext, kl_scale).regularizer
     with torch.no_grad():
         f = torch.nn.functional.normalize(student.encode_image(raw[0]), dim=-1)
         f0 = torch.nn.functional.normalize(teacher.encode_image(raw[0]), dim=-1)
@@ -484,17 +478,15 @@ def test_select_val_worst_group_keeps_the_best_epoch(world, go):
     assert log["val_worst_group"].dropna().tolist() == pytest.approx(history)
 
 
-def test_resume_with_changed_pools_starts_afresh(world, go, monkeypatch, capsys, tmp_path):
+def test_resume_with_changed_pools_starts_afresh(world, go, capsys, tmp_path):
     tmp, cfg, emb = world
     from helpers import POOLS, make_pools
     from stages.embed import run as embed
     other = tmp_path / "other.parquet"
     embed.run(cfg, make_pools(tmp_path / "pools", {**POOLS, "texture": ["a photo of a striped {}."]}), other)
-    interrupt_after_first_epoch(go, monkeypatch, "starft", tmp_path / "run", epochs=2)
+    interrupt_after_first_epoch(go, "starft", tmp_path / "run", epochs=2)
     capsys.readouterr()
-    rc = run_config(cfg["finetune"], "starft")
-    rc.update(epochs=2)
-    r = train(cfg, rc, 0, str(other), tmp_path / "run", progress=False)
+    r = train(cfg, run_cfg(cfg["finetune"], "starft", epochs=2), 0, str(other), tmp_path / "run", progress=False)
     assert "inputs (spurious pools" in capsys.readouterr().err and r["steps"] == 4
 
 
@@ -547,9 +539,8 @@ def test_torchrun_run_writes_the_same_run_as_one_process(world, tmp_path):
     apart at a rate that depends on the CPU. Equality of the gradient itself is the test above.
     """
     tmp, cfg, emb = world
-    rc = run_config(cfg["finetune"], "starft")
-    rc.update(epochs=2)               # the first epoch has lambda_0 = 0.25
-    args = ["-m", "stages.finetune", "--dataset-config", json.dumps(cfg), "--run-config", json.dumps(rc),
+    rc = run_cfg(cfg["finetune"], "starft", epochs=2)               # the first epoch has lambda_0 = 0.25
+    args = ["-m", "stages.finetune", "--dataset-config", json.dumps(cfg), "--run-config", json.dumps(rc.as_dict()),
             "--method", "starft", "--seed", "0", "--embeddings", emb, "--no-progress"]
     _torchrun(2, *args, "--out-dir", str(tmp_path / "two"))
     train(cfg, rc, 0, emb, tmp_path / "one", progress=False)

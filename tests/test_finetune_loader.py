@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import tiny_world
+from helpers import run_cfg, tiny_world
 from PIL import Image
 
-from stages.datasets.waterbirds import GroupDataset
+from stages import datasets
 from stages.finetune import distributed, shm
 from stages.finetune.decode import EncodedTrainSet, mean_file_bytes
-from stages.finetune.runs import FinetuneConfigError, run_config
+from stages.finetune.runs import FinetuneConfigError
 from stages.finetune.setup import LABEL_BYTES, open_split, prepare, train_loader
 from stages.finetune.train import train
 from stages.finetune.trainset import (
@@ -84,7 +84,7 @@ def test_a_too_small_dev_shm_stops_the_run_before_its_first_batch(world, monkeyp
         seen.append(path)
         return 100_000                      # 100 kB: less than one batch of 8 x 3 x 32 x 32
     monkeypatch.setattr(shm, "available_bytes", tiny_shm)
-    rc = {**run_config(cfg["finetune"], "flyp"), "num_workers": 2}
+    rc = run_cfg(cfg["finetune"], "flyp", num_workers=2)
     with pytest.raises(shm.SharedMemoryError, match=r"needs 120\.\d KiB|needs 0\.1 MiB") as e:
         train(cfg, rc, 0, emb, tmp / "shm_small", progress=False)
     assert seen == ["/dev/shm"] and "\n" not in str(e.value)
@@ -92,7 +92,7 @@ def test_a_too_small_dev_shm_stops_the_run_before_its_first_batch(world, monkeyp
     assert f"{need / (1 << 20):.1f} MiB" in str(e.value) and "offers 0.1 MiB" in str(e.value)
     assert not (tmp / "shm_small" / "checkpoint.pt").exists()
     # without workers the training process loads its own batches: no shared memory, no check
-    train(cfg, {**rc, "num_workers": 0, "epochs": 1}, 0, emb, tmp / "shm_none", progress=False)
+    train(cfg, run_cfg(cfg["finetune"], "flyp", num_workers=0, epochs=1), 0, emb, tmp / "shm_none", progress=False)
     assert (tmp / "shm_none" / "checkpoint.pt").exists()
 
 
@@ -103,7 +103,7 @@ def test_a_too_small_dev_shm_stops_the_run_before_its_first_batch(world, monkeyp
 def test_uint8_items_normalised_equal_the_float_items(world):
     _, cfg, _ = world
     clip = load_clip(cfg["model"]["name"])
-    images = GroupDataset(cfg["data"]["root"], "train")
+    images = datasets.open("waterbirds", cfg["data"]["root"], "train").dataset
     transform = SeededCropTransform(clip.model, (0.5, 1.0))
     floats = TrainSet(images, transform, 3, None)
     uint8 = TrainSet(images, SeededCropTransform(clip.model, (0.5, 1.0), uint8=True), 3, None)
@@ -125,7 +125,7 @@ def test_uint8_items_normalised_equal_the_float_items(world):
 @pytest.mark.parametrize("augment", [True, False])
 def test_the_training_loader_gives_uint8_from_workers_and_todays_batches(world, augment):
     tmp, cfg, emb = world
-    rc = {**run_config(cfg["finetune"], "starft"), "num_workers": 2, "augment": augment}
+    rc = run_cfg(cfg["finetune"], "starft", num_workers=2, augment=augment)
     run = prepare(cfg, rc, 4, Path(emb), tmp / f"loader_{augment}", distributed.Context(), open_split(cfg, "train"))
     loader, sampler, to_batch = train_loader(run)
     assert loader.num_workers == 2 and loader.prefetch_factor == 2
@@ -134,7 +134,7 @@ def test_the_training_loader_gives_uint8_from_workers_and_todays_batches(world, 
     assert raw[0].dtype == torch.uint8 and raw[0].shape == (8, 3, 32, 32)
     images, y, index, spurious = to_batch(raw)
     # today's float path: the same TrainSet items with the normalising transform
-    transform = SeededCropTransform(run.teacher, rc["crop_scale"]) if augment else FixedTransform(run.clip.preprocess_val)
+    transform = SeededCropTransform(run.teacher, rc.crop_scale) if augment else FixedTransform(run.clip.preprocess_val)
     today = TrainSet(run.train_set.dataset, transform, 4, run.captions.spurious_rows, run.captions.spurious_groups)
     items = [today[(1, int(i))] for i in index]
     assert torch.allclose(images, torch.stack([it[0] for it in items]), rtol=0, atol=ATOL)
@@ -144,7 +144,7 @@ def test_the_training_loader_gives_uint8_from_workers_and_todays_batches(world, 
 
 def test_encoded_samples_are_sized_from_their_files(world):
     _, cfg, _ = world
-    images = GroupDataset(cfg["data"]["root"], "train")
+    images = datasets.open("waterbirds", cfg["data"]["root"], "train").dataset
     encoded = EncodedTrainSet(images, 0, None)
     sizes = [Path(encoded.path(i)).stat().st_size for i in range(len(encoded))]
     assert mean_file_bytes(encoded) == int(np.mean(sizes))             # 16 files: all of them

@@ -12,13 +12,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from helpers import dataset_config, interrupt_after_first_epoch, tiny_world
+from helpers import dataset_config, interrupt_after_first_epoch, run_cfg, tiny_world
 from pipeline import make_workdir, reduced, snakemake
 
 from stages.common.io import sha256_file
 from stages.finetune import linear_probe, probe, probe_cli
 from stages.finetune.probe_config import probe_id, probe_job_config, probe_path
-from stages.finetune.runs import FinetuneConfigError, run_config
+from stages.finetune.runs import FinetuneConfigError
 from stages.finetune.train import train
 
 
@@ -128,7 +128,7 @@ def imbalanced(tmp, cfg, name, flip_val=False):
 def test_l2_is_chosen_on_training_images_never_on_val(world):
     tmp, cfg, emb = world
     plain, flipped = imbalanced(tmp, cfg, "plain"), imbalanced(tmp, cfg, "flipped", flip_val=True)
-    rc = {**run_config(cfg["finetune"], "lp"), "lp_l2_grid": GRID}
+    rc = run_cfg(cfg["finetune"], "lp", lp_l2_grid=GRID)
     a = load(train(plain, rc, 0, emb, tmp / "lp_a", progress=False)["checkpoint"])
     b = load(train(flipped, rc, 0, emb, tmp / "lp_b", progress=False)["checkpoint"])
     fits = {f["l2"]: f["holdout_accuracy"] for f in a["probe"]["fits"]}
@@ -144,12 +144,12 @@ def test_l2_is_chosen_on_training_images_never_on_val(world):
 def test_runs_read_the_probe_jobs_file_and_record_it(world, monkeypatch):
     tmp, cfg, emb = world
     job = {k: cfg[k] for k in ("classnames", "data", "model", "evaluate")}
-    rc = {**run_config(cfg["finetune"], "lpft"), "lp_l2_grid": GRID, "epochs": 1}
-    path = tmp / probe_path("tiny", rc)
-    probe_cli.main(["--dataset-config", json.dumps(job), "--run-config", json.dumps(probe_job_config(cfg["finetune"], rc)),
-                    "--out", str(path)])
+    rc = run_cfg(cfg["finetune"], "lpft", lp_l2_grid=GRID, epochs=1)
+    path = tmp / probe_path("tiny", rc.as_dict())
+    probe_cli.main(["--dataset-config", json.dumps(job),
+                    "--run-config", json.dumps(probe_job_config(cfg["finetune"], rc.as_dict())), "--out", str(path)])
     record = load(path)
-    assert record["id"] == probe_id(rc) == path.parent.name
+    assert record["id"] == probe_id(rc.as_dict()) == path.parent.name
     assert record["l2"] == max(record["fits"], key=lambda f: (f["holdout_accuracy"], f["l2"]))["l2"]
     labels = np.arange(16) % 2
     assert record["holdout"]["indices_sha256"] == probe.indices_hash(probe.holdout_split(labels)[1])
@@ -159,7 +159,7 @@ def test_runs_read_the_probe_jobs_file_and_record_it(world, monkeypatch):
     def no_fit(*a, **k):
         raise AssertionError("a run with a probe file fitted its own probe")
     monkeypatch.setattr(linear_probe, "build_probe", no_fit)
-    lp_rc = {**run_config(cfg["finetune"], "lp"), "lp_l2_grid": GRID}
+    lp_rc = run_cfg(cfg["finetune"], "lp", lp_l2_grid=GRID)
     for method, seed, run in (("lp", 0, lp_rc), ("lpft", 1, rc), ("lpft", 2, rc)):
         out = train(cfg, run, seed, emb, tmp / f"{method}{seed}", progress=False, probe=path)
         ckpt = load(out["checkpoint"])
@@ -169,7 +169,8 @@ def test_runs_read_the_probe_jobs_file_and_record_it(world, monkeypatch):
     assert torch.equal(head["linear.weight"], record["weight"]) and torch.equal(head["linear.bias"], record["bias"])
     # a probe of another configuration is refused, naming what differs
     with pytest.raises(FinetuneConfigError, match="fitted for another config"):
-        train(cfg, {**lp_rc, "lp_l2_grid": [1e-2]}, 0, emb, tmp / "lp_other", progress=False, probe=path)
+        train(cfg, run_cfg(cfg["finetune"], "lp", lp_l2_grid=[1e-2]), 0, emb, tmp / "lp_other", progress=False,
+              probe=path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -195,21 +196,21 @@ def test_one_probe_job_serves_every_seed_of_lp_and_lpft(tmp_path):
     assert sum("--probe" in line for line in runs) == 12      # zeroshot reads none
 
 
-def test_a_resume_made_with_another_probe_starts_afresh(world, monkeypatch, capsys):
+def test_a_resume_made_with_another_probe_starts_afresh(world, capsys):
     tmp, cfg, emb = world
-    rc = {**run_config(cfg["finetune"], "lpft"), "lp_l2_grid": GRID, "epochs": 2}
+    rc = run_cfg(cfg["finetune"], "lpft", lp_l2_grid=GRID, epochs=2)
     job = {k: cfg[k] for k in ("classnames", "data", "model", "evaluate")}
     first = tmp / "resume_probe" / "a" / "probe.pt"
-    probe_cli.main(["--dataset-config", json.dumps(job), "--run-config", json.dumps(probe_job_config(cfg["finetune"], rc)),
-                    "--out", str(first)])
+    probe_cli.main(["--dataset-config", json.dumps(job),
+                    "--run-config", json.dumps(probe_job_config(cfg["finetune"], rc.as_dict())), "--out", str(first)])
     second = first.parent.parent / "b" / "probe.pt"
     record = load(first)
     linear_probe.save_probe(second, {**record, "bias": record["bias"] + 1.0})     # another file, same config
 
-    def go(method, out, **overrides):
-        return train(cfg, {**rc, **overrides}, 0, emb, out, progress=False, probe=first)
+    def go(method, out, on_epoch=None):
+        return train(cfg, rc, 0, emb, out, progress=False, probe=first, on_epoch=on_epoch)
     out = tmp / "resume_probe" / "run"
-    interrupt_after_first_epoch(go, monkeypatch, "lpft", out)
+    interrupt_after_first_epoch(go, "lpft", out)
     capsys.readouterr()
     result = train(cfg, rc, 0, emb, out, progress=False, probe=second)
     err = capsys.readouterr().err

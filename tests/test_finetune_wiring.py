@@ -1,5 +1,5 @@
 """The StarFT training step wired into a run (issue 22): the regulariser of a real batch against
-DESIGN.md's formula, lambda's diminishing schedule in the log and the loss, a resumed run that
+the formula of docs/method.md, lambda's diminishing schedule in the log and the loss, a resumed run that
 does not redo its first epoch, and `select: val_worst_group` keeping the best epoch's weights.
 
 Expected values are computed here, from the formulas, not by the code under test.
@@ -20,12 +20,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from helpers import TEMPLATES, interrupt_after_first_epoch, make_pools, make_tiny_clip, tiny_world
+from helpers import TEMPLATES, interrupt_after_first_epoch, make_pools, make_tiny_clip, run_cfg, tiny_world
 from stages import config as stage_config
 from stages.finetune import distributed
-from stages.finetune import loop as loop_mod            # save, compute_loss: looked up by the loop
+from stages.finetune import loop as loop_mod            # compute_loss: looked up by the loop
 from stages.finetune import selection as selection_mod  # val_metrics: looked up by Selection.after_epoch
-from stages.finetune.runs import run_config
 from stages.finetune.setup import open_split, prepare, train_loader
 from stages.finetune.step import Student, TeacherImages, compute_loss, prepare_batch
 from stages.finetune.train import train
@@ -54,10 +53,9 @@ def world(tmp_path_factory):
 def go(world):
     tmp, cfg, emb = world
 
-    def _go(method, out, seed=0, **overrides):
-        rc = run_config(cfg["finetune"], method)
-        rc.update(overrides)
-        return train(cfg, rc, seed, emb, out, progress=False)
+    def _go(method, out, seed=0, on_epoch=None, **overrides):
+        return train(cfg, run_cfg(cfg["finetune"], method, **overrides), seed, emb, out, progress=False,
+                     on_epoch=on_epoch)
     return _go
 
 
@@ -109,7 +107,7 @@ def world3(tmp_path_factory):
 
 
 def explicit_star_regularizer(f, g, f0, g0, y, tau0):
-    """DESIGN.md 1, float64, one row at a time: (1/B) sum_i KL(softmax_j T_ij || softmax_j S_ij)
+    """docs/method.md's formula, float64, one row at a time: (1/B) sum_i KL(softmax_j T_ij || softmax_j S_ij)
     over the captions j of another class than y_i, T_ij = tau0 <f0(x_i), g0(s_j)>,
     S_ij = tau0 <f(x_i), g(s_j)>; a row with no other class in the batch contributes 0."""
     B = len(y)
@@ -128,7 +126,7 @@ def explicit_star_regularizer(f, g, f0, g0, y, tau0):
 def test_star_regularizer_of_a_real_step_is_the_formula_with_labels_and_teacher_scale(world3):
     """A real batch of the 3-class world (the whole training set: classes of 7, 5 and 4 samples)
     through prepare_batch and compute_loss, with the student moved off its teacher (seeded noise on
-    every weight) and given a logit scale 3 x tau0, against DESIGN.md's formula in float64 with
+    every weight) and given a logit scale 3 x tau0, against the formula of docs/method.md in float64 with
     features recomputed here from copies of the two models (g0 included, from the captions' text).
 
     Tolerance: the step computes in float32 (CPU, no autocast), the reference in float64. The
@@ -141,7 +139,7 @@ def test_star_regularizer_of_a_real_step_is_the_formula_with_labels_and_teacher_
     """
     tmp, cfg, emb = world3
     ctx = distributed.Context()
-    rc = run_config(cfg["finetune"], "starft")
+    rc = run_cfg(cfg["finetune"], "starft")
     run = prepare(cfg, rc, 0, Path(emb), tmp / "run", ctx, open_split(cfg, "train"))
     loader, sampler, to_batch = train_loader(run)
     sampler.set_epoch(0)
@@ -161,7 +159,8 @@ def test_star_regularizer_of_a_real_step_is_the_formula_with_labels_and_teacher_
 
     batch = prepare_batch(raw, run.captions, run.method, ctx.device)
     loss, loss_ft, reg, scale = compute_loss(Student(run.student_clip, run.head), TeacherImages(run.teacher, 16, False),
-                                             run.teacher_text, run.tau0, run.method, batch, 0.5, ctx, run.autocast)
+                                             run.teacher_text, run.tau0, run.method, batch, 0.5, ctx, run.autocast,
+                                             rc.kl_scale)
     assert float(scale.detach()) == pytest.approx(3 * tau0, rel=1e-5)
 
     # The reference: each sample's spurious caption is one of its own class, encoded here in full.
@@ -237,7 +236,7 @@ def test_a_resumed_run_says_so_and_trains_only_the_remaining_epochs(world, go, m
     first epoch's rows as written before the interruption."""
     tmp, cfg, emb = world
     out = tmp / "resumed"
-    interrupt_after_first_epoch(go, monkeypatch, "starft", out, epochs=3)
+    interrupt_after_first_epoch(go, "starft", out, epochs=3)
     saved = load(out / "resume.pt")
     assert saved["epoch"] == 1 and saved["step"] == 2 and len(saved["log"]) == 2
     capsys.readouterr()

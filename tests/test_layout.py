@@ -13,6 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent / "stages"
 # the layers, lowest first; a module may import from its own layer's folder and the layers below
 LAYERS = {"common": 0, "method": 1, "datasets": 2, "synthetic": 3, "config": 4}
 STAGES = ("describe", "embed", "pretrain", "finetune", "evaluate", "export", "report")   # layer 5, each on its own
+SUPPORT = ("toys",)   # layer 6: toy inputs for the tests and benchmarks, above every stage
 
 
 def module_name(path: Path) -> str:
@@ -53,6 +54,8 @@ def layer(name: str) -> tuple[int, str]:
     part = name.split(".")[1] if "." in name else ""
     if part in LAYERS:
         return LAYERS[part], part
+    if part in SUPPORT:
+        return len(LAYERS) + 1, part
     assert part in STAGES, f"{name} is in no layer of tests/test_layout.py: place it in the docs' picture first"
     return len(LAYERS), part
 
@@ -109,3 +112,16 @@ def test_the_method_library_and_the_registry_stay_light():
     assert closure("stages.method.registry") <= {"stages", "stages.method"}
     source = (ROOT / "method" / "registry.py").read_text()
     assert "import torch" not in source
+
+
+def test_the_documents_are_in_the_repository():
+    """The method's design is docs/method.md: no file of the repository points at a design file
+    outside it (a clone would not have it)."""
+    import subprocess
+
+    repo = ROOT.parent
+    files = subprocess.run(["git", "ls-files"], cwd=repo, capture_output=True, text=True, check=True).stdout.split()
+    outside = "DESIGN" + ".md"
+    naming = [f for f in files if (repo / f).is_file() and outside in (repo / f).read_text(errors="ignore")]
+    assert not naming, f"{naming} name {outside}, which is not in the repository: point at docs/method.md"
+    assert (repo / "docs" / "method.md").is_file()

@@ -28,7 +28,7 @@ from stages.datasets.resized import (
     sample_files,
     write_resized,
 )
-from stages.finetune.runs import FinetuneConfigError
+from stages.finetune.runs import FinetuneConfigError, RunConfig
 from stages.finetune.setup import train_loader, training_images
 from stages.finetune.trainset import (
     CROP_STREAM,
@@ -254,7 +254,7 @@ def test_a_waterbirds_layout_copy_keeps_its_relative_paths(tmp_path):
     write_resized(original, tmp_path / "copy", short_side=24, workers=1)
     copy = ResizedImages(original, tmp_path / "copy")
     assert sample_files(original) == [f"images/0_{k:04d}.png" for k in range(6)]
-    assert np.array_equal(copy.labels, original.dataset.y.numpy())
+    assert np.array_equal(copy.labels, original.dataset.labels) and np.array_equal(copy.attributes, original.dataset.attributes)
     assert copy[3][0].size == (24, 24) and copy.source_size(3) == (32, 32)
 
 
@@ -275,7 +275,8 @@ def test_the_training_loader_reads_the_copy_only_when_configured(tree, tmp_path)
         training_images(run)
     # decode: device reads the originals' bytes: a copy configured with it is refused, not ignored
     run = SimpleNamespace(dataset_cfg={"data": {"dataset": "x", "resized_copy": str(out)}}, train_set=original,
-                          cfg={"decode": "device", "batch_size": 2}, ctx=SimpleNamespace(world_size=1),
+                          cfg=RunConfig.from_dict({"name": "flyp", "method": "flyp", "decode": "device", "batch_size": 2}),
+                          ctx=SimpleNamespace(world_size=1),
                           captions=SimpleNamespace(spurious_rows=None, spurious_groups=None), seed=0)
     with pytest.raises(FinetuneConfigError, match="datasets.x.resized_copy is read by `finetune.decode: cpu` only"):
         train_loader(run)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from stages.datasets.base import ClassificationSet
+from stages.datasets.base import ClassificationSet, ImageList
 from stages.method.scoring import evaluate_splits, interpolate, make_head, split_metrics
 from stages.method.zeroshot import LinearHead
 
@@ -21,7 +21,7 @@ META = torch.device("meta")   # a device other than the CPU that the CPU-only te
 
 def group_set(n_groups: int = 4) -> ClassificationSet:
     """A two-class group-shift set (group = 2 * label + attribute), with no image of its own."""
-    return ClassificationSet(name="toy", root=Path("."), split="test", dataset=[], classnames=["land", "water"],
+    return ClassificationSet(name="toy", root=Path("."), split="test", dataset=ImageList([]), classnames=["land", "water"],
                              templates=["a {}."], group_names=[f"g{g}" for g in range(n_groups)], n_attributes=2)
 
 
@@ -53,7 +53,7 @@ def test_split_metrics_without_train_counts_weight_the_groups_by_the_split_itsel
 
 
 def test_split_metrics_of_a_set_without_groups_is_its_accuracy():
-    plain = ClassificationSet(name="toy", root=Path("."), split="test", dataset=[], classnames=["a", "b"],
+    plain = ClassificationSet(name="toy", root=Path("."), split="test", dataset=ImageList([]), classnames=["a", "b"],
                               templates=["{}"])
     m = split_metrics(plain, torch.tensor([0, 1, 1, 1]), torch.tensor([0, 1, 0, 1]), torch.full((4,), -1), None)
     assert m == {"accuracy": 75.0, "n": 4}
@@ -135,7 +135,7 @@ def test_evaluate_splits_encodes_the_images_under_the_runs_autocast(dtype):
 def test_a_set_scored_among_a_subset_of_the_heads_classes_predicts_only_those():
     # ImageNet-R/-A: 200 of the head's 1000 classes. Here: head classes [a, b, c], the set's [b, c];
     # the features' first two pixels are the logits of a and b, c's logit is 0.
-    subset = ClassificationSet(name="toy", root=Path("."), split="test", dataset=[], classnames=["a", "b", "c"],
+    subset = ClassificationSet(name="toy", root=Path("."), split="test", dataset=ImageList([]), classnames=["a", "b", "c"],
                                templates=["{}"], class_subset=[1, 2])
     images = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [1.0, -1.0, 0.0]])
     loader = [(images, torch.tensor([1, 1, 2]), torch.full((3,), -1), torch.arange(3))]

@@ -20,6 +20,7 @@ import torch
 from helpers import TINY_MODEL_CFG
 from stages.finetune import distributed
 from stages.finetune.captions import Captions
+from stages.finetune.runs import RunConfig
 from stages.finetune.step import Batch, compute_loss, prepare_batch, set_trainable
 from stages.method.registry import METHODS, Method
 
@@ -64,10 +65,13 @@ def test_set_trainable_freezes_what_the_loss_does_not_reach(clip, method, kl_sca
     assert all(params[n].requires_grad == text for n in text_params)
 
 
-def test_set_trainable_uses_the_students_scale_by_default(clip):
+def test_a_run_that_names_no_kl_scale_trains_the_students_scale(clip):
+    """The default is the schema's alone (no function restates it): a run configuration without
+    `kl_scale` is filled with "student", which trains the student's scale under the unmasked KL."""
+    cfg = RunConfig.from_dict({"name": "ce_kl", "method": "flyp_kl"})
     set_trainable(clip, CE_KL, "teacher")
-    set_trainable(clip, CE_KL)
-    assert clip.logit_scale.requires_grad
+    set_trainable(clip, CE_KL, cfg.kl_scale)
+    assert cfg.kl_scale == "student" and clip.logit_scale.requires_grad
 
 
 EOT = 49407   # CLIP's end-of-text token, the highest id: trimming cuts after the last one
@@ -128,7 +132,7 @@ def no_teacher(images, index):
     raise AssertionError("the frozen teacher's image tower ran for a method without a regulariser")
 
 
-def toy_step(method: str, device, **kw):
+def toy_step(method: str, device, kl_scale: str = "student"):
     """A batch of 2 samples of classes 0, 1 with float64 features of a 2-d world, on `device`.
 
     FLYP's captions are the distinct rows 0, 1 of the student's text features, the spurious ones
@@ -148,7 +152,7 @@ def toy_step(method: str, device, **kw):
     teacher_image = torch.tensor([[0.0, 1.0], [1.0, 0.0]], **f64)
     teacher = (lambda images, index: teacher_image) if m.regularizer else no_teacher
     return compute_loss(model, teacher, torch.tensor([[1.0, 0.0], [0.0, 1.0]], **f64), 100.0, m, batch, 0.5,
-                        distributed.Context(), contextlib.nullcontext, **kw)
+                        distributed.Context(), contextlib.nullcontext, kl_scale)
 
 
 @pytest.mark.parametrize("method", ["flyp", "ft"])
@@ -175,8 +179,33 @@ def test_the_losses_are_on_the_features_device(method):
     assert loss.device == META and loss_ft.device == META and reg.device == META
 
 
-def test_the_unmasked_kl_uses_the_students_scale_unless_told_otherwise():
-    reg = {k: toy_step("flyp_kl", torch.device("cpu"), kl_scale=k)[2].item() for k in ("student", "teacher")}
+def test_the_unmasked_kl_uses_the_scale_kl_scale_names():
+    reg = {k: toy_step("flyp_kl", torch.device("cpu"), kl_scale=k).regularizer.item() for k in ("student", "teacher")}
     # the student's scale (10) against the teacher's (100) on the same features: different numbers
     assert reg["student"] != pytest.approx(reg["teacher"], rel=1e-3)
-    assert toy_step("flyp_kl", torch.device("cpu"))[2].item() == reg["student"]
+    # StarFT's regulariser offers no choice: tau0 on both sides whatever kl_scale says
+    star = {k: toy_step("starft", torch.device("cpu"), kl_scale=k).regularizer.item() for k in ("student", "teacher")}
+    assert star["student"] == star["teacher"]
+
+
+def test_a_regulariser_added_by_the_recipe_reaches_the_loss_and_the_report(monkeypatch):
+    """docs/architecture.md's recipe, followed for a new regulariser (twice the unmasked KL at the
+    teacher's scale): a REGULARIZERS entry, a REGULARIZER_LOSSES entry and a method. Nothing else
+    is touched, and the step trains what its loss reads, computes it, and the report names it."""
+    from stages.method import losses, registry
+    from stages.report.notes import run_settings
+
+    monkeypatch.setitem(registry.REGULARIZERS, "twice_kl", registry.Regularizer("twice the KL", scale_option=False))
+    monkeypatch.setitem(losses.REGULARIZER_LOSSES, "twice_kl",
+                        lambda *a: 2 * losses.kl_regularizer(a[0], a[1], a[2], a[3], a[5], a[6]))
+    monkeypatch.setitem(METHODS, "flyp_twice", Method("flyp", "twice_kl"))
+    kl = toy_step("flyp_kl", torch.device("cpu"), kl_scale="teacher").regularizer.item()
+    twice = toy_step("flyp_twice", torch.device("cpu"), kl_scale="student")   # no scale option: tau0 anyway
+    assert twice.regularizer.item() == pytest.approx(2 * kl, rel=1e-12) and kl > 0
+    model = open_clip.CLIP(**TINY_MODEL_CFG)
+    set_trainable(model, METHODS["flyp_twice"], "student")
+    assert model.token_embedding.weight.requires_grad and model.logit_scale.requires_grad   # FLYP's
+    cfg = {"method": "flyp_twice", "name": "flyp_twice", "lambda": 0.5, "schedule": "diminishing",
+           "kl_scale": "student", "spurious_types": None, "spurious_sampling": "type_then_template", "epochs": 2}
+    row = run_settings([{"method": "flyp_twice", "seed": 0, "train_config": cfg}], ["flyp_twice"]).iloc[0]
+    assert row["Regulariser"] == "twice the KL, lambda 0.5 diminishing, tau0 for both"

@@ -119,10 +119,6 @@ def test_carve_is_sklearns_draw_and_a_partition():
 
 
 def paths(ds) -> list[str]:
-    if isinstance(ds.dataset, transfer.Indexed):   # torchvision's StanfordCars
-        base = ds.dataset.base
-        pos = range(len(base)) if ds.dataset.positions is None else ds.dataset.positions
-        return [base._samples[int(i)][0] for i in pos]
     return [ds.dataset.path(i) for i in range(len(ds.dataset))]
 
 

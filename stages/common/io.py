@@ -52,6 +52,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
 
 
 def write_json(path: str | Path, obj) -> None:
+    """Write `obj` as indented, key-sorted JSON (str() for what JSON lacks), atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
@@ -66,6 +67,7 @@ def versions() -> dict[str, str]:
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """The hex SHA-256 of a file's bytes, read `chunk` bytes at a time."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(chunk):

@@ -34,6 +34,8 @@ class _Lines:
         self._last = None
 
     def write(self, s: str) -> int:
+        """Write `s` as one line, unless it holds only control characters and whitespace or repeats the
+        last line; returns len(s), as if all of it was written."""
         text = _MOVE_UP.sub("", s).replace("\r", "").strip()
         # a bar whose last update fell on its end draws the same frame again at close
         if text and text != self._last:
@@ -62,6 +64,7 @@ class _LogBar(std_tqdm):
         super().__init__(*args, **kwargs)
 
     def refresh(self, nolock=False, lock_args=None):
+        """tqdm's refresh, skipped (False) within `mininterval` seconds of the last line drawn."""
         now = self._time()
         if now - self._last_line_t < self.mininterval:
             return False

@@ -7,7 +7,8 @@
 
 Opening checks the layout and raises DatasetLayoutError naming the folder. The tables of readers,
 splits, class names and templates are `readers.py`'s (where a new data set is added); `base.py`
-holds the one contract, ClassificationSet. `published_prompts.py` reads CLIP's class names and
+holds the one contract: ClassificationSet, its ImageList of samples, the group formula and the
+errors of bad data. `published_prompts.py` reads CLIP's class names and
 templates (vendored in clip_prompts/); `protocol.py` states each target's protocol (split, classes,
 images, templates and their source) for the report.
 
@@ -15,12 +16,13 @@ images, templates and their source) for the report.
 writes its data check record.
 """
 
-from .base import ClassificationSet, DatasetConfigError, DatasetLayoutError, DatasetMissing
+from .base import (ClassificationSet, DataError, DatasetConfigError, DatasetLayoutError, DatasetMissing, ImageList,
+                   group_index, group_parts)
 from .readers import (EVAL_SPLITS, READERS, SPLITS, STATIC_CLASSNAMES, STATIC_TEMPLATES, open, static_classnames,
                       static_templates)
 from .datacheck import check, with_overrides
 
-__all__ = ["READERS", "SPLITS", "EVAL_SPLITS", "STATIC_CLASSNAMES", "ClassificationSet",
-           "DatasetLayoutError", "DatasetMissing", "DatasetConfigError", "open", "static_classnames",
-           "static_templates", "STATIC_TEMPLATES",
+__all__ = ["READERS", "SPLITS", "EVAL_SPLITS", "STATIC_CLASSNAMES", "ClassificationSet", "ImageList",
+           "DataError", "DatasetLayoutError", "DatasetMissing", "DatasetConfigError", "group_index", "group_parts",
+           "open", "static_classnames", "static_templates", "STATIC_TEMPLATES",
            "check", "with_overrides"]

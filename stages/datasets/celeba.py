@@ -3,7 +3,7 @@
 Layout as published (the "Align&Cropped" images and the annotation files side by side):
 img_align_celeba/*.jpg, list_attr_celeba.txt (a count line, a header of 40 attribute names, then
 "<file> <40 values of -1/1>"), list_eval_partition.txt ("<file> <0|1|2>" = train/val/test).
-Four groups: group = 2 * blond + male.
+Four groups (base.group_index): dark hair female, dark hair male, blond female, blond male.
 """
 
 from __future__ import annotations
@@ -48,6 +48,8 @@ def read_attributes(path: Path) -> pd.DataFrame:
 
 
 def open_celeba(root, split, transform=None) -> ClassificationSet:
+    """One split of CelebA (train, val or test of list_eval_partition.txt): label blond hair,
+    attribute male, four groups. Raises DatasetMissing or DatasetLayoutError naming the file."""
     check_split("celeba", split, tuple(SPLITS))
     root = Path(root)
     if not root.is_dir():

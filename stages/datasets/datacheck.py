@@ -10,7 +10,7 @@ The record (data/{dataset}/data_check.json):
      "eval_splits": the evaluated splits (config's, else EVAL_SPLITS),
      "splits": {split: {"n_images", "group_counts" (null: no groups)}} for every split present,
      "absent_splits": {split: why}: splits whose files are not there, allowed only when not evaluated}
-Group g = n_attributes * label + attribute, counted over n_classes * n_attributes groups.
+Groups (base.group_index) are counted over n_classes * n_attributes groups.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import numpy as np
 
 from ..common.io import write_json
 from .readers import EVAL_SPLITS, READERS, SPLITS, open as open_split
-from .base import ClassificationSet, DatasetConfigError, DatasetLayoutError, DatasetMissing
+from .base import ClassificationSet, DatasetConfigError, DatasetLayoutError, DatasetMissing, group_index
 
 
 def resolve_splits(name: str, reader: str, splits) -> list[str]:
@@ -75,8 +75,8 @@ def with_overrides(ds: ClassificationSet, name: str, classnames=None,
 
 def group_counts(labels: np.ndarray, attributes: np.ndarray, n_classes: int,
                  n_attributes: int) -> list[int]:
-    """Samples per group g = n_attributes * label + attribute, over n_classes * n_attributes."""
-    return np.bincount(n_attributes * labels + attributes,
+    """Samples per group (base.group_index), over n_classes * n_attributes groups."""
+    return np.bincount(group_index(labels, attributes, n_attributes),
                        minlength=n_classes * n_attributes).tolist()
 
 
@@ -128,6 +128,7 @@ def check(name: str, reader: str, root, classnames=None, templates=None, splits=
 
 
 def json_option(option: str, text: str | None):
+    """The JSON value of command line option --`option`, None when not given; DatasetConfigError when not JSON."""
     if text is None:
         return None
     try:
@@ -137,6 +138,7 @@ def json_option(option: str, text: str | None):
 
 
 def main(argv=None) -> None:
+    """The command line: `check` opens every split of a data set and writes its data check record."""
     p = argparse.ArgumentParser(prog="python -m stages.datasets",
                                 description="Tools for the data sets of stages.datasets.")
     sub = p.add_subparsers(dest="command", required=True)

@@ -19,10 +19,13 @@ TEMPLATES = ["a photo of a {}.", "This is a picture of a {}."]
 
 
 def classnames_of(folders: list[str]) -> list[str]:
+    """Class names of class folders: each name with "_" read as a space."""
     return [f.replace("_", " ") for f in folders]
 
 
 def open_imagefolder(root, split, transform=None) -> ClassificationSet:
+    """One split of an ImageFolder tree, root/<split>/<class>/*.jpg: labels index the sorted class
+    folders. Raises DatasetMissing or DatasetLayoutError naming the folder."""
     check_split("imagefolder", split, SPLITS)
     root = Path(root)
     if not root.is_dir():

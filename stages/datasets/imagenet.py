@@ -24,6 +24,7 @@ TEST_ONLY = ("test",)  # the shifts are evaluation sets: one split, all of their
 
 @functools.cache
 def wnids() -> tuple[str, ...]:
+    """ImageNet's 1000 WordNet ids, sorted (label i is wnid i), from timm."""
     ids = tuple(ImageNetInfo("imagenet-1k").label_names())
     # sorted order is the definition of the labels; a reordered list would silently relabel
     assert len(ids) == 1000 and list(ids) == sorted(ids), "timm's ImageNet synset list changed"
@@ -38,10 +39,12 @@ def timm_subset(name: str) -> tuple[str, ...]:
 
 
 def classnames() -> list[str]:
+    """open_clip's 1000 ImageNet class names, in label order."""
     return list(open_clip.IMAGENET_CLASSNAMES)
 
 
 def templates() -> list[str]:
+    """The 80 OpenAI ImageNet templates as "{}" strings."""
     return format_templates(open_clip.OPENAI_IMAGENET_TEMPLATES)
 
 

@@ -74,6 +74,9 @@ def project(logits: torch.Tensor, head_indices: tuple[tuple[int, ...], ...]) -> 
 
 
 def open_objectnet(root, split, transform=None) -> ClassificationSet:
+    """ObjectNet's images of its ImageNet-overlapping classes, 2-pixel border cropped: labels index the
+    ObjectNet classes, scored through the ImageNet head (`project`). Raises DatasetMissing or
+    DatasetLayoutError naming the folder or mapping file."""
     check_split("objectnet", split, imagenet.TEST_ONLY)
     root = Path(root)
     if not root.is_dir():

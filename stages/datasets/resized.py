@@ -7,10 +7,11 @@ fraction of ImageNet's ~500x375 ones (bench/loader.py prints both, side by side)
 
 The copy keeps the split's relative layout (`<out>/<wnid>/<file>.JPEG` for ImageNet's train/),
 one file per sample, and a manifest `resized.parquet` in sample order: the relative path, the
-original's width and height and the copy's. The loader (`ResizedImages`) takes the file list,
-labels and order from the original split's reader and only the pixels from the copy; with the
-original's size from the manifest it draws each sample's crop box in the original's pixels, from
-the same seeds, and cuts the same relative region of the copy (stages.finetune.trainset).
+original's width and height and the copy's. The loader reads it as an ImageList
+(`ResizedImages`) whose file list, labels and order are the original split's and only the pixels
+the copy's; with the original's size from the manifest (`source_size`) it draws each sample's crop
+box in the original's pixels, from the same seeds, and cuts the same relative region of the copy
+(stages.finetune.trainset).
 
 Writing: one pass over the split's files (cost linear in images, memory a few ints per image),
 parallel over `workers` processes, with a progress bar. Files go to `<out>.partial/` (each file
@@ -32,18 +33,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 from PIL import Image
 
 from ..common.io import versions, write_json
 from ..common.progress import progress
-from .base import ClassificationSet, ImageList
+from .base import BAD_IMAGE, ClassificationSet, ImageList
 
 MANIFEST, RECORD, PARAMS = "resized.parquet", "resized.json", ".params.json"
 SHORT_SIDE, QUALITY = 256, 90
 CHUNK = 64   # files per task handed to a writing process
-# what PIL raises for a truncated, corrupt or foreign file (UnidentifiedImageError is an OSError)
-BAD_IMAGE = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 
 class ResizedCopyError(ValueError):
@@ -52,19 +50,10 @@ class ResizedCopyError(ValueError):
 
 def sample_files(images: ClassificationSet) -> list[str]:
     """Every sample's file relative to the split's root (`images.root`), in item order."""
-    ds, root = images.dataset, Path(images.root)
-    if isinstance(ds, ImageList):
-        prefix = os.fsencode(str(root)) + os.fsencode(os.sep)
-        out = []
-        for p in ds.paths:
-            out.append(os.fsdecode(p[len(prefix):] if p.startswith(prefix) else
-                                   os.fsencode(os.path.relpath(os.fsdecode(p), root))))
-        return out
-    meta = getattr(ds, "meta", None)   # the Waterbirds layout (GroupDataset): paths relative to its root
-    if meta is not None and "img_filename" in meta and Path(ds.root) == root:
-        return [str(p) for p in meta["img_filename"]]
-    raise ResizedCopyError(f"{images.name} ({root}): {type(ds).__name__} does not list its files; a resized copy "
-                           "needs an ImageList or a Waterbirds-layout set")
+    prefix = os.fsencode(str(images.root)) + os.fsencode(os.sep)
+    return [os.fsdecode(p[len(prefix):] if p.startswith(prefix) else
+                        os.fsencode(os.path.relpath(os.fsdecode(p), images.root)))
+            for p in images.dataset.paths]
 
 
 def target_size(width: int, height: int, short_side: int) -> tuple[int, int]:
@@ -188,55 +177,37 @@ def _read_record(root: Path) -> dict:
                                "resized copy; remove it and write it again (README, 'Keeping the GPU fed')") from None
 
 
-class ResizedImages(torch.utils.data.Dataset):
-    """The items (image, label, attribute, index) of an opened split, with the images read from its
-    resized copy at `root`: labels, attributes and order are the original split's; `source_size(i)`
-    is the original's (width, height), from which the crop box of sample i is drawn.
-
-    Kept in numpy arrays (as ImageList): forked loader workers share them.
-    """
+class ResizedImages(ImageList):
+    """An opened split's samples with the images read from its resized copy at `root`: labels,
+    attributes and order are the original split's; `source_size(i)` is the original's
+    (width, height), from which the crop box of sample i is drawn. The copy is checked against the
+    split (same files, same order) before any image is read."""
 
     def __init__(self, images: ClassificationSet, root: str | Path):
-        self.root = Path(root)
-        if not self.root.is_dir():
-            raise ResizedCopyError(f"{self.root} not found: write the resized copy first (README, 'Keeping the GPU "
-                                   f"fed': snakemake --cores N {self.root})")
-        record = _read_record(self.root)
+        root = Path(root)
+        if not root.is_dir():
+            raise ResizedCopyError(f"{root} not found: write the resized copy first (README, 'Keeping the GPU "
+                                   f"fed': snakemake --cores N {root})")
+        record = _read_record(root)
         if record.get("split") != images.split:
-            raise ResizedCopyError(f"{self.root} is a copy of split {record.get('split')!r}, not {images.split!r}")
-        manifest = pd.read_parquet(self.root / MANIFEST)
+            raise ResizedCopyError(f"{root} is a copy of split {record.get('split')!r}, not {images.split!r}")
+        manifest = pd.read_parquet(root / MANIFEST)
         files = sample_files(images)
         listed = manifest["path"].tolist()
         if listed != files:
             k = next((k for k, (a, b) in enumerate(zip(listed, files)) if a != b), min(len(listed), len(files)))
             which = files[k] if k < len(files) else listed[k]
-            raise ResizedCopyError(f"{self.root / MANIFEST}: sample {k} ({which}) differs from {images.root}'s "
+            raise ResizedCopyError(f"{root / MANIFEST}: sample {k} ({which}) differs from {images.root}'s "
                                    f"{images.split} split ({len(listed)} files in the copy, {len(files)} in the "
                                    "original): the originals changed since the copy was written; write it again")
-        self.paths = np.array([os.fsencode(f) for f in files], dtype=bytes)
-        self.sizes = manifest[["width", "height"]].to_numpy(np.int32)
-        self.labels, self.attributes = images.labels_and_attributes()
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def labels_and_attributes(self) -> tuple[np.ndarray, np.ndarray]:
-        return self.labels.copy(), self.attributes.copy()
-
-    def source_size(self, i: int) -> tuple[int, int]:
-        return int(self.sizes[i, 0]), int(self.sizes[i, 1])
-
-    def __getitem__(self, i: int):
-        path = self.root / os.fsdecode(self.paths[i])
-        try:
-            with Image.open(path) as im:
-                image = im.convert("RGB")
-        except BAD_IMAGE as e:
-            raise ResizedCopyError(f"{path}: unreadable image of the resized copy ({e.__class__.__name__}: {e})") from None
-        return image, int(self.labels[i]), int(self.attributes[i]), i
+        labels, attributes = images.labels_and_attributes()
+        super().__init__(list(zip((str(root / f) for f in files), labels.tolist(), attributes.tolist())),
+                         source_sizes=manifest[["width", "height"]].to_numpy(np.int32))
+        self.root = root
 
 
 def main(argv=None) -> None:
+    """The command line: write a resized copy of one split (`write_resized`) and print its size."""
     from . import open as open_reader
 
     p = argparse.ArgumentParser(prog="python -m stages.datasets.resized",

@@ -1,7 +1,8 @@
 """Zero-shot / transfer classification sets: Caltech101, Oxford Flowers-102, Stanford Cars, SUN397.
 
 `root` is the folder torchvision would be given; each set lives in its own sub-folder of it
-(named in the error when missing). Stanford Cars is read by torchvision.datasets (download=False).
+(named in the error when missing). Stanford Cars' devkit is read by torchvision.datasets
+(download=False), its (path, label) list then read as every split is, an ImageList.
 Caltech101, Flowers-102 and SUN397 are read here, with torchvision's labels: Caltech101 and SUN397
 for their train/test splits (torchvision reads every image), Flowers-102 because torchvision
 refuses any imagelabels.mat / setid.mat whose md5 is not the published one, which a test tree
@@ -26,7 +27,6 @@ from pathlib import Path
 
 import numpy as np
 import scipy.io
-import torch
 from torchvision import datasets as tvd
 from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extension
 
@@ -96,10 +96,12 @@ def flowers_classnames() -> list[str]:
 
 
 def cars_classnames() -> list[str]:
+    """CLIP's 196 Stanford Cars names, in the label order (the devkit's)."""
     return prompts.clip_classnames("StanfordCars")
 
 
 def sun_classnames() -> list[str]:
+    """CLIP's 397 SUN397 names, in the label order (ClassName.txt's)."""
     return prompts.clip_classnames("SUN397")
 
 
@@ -125,40 +127,6 @@ def carved(items: list, split: str) -> list:
         return items
     train, val = carve(len(items))
     return [items[i] for i in (train if split == "train" else val)]
-
-
-class Indexed(torch.utils.data.Dataset):
-    """A torchvision data set's (image, label) as (image, label, -1, index), optionally only the
-    items at `positions` of it (a carved split)."""
-
-    def __init__(self, base, positions=None):
-        self.base = base
-        self.positions = None if positions is None else np.asarray(positions, dtype=np.int64)
-
-    def __len__(self) -> int:
-        return len(self.base) if self.positions is None else len(self.positions)
-
-    def __getitem__(self, i: int):
-        image, label = self.base[i if self.positions is None else int(self.positions[i])]
-        return image, int(label), -1, i
-
-    def labels_and_attributes(self) -> tuple[np.ndarray, np.ndarray]:
-        labels = np.asarray(torchvision_labels(self.base), dtype=np.int64)
-        if self.positions is not None:
-            labels = labels[self.positions]
-        return labels, np.full(len(labels), -1, dtype=np.int64)
-
-
-def torchvision_labels(base) -> list[int]:
-    """The labels a torchvision data set keeps beside its image paths. Each class stores them its
-    own way (StanfordCars: `_samples` of (path, label); others `_labels`, `targets` or `y`)."""
-    if isinstance(base, tvd.StanfordCars):
-        return [label for _, label in base._samples]
-    for attr in ("_labels", "targets", "y"):
-        if hasattr(base, attr):
-            return list(getattr(base, attr))
-    raise TypeError(f"{type(base).__name__}: no label list (_samples, _labels, targets, y) in this "
-                    "torchvision version")
 
 
 def image_files(folder: Path) -> list[str]:
@@ -258,7 +226,7 @@ def open_stanford_cars(root, split, transform=None) -> ClassificationSet:
     folder = Path(root) / "stanford_cars"
     published = "train" if split in CARVED_SPLITS else split
     try:
-        base = tvd.StanfordCars(root, split=published, transform=transform, download=False)
+        base = tvd.StanfordCars(root, split=published, download=False)
     except RuntimeError as e:
         if "not found" not in str(e).lower():
             raise  # e.g. scipy missing: torchvision's own message says what to install
@@ -271,12 +239,10 @@ def open_stanford_cars(root, split, transform=None) -> ClassificationSet:
         raise DatasetLayoutError(
             f"{folder / 'devkit' / 'cars_meta.mat'}: its {len(base.classes)} class names are not "
             f"Stanford Cars' {len(classnames)} (CLIP's list, in the devkit's order)")
-    positions = None
-    if split in ("train", "val"):
-        train, val = carve(len(base))
-        positions = train if split == "train" else val
+    # torchvision's (path, label) list, in the devkit's order (private, but torchvision's only list)
+    samples = carved([(path, int(label), -1) for path, label in base._samples], split)
     return ClassificationSet(name="stanford_cars", root=folder, split=split,
-                             dataset=Indexed(base, positions), classnames=classnames,
+                             dataset=ImageList(samples, transform), classnames=classnames,
                              templates=list(CARS_TEMPLATES))
 
 

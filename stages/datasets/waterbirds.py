@@ -1,9 +1,10 @@
 """Waterbirds (Sagawa et al., 2020) and any data set in its on-disk layout: `metadata.csv` plus images.
 
 metadata.csv columns: img_id, img_filename, y, split, place, place_filename; split 0/1/2 =
-train/val/test; y = class index; place = spurious attribute (Waterbirds: 0 land, 1 water).
-Groups are g = n_places * y + place (Waterbirds: 0 landbird/land ... 3 waterbird/water).
-The synthetic world's SynthBirds is written in this layout and read by the same reader.
+train/val/test; y = class index; place = spurious attribute (Waterbirds: 0 land, 1 water);
+groups as every data set's (base.group_index: 0 landbird/land ... 3 waterbird/water). A split is
+the `ImageList` of its rows (root / img_filename, y, place). The synthetic world's SynthBirds is
+written in this layout and read by the same reader.
 """
 
 from __future__ import annotations
@@ -12,10 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 from PIL import Image
 
-from .base import ClassificationSet, DatasetLayoutError, check_split, missing
+from .base import ClassificationSet, DataError, DatasetLayoutError, ImageList, check_split, group_index, missing
 
 COLUMNS = ("img_id", "img_filename", "y", "split", "place", "place_filename")
 SPLITS = {"train": 0, "val": 1, "test": 2}
@@ -27,14 +27,6 @@ CLASSNAMES = ["landbird", "waterbird"]
 PLACES = ["land", "water"]
 # the released zero-shot prompt alone (StarFT's and the group-robustness papers' Waterbirds template)
 TEMPLATES = ["This is a picture of a {}."]
-
-
-class DataError(ValueError):
-    """Bad data on disk: the message names the file and, where it applies, the row or column."""
-
-
-def group_of(y, place, n_places: int = N_PLACES):
-    return y * n_places + place
 
 
 def read_metadata(root: str | Path, check_images: bool = False) -> pd.DataFrame:
@@ -74,49 +66,25 @@ def read_metadata(root: str | Path, check_images: bool = False) -> pd.DataFrame:
                     im.verify()
             except Exception as e:
                 raise DataError(f"{path}: line {i + 2}: image {img} missing or unreadable ({e.__class__.__name__})") from e
-    df["group"] = group_of(df["y"], df["place"])
+    df["group"] = group_index(df["y"], df["place"], N_PLACES)
     return df
 
 
-class GroupDataset(torch.utils.data.Dataset):
-    """One split of a Waterbirds-layout data set: items are (image, y, place, index)."""
-
-    def __init__(self, root: str | Path, split: str, transform=None, metadata: pd.DataFrame | None = None):
-        self.root = Path(root)
-        df = read_metadata(root) if metadata is None else metadata
-        self.meta = df[df["split"] == SPLITS[split]].reset_index(drop=True)
-        self.transform = transform
-        self.y = torch.tensor(self.meta["y"].to_numpy())
-        self.place = torch.tensor(self.meta["place"].to_numpy())
-
-    def __len__(self) -> int:
-        return len(self.meta)
-
-    def __getitem__(self, i: int):
-        path = self.root / self.meta["img_filename"].iloc[i]
-        try:
-            with Image.open(path) as im:
-                image = im.convert("RGB")
-        except Exception as e:
-            raise DataError(f"image {path} (metadata row of img_id {self.meta['img_id'].iloc[i]}) "
-                            f"missing or unreadable: {e}") from e
-        if self.transform is not None:
-            image = self.transform(image)
-        return image, int(self.y[i]), int(self.place[i]), i
-
-
-
 def open_waterbirds(root, split, transform=None) -> ClassificationSet:
+    """One split of a Waterbirds-layout folder (`metadata.csv` and the images it lists): its rows
+    as an ImageList, two classes, two places, four groups."""
     check_split("waterbirds", split, tuple(SPLITS))
     root = Path(root)
     if not (root / "metadata.csv").is_file():
         raise missing(root, f"the extracted {WATERBIRDS_FOLDER}/ folder (metadata.csv and "
                       "the image folders)", URL)
     try:
-        dataset = GroupDataset(root, split, transform)
-    except DataError as e:
+        df = read_metadata(root)
+    except DataError as e:   # the layout's file, refused as the other readers refuse theirs
         raise DatasetLayoutError(str(e)) from e
+    rows = df[df["split"] == SPLITS[split]]
+    samples = zip((str(root / f) for f in rows["img_filename"]), rows["y"].tolist(), rows["place"].tolist())
     return ClassificationSet(
-        name="waterbirds", root=root, split=split, dataset=dataset,
+        name="waterbirds", root=root, split=split, dataset=ImageList(list(samples), transform),
         classnames=CLASSNAMES, templates=TEMPLATES, n_attributes=len(PLACES),
         group_names=[f"{c} on {p}" for c in CLASSNAMES for p in PLACES])

@@ -20,6 +20,7 @@ Conversation = list[dict[str, str]]
 
 
 class Backend(Protocol):
+    """What every generating backend offers: its name, the model it records, its engine set-up and `chat`."""
     name: str
     model_id: str  # what the `model` column records
     engine: dict   # how the engine was set up, for the file metadata
@@ -78,6 +79,8 @@ class TransformersBackend:
                        "batch_size": self.batch_size}
 
     def chat(self, conversations, *, n, temperature, top_p, max_tokens, seed, desc=""):
+        """For each conversation, `n` answers from `generate`, `batch_size` conversations at a time; the
+        torch seed is `seed` + the batch's index, and a progress bar counts generated tokens."""
         torch = self._torch
         from transformers import StoppingCriteria, StoppingCriteriaList
 
@@ -121,6 +124,8 @@ VLLM_ENV_RECORDED = (*VLLM_ENV_DEFAULTS, "VLLM_BATCH_INVARIANT", "HF_HUB_OFFLINE
 
 
 def vllm_environment() -> dict[str, str | None]:
+    """Set VLLM_ENV_DEFAULTS in os.environ where not set already (before vllm is imported); returns
+    the recorded variables as now in effect, None for those unset."""
     for key, value in VLLM_ENV_DEFAULTS.items():
         os.environ.setdefault(key, value)
     return {key: os.environ.get(key) for key in VLLM_ENV_RECORDED}
@@ -170,6 +175,7 @@ class VLLMBackend:
             torch.cuda.empty_cache()
 
     def chat(self, conversations, *, n, temperature, top_p, max_tokens, seed, desc=""):
+        """For each conversation, `n` answers from one `LLM.chat` call with every sampling parameter set."""
         spec = SamplingSpec.make(n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed)
         # every field set: with an explicit SamplingParams vLLM ignores generation_config.json,
         # so anything left out would take vLLM's defaults rather than the model's

@@ -53,7 +53,7 @@ def _targets(args) -> list[tuple[str, Path, Path]]:
                 for t in types]
     if len(types) > 1 and (args.out or args.preview):
         raise SystemExit("several types write into --out-dir (--out/--preview name one type's files)")
-    out_dir = Path(f"data/{args.dataset}/pools")
+    out_dir = Path(stage_config.POOLS.format(experiment=args.dataset))
     out = [(t, out_dir / f"{t}.descriptions.parquet", out_dir / f"{t}.preview.md") for t in types]
     if args.out or args.preview:
         t, parquet, _ = out[0]
@@ -99,6 +99,7 @@ def generate(args) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """The command line: `fetch` and `check-vllm` go to their own parsers; `generate` builds the pools."""
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["fetch"]:
         return fetch.main(argv[1:])

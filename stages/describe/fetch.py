@@ -63,6 +63,7 @@ def fetch_smollm2(dest: str | Path = DEFAULT_DEST, sha256: str = GGUF_SHA256,
 
 
 def main(argv: list[str] | None = None) -> None:
+    """The command line: fetch the GGUF into --dest (`fetch_smollm2`) and print its path."""
     ap = argparse.ArgumentParser(prog="python -m stages.describe fetch", description=__doc__)
     ap.add_argument("--dest", default=str(DEFAULT_DEST))
     ap.add_argument("--sha256", default=GGUF_SHA256)

@@ -38,6 +38,7 @@ COLUMNS = SCHEMA.names
 
 
 def package_versions(backend: str) -> dict[str, str]:
+    """`versions()` plus the versions of the packages the backend generates with (those installed)."""
     out = versions()
     extra = {"transformers": ("transformers", "tokenizers", "gguf", "accelerate"), "vllm": ("vllm", "vllm-gguf-plugin")}
     for name in extra.get(backend, ()):
@@ -49,6 +50,8 @@ def package_versions(backend: str) -> dict[str, str]:
 
 
 def file_metadata(pool: Pool, *, dataset: str, job: dict) -> dict:
+    """The provenance stored in the Parquet file: data set, prompt, backend, model, seed, engine,
+    sampling, package versions and every rejected line."""
     params = job["describe"]
     return {
         "dataset": dataset,
@@ -71,6 +74,7 @@ def file_metadata(pool: Pool, *, dataset: str, job: dict) -> dict:
 
 
 def write_parquet(pool: Pool, path: str | Path, meta: dict) -> None:
+    """Write the pool's rows (SCHEMA) with `meta` as JSON under METADATA_KEY, zstd-compressed, atomically."""
     table = pa.Table.from_pylist(pool.rows, schema=SCHEMA)
     table = table.replace_schema_metadata({METADATA_KEY: json.dumps(meta, sort_keys=True).encode()})
     with atomic_path(path) as tmp:
@@ -78,10 +82,13 @@ def write_parquet(pool: Pool, path: str | Path, meta: dict) -> None:
 
 
 def read_metadata(path: str | Path) -> dict:
+    """The provenance `write_parquet` stored in a pool file."""
     return json.loads(pq.read_schema(path).metadata[METADATA_KEY])
 
 
 def preview_markdown(pool: Pool, meta: dict, *, synthetic: bool, max_rejected_examples: int = 3) -> str:
+    """The Markdown preview: provenance, the kept templates and a table of rejections by reason with up
+    to `max_rejected_examples` examples each; for a synthetic world, how many phrases use a word it renders."""
     n = len(pool.rows)
     out = [f"# Spurious pool `{pool.spurious_type}` of `{meta['dataset']}`", "",
            f"- backend `{pool.backend}`, model `{pool.model}`, seed {pool.seed}",

@@ -36,6 +36,7 @@ REASONS = {
 
 @dataclass(frozen=True)
 class Rejection:
+    """A line that was not kept: the line as given, the reason (a REASONS key) and its detail."""
     raw_line: str
     reason: str
     detail: str
@@ -43,11 +44,13 @@ class Rejection:
     sample_index: int
 
     def as_dict(self) -> dict:
+        """The rejection as a plain dict (the file metadata's `rejected` entries)."""
         return {"raw_line": self.raw_line, "reason": self.reason, "detail": self.detail,
                 "stage": self.stage, "sample_index": self.sample_index}
 
 
 class Rejected(Exception):
+    """Raised by the parsers and filters for a line not kept; `reason` is a REASONS key."""
     def __init__(self, reason: str, detail: str = ""):
         assert reason in REASONS, reason
         super().__init__(f"{reason}: {detail}")
@@ -96,6 +99,7 @@ def clean_line(raw: str) -> str:
 
 
 def words(text: str) -> list[str]:
+    """The lower-case words of `text` (letters and digits, with an apostrophe suffix such as "'s")."""
     return re.findall(r"[a-z0-9]+(?:'[a-z]+)?", text.lower())
 
 
@@ -142,6 +146,7 @@ class Filters:
 
     @cached_property
     def variants(self) -> set[str]:
+        """The space-free spellings of the classes and their plurals (`class_variants`)."""
         return class_variants(list(self.classnames))
 
     def check_phrase(self, phrase: str) -> None:

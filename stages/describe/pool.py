@@ -26,6 +26,8 @@ class PoolTooSmall(RuntimeError):
 
 @dataclass
 class Pool:
+    """One spurious type's pool: its rows (Parquet columns), the rejected lines and the provenance
+    that goes into the file metadata."""
     spurious_type: str
     backend: str
     model: str
@@ -38,9 +40,12 @@ class Pool:
     sampling: dict = field(default_factory=dict)  # step -> every sampling parameter both engines got
 
     def rejection_counts(self) -> dict[str, int]:
+        """The number of rejected lines per reason, reasons sorted."""
         return dict(sorted(Counter(r.reason for r in self.rejections).items()))
 
     def check_size(self, min_pool: int) -> None:
+        """Raise PoolTooSmall, with counts, examples of rejections and what to change, when the pool has
+        fewer than `min_pool` templates."""
         if len(self.rows) >= min_pool:
             return
         lines = [f"describe: the {self.spurious_type!r} pool has {len(self.rows)} templates, fewer than "

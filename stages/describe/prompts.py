@@ -22,6 +22,8 @@ Message = dict[str, str]
 
 @dataclass(frozen=True)
 class PromptSpec:
+    """The contents of one prompt file: step 1's messages and worked example, step 2's system message
+    and (instance, template) examples."""
     type: str
     n_items: int
     instances_system: str
@@ -38,6 +40,8 @@ class PromptSpec:
 
 
 def load_prompt(spurious_type: str, prompts_dir: str | Path | None = None) -> PromptSpec:
+    """Read and check `<prompts_dir>/<spurious_type>.yaml` (default: the project's prompts/);
+    FileNotFoundError naming the available types, ValueError for a malformed file."""
     path = Path(prompts_dir or DEFAULT_PROMPTS_DIR) / f"{spurious_type}.yaml"
     if not path.exists():
         available = sorted(p.stem for p in path.parent.glob("*.yaml"))

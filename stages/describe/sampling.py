@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 
 @dataclass(frozen=True)
 class SamplingSpec:
+    """Every sampling parameter of one request; checked on creation (ValueError), as vLLM checks them."""
     n: int                      # answers per conversation
     temperature: float          # 0: greedy (then n must be 1)
     top_p: float                # in (0, 1]; 1 = off
@@ -46,6 +47,7 @@ class SamplingSpec:
 
     @property
     def greedy(self) -> bool:
+        """Whether this is greedy decoding (temperature 0)."""
         return self.temperature == 0
 
     @classmethod
@@ -58,6 +60,7 @@ class SamplingSpec:
                    seed=_integer(seed))
 
     def as_dict(self) -> dict:
+        """Every parameter as a plain dict (the pool's `sampling` record)."""
         return asdict(self)
 
 

@@ -110,6 +110,7 @@ def run(job: dict, out_dir: str | Path, spurious_type: str = "background") -> di
 
 
 def main(argv: list[str] | None = None) -> None:
+    """The command line: run the check, print its report as JSON and PASS/FAIL per step; exit 1 if any failed."""
     ap = argparse.ArgumentParser(prog="python -m stages.describe check-vllm", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", required=True, help="instruct model: HF id or local folder in HF layout")

@@ -60,6 +60,7 @@ def gguf_problem(model: str, engine_args: dict | None, *, vllm_version: str | No
 
 
 def installed_version(package: str) -> str | None:
+    """The installed version of a distribution package, or None if it is not installed."""
     try:
         return metadata.version(package)
     except metadata.PackageNotFoundError:

@@ -10,6 +10,7 @@ from .run import run
 
 
 def main(argv=None) -> None:
+    """The command line: embed the class prompts and pool captions (`run`) and print the counts per kind and type."""
     p = argparse.ArgumentParser(description="Teacher text embeddings of class prompts and spurious captions.")
     p.add_argument("--dataset-config", required=True, help="JSON of the validated dataset config")
     p.add_argument("--pools", nargs="+", required=True, help="spurious pool Parquet files ({type}.descriptions.parquet)")

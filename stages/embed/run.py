@@ -29,6 +29,7 @@ DEFAULT_CAPTION_TEMPLATE = "a photo of a {}."
 
 
 def fill(template: str, classname: str) -> str:
+    """`template` with its "{}" replaced by the class name (other braces are kept)."""
     # `replace`, not `format`: LLM-written templates may hold other braces.
     return template.replace("{}", classname)
 
@@ -78,6 +79,8 @@ def caption_templates(finetune: dict) -> list[str]:
 
 
 def run(dataset_cfg: dict, pool_paths: list[str], out: str | Path, device: str | None = None) -> Embeddings:
+    """Embed every text of `caption_table` with the frozen teacher (float32, on `device`, default
+    finetune.device) and write the table to `out` atomically with its provenance; returns it (embeddings on the CPU)."""
     ft = dataset_cfg.get("finetune", {})
     device = resolve_device(device or ft.get("device", "auto"))
     threads = ft.get("threads", 0)

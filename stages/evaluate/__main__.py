@@ -13,6 +13,7 @@ from .run import run
 
 
 def main(argv=None) -> None:
+    """The command line: evaluate one run on every target of its config, writing <out-dir>/<target>.json each."""
     p = argparse.ArgumentParser(description="Evaluate a zero-shot or fine-tuned CLIP on the given targets of its experiment.")
     p.add_argument("--config", required=True,
                    help="JSON: experiment, model, evaluate, finetune, and targets: [{target, role, reader, root, "
@@ -27,7 +28,7 @@ def main(argv=None) -> None:
     data_checks = {t["target"]: json.loads(Path(t["data_check"]).read_text()) for t in cfg["targets"]}
     try:
         results = run(cfg, data_checks, a.method, a.seed, a.checkpoint, a.wiseft)
-    except (datasets.DatasetLayoutError, datasets.DatasetConfigError) as e:
+    except (datasets.DataError, datasets.DatasetConfigError) as e:
         sys.exit(f"error: {e}")
     for target, result in results.items():
         write_json(Path(a.out_dir) / f"{target}.json", result)

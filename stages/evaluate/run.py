@@ -92,6 +92,8 @@ class Weights:
 
     @torch.no_grad()
     def load(self, point, image_only: bool = False) -> None:
+        """Write the weights of scoring `point` into the model, in place, for each part not already
+        at it; `image_only`: the image tower only."""
         state = self.state
         for part in ("image",) if image_only else tuple(self.parts):
             if self.points[part] == point:

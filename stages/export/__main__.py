@@ -12,6 +12,7 @@ from .run import export
 
 
 def main(argv=None) -> None:
+    """The command line: export one run (`export`) and print how open_clip loads it."""
     p = argparse.ArgumentParser(description="Export a fine-tuned run for open_clip (local-dir: / HF hub).")
     p.add_argument("--config", required=True,
                    help="JSON: experiment, model {name, pretrained}, device, data {dataset, reader}, "

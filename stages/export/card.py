@@ -40,6 +40,8 @@ def read_evals(eval_dir: str | Path | None, method: str, seed: int, alpha: float
 
 
 def metrics_table(records: list[dict] | None, eval_dir) -> str:
+    """The card's metrics section: a Markdown table of every record's splits and what the columns mean,
+    or a line saying why there is none (`records` None: no eval folder; empty: no record in it)."""
     if records is None:
         return (f"Not evaluated: no evaluation records were found (looked in `{eval_dir}`). "
                 "`snakemake results/runs/<experiment>/<method>/seed<s>/eval` writes them; export again after it.\n")
@@ -64,10 +66,10 @@ def model_card(meta: dict, records: list[dict] | None, eval_dir) -> str:
     train, teacher = meta["train_config"], meta["teacher"]
     base = METHODS[meta["base_method"]]
     name = f"{meta['experiment']} / {meta['method']} / seed {meta['seed']}"
-    if base.regularizer is None:
+    if not base.uses_spurious:
         lam = f"not used ({meta['base_method']} has no regulariser)"
     else:
-        lam = f"{train.get('lambda')} ({train.get('schedule')} schedule, regulariser `{base.regularizer}`)"
+        lam = f"{train['lambda']} ({train['schedule']} schedule, regulariser `{base.regularizer}`)"
     rows = [("method", (f"`{meta['method']}` (base method `{meta['base_method']}`: objective "
                         f"`{base.objective}`, regulariser `{base.regularizer}`)")),
             ("λ", lam),

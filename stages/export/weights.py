@@ -22,6 +22,7 @@ from .layout import ExportError
 
 @dataclass
 class RunWeights:
+    """A run's weights as scored: the model holding them, its checkpoint, and its linear head if any."""
     clip: Clip                     # the teacher's model, transforms and tokenizer; model holds the run's weights
     ckpt: dict                     # the checkpoint (its config, teacher identity, selected epoch, ...)
     head: dict | None              # {"weight" [C, D], "bias" [C]} on the CPU, or None
@@ -30,6 +31,8 @@ class RunWeights:
 
 
 def load_checkpoint(path: str | Path) -> dict:
+    """A fine-tuning checkpoint, loaded on the CPU; ExportError when the file is missing or lacks
+    model, config or teacher."""
     path = Path(path)
     if not path.is_file():
         raise ExportError(f"checkpoint {path} not found")

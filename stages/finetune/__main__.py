@@ -6,6 +6,7 @@
 
 Snakemake passes the experiment's training job (stages.config.train_job) as JSON
 (`--dataset-config`) and the resolved run configuration (`--run-config`) instead of a config file.
+The run configuration, with the `--set` overrides, is validated once here (RunConfig.from_dict).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import sys
 import yaml
 
 from .. import config as stage_config
-from .runs import HPARAMS, RUNTIME, FinetuneConfigError, run_config, validate_run_config
+from .runs import HPARAMS, RUNTIME, FinetuneConfigError, RunConfig, run_config
 
 
 def parse_sets(items: list[str]) -> dict:
@@ -32,6 +33,8 @@ def parse_sets(items: list[str]) -> dict:
 
 
 def main(argv=None) -> None:
+    """The command line: fine-tune one run (method, seed) of an experiment and write its checkpoint
+    and log; the errors a user can fix end it with one line."""
     p = argparse.ArgumentParser(prog="python -m stages.finetune",
                                 description="Fine-tune CLIP with one method (FLYP/CE, StarFT, baselines).")
     src = p.add_mutually_exclusive_group(required=True)
@@ -42,8 +45,8 @@ def main(argv=None) -> None:
     p.add_argument("--seed", type=int, required=True)
     p.add_argument("--run-config", help="JSON of the resolved run config (default: from the dataset config)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a finetune key")
-    p.add_argument("--embeddings", help="teacher text embeddings (default data/{experiment}/embeddings/teacher_text.parquet)")
-    p.add_argument("--out-dir", help="default results/runs/{experiment}/{method}/seed{seed}")
+    p.add_argument("--embeddings", help=f"teacher text embeddings (default {stage_config.TEACHER_TEXT})")
+    p.add_argument("--out-dir", help=f"default {stage_config.RUN_DIR}")
     p.add_argument("--probe", help="lp, lpft: the linear probe's file (the `probe` rule's output); default: fit it here")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--keep-resume", action="store_true",
@@ -52,8 +55,7 @@ def main(argv=None) -> None:
 
     from .train import train   # torch is imported only once the arguments parse
     from .loop import NonFiniteLossError
-    from ..datasets.waterbirds import DataError
-    from ..datasets import DatasetConfigError, DatasetLayoutError
+    from ..datasets import DataError, DatasetConfigError
     from ..method.teacher_text import EmbeddingMismatchError
     try:
         if a.config:
@@ -67,15 +69,14 @@ def main(argv=None) -> None:
         else:
             dataset_cfg = json.loads(a.dataset_config)
         cfg = json.loads(a.run_config) if a.run_config else run_config(dataset_cfg["finetune"], a.method)
-        cfg.update(parse_sets(a.set))
-        validate_run_config(cfg)
+        cfg = RunConfig.from_dict({**cfg, **parse_sets(a.set)})
         if (a.embeddings is None or a.out_dir is None) and not a.experiment:
             p.error("without --experiment, give --embeddings and --out-dir")
-        embeddings = a.embeddings or f"data/{a.experiment}/embeddings/teacher_text.parquet"
-        out_dir = a.out_dir or f"results/runs/{a.experiment}/{a.method}/seed{a.seed}"
+        embeddings = a.embeddings or stage_config.TEACHER_TEXT.format(experiment=a.experiment)
+        out_dir = a.out_dir or stage_config.RUN_DIR.format(experiment=a.experiment, method=a.method, seed=a.seed)
         result = train(dataset_cfg, cfg, a.seed, embeddings, out_dir, progress=not a.no_progress, probe=a.probe,
                        keep_resume=a.keep_resume)
-    except (FinetuneConfigError, EmbeddingMismatchError, DataError, DatasetLayoutError, DatasetConfigError,
+    except (FinetuneConfigError, EmbeddingMismatchError, DataError, DatasetConfigError,
             NonFiniteLossError, FileNotFoundError, stage_config.ConfigError) as e:
         sys.exit(f"error: {e}")
     print(f"wrote {result['checkpoint']} ({result['epochs']} epochs, {result['steps']} steps)")

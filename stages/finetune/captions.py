@@ -18,7 +18,7 @@ import torch
 
 from ..method.teacher_text import Embeddings
 from ..method.zeroshot import ensemble_prompts
-from .runs import FinetuneConfigError
+from .runs import FinetuneConfigError, RunConfig
 
 
 @dataclass
@@ -32,13 +32,16 @@ class Captions:
     spurious_groups: list[list[int]] | None = None   # templates (columns) of each type; None: one group
 
     @classmethod
-    def build(cls, emb: Embeddings, tokenizer, classnames: list[str], cfg: dict, path, need_spurious: bool):
+    def build(cls, emb: Embeddings, tokenizer, classnames: list[str], cfg: RunConfig, path, need_spurious: bool):
+        """The run's captions from the embeddings table at `path`: its FLYP caption
+        (`caption_template`) of each class, and, when `need_spurious`, the spurious templates of
+        `spurious_types` filled with each class, drawn as `spurious_sampling` says."""
         table = emb.table
-        caption = table[(table["kind"] == "caption") & (table["template"] == cfg["caption_template"])]
-        caption_row = _rows_by_class(caption, len(classnames), path, f"caption template {cfg['caption_template']!r}")
+        caption = table[(table["kind"] == "caption") & (table["template"] == cfg.caption_template)]
+        caption_row = _rows_by_class(caption, len(classnames), path, f"caption template {cfg.caption_template!r}")
         spurious_rows = groups = None
         if need_spurious:
-            types = cfg.get("spurious_types")
+            types = cfg.spurious_types
             pool = emb.rows("spurious", types)
             if pool.empty:
                 raise FinetuneConfigError(
@@ -49,7 +52,7 @@ class Captions:
             by_template = {t: _rows_by_class(g.drop_duplicates("class_index"), len(classnames), path, f"template {t!r}")
                            for t, g in pool.groupby("template", sort=False)}
             spurious_rows = torch.stack([by_template[t] for t in templates], dim=1)
-            if cfg.get("spurious_sampling", "type_then_template") == "type_then_template":
+            if cfg.spurious_sampling == "type_then_template":
                 column = {t: k for k, t in enumerate(templates)}
                 groups = [sorted({column[t] for t in g["template"]}) for _, g in pool.groupby("type", sort=True)]
         return cls(tokenizer(table["text"].tolist()), caption_row, spurious_rows, spurious_groups=groups)

@@ -18,6 +18,7 @@ from .setup import CHECKPOINT, LOG, LOG_COLUMNS, Run
 
 
 def save(path: Path, state: dict) -> None:
+    """`torch.save` of `state` to `path`, atomically."""
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
 
@@ -29,8 +30,8 @@ def load_resume(run: Run) -> dict | None:
     if not path.is_file():
         return None
     state = torch.load(path, map_location="cpu", weights_only=False)
-    keys = HPARAMS + ("method",)
-    changed = [k for k in keys if run.cfg.get(k) != state["config"].get(k)]
+    ours = run.cfg.as_dict()
+    changed = [k for k in HPARAMS + ("method",) if ours[k] != state["config"].get(k)]
     if state["teacher"]["fingerprint"] != run.clip.identity["fingerprint"]:
         changed.append("teacher")
     if state["seed"] != run.seed:

@@ -35,42 +35,12 @@ import torch.nn.functional as F
 import torchvision.transforms.functional as TF
 from torchvision.io import ImageReadMode, decode_image, decode_jpeg
 
-from ..datasets.waterbirds import DataError
+from ..datasets.base import DataError, ImageList
 from .trainset import CAPTION_STREAM, CROP_STREAM, crop_params, draw_template, sample_rng
 
 
 # ----------------------------------------------------------------------------------------------
 # Workers: file bytes
-
-
-class _GroupPaths:
-    """path(i) of a stages.datasets.waterbirds.GroupDataset (root / img_filename), from a flat bytes array: the
-    metadata's Python strings would be copied into every forked worker through refcounts."""
-
-    def __init__(self, images):
-        self.root = os.fspath(images.root)
-        self.names = np.array([os.fsencode(s) for s in images.meta["img_filename"]], dtype=bytes)
-
-    def __call__(self, i: int) -> str:
-        return os.path.join(self.root, os.fsdecode(self.names[i]))
-
-
-def paths_and_labels(images) -> tuple:
-    """(path function i -> str, int64 label array) of a data set with `path(i)` and `labels` or
-    `y` (stages.datasets.base.ImageList), or of a stages.datasets.waterbirds.GroupDataset (`root`, `meta`, `y`)."""
-    if callable(getattr(images, "path", None)):
-        path = images.path
-    elif hasattr(images, "root") and hasattr(images, "meta"):
-        path = _GroupPaths(images)
-    else:
-        raise TypeError(f"{type(images).__name__}: need path(i), or root and meta['img_filename']")
-    labels = getattr(images, "labels", None)
-    if labels is None:
-        labels = getattr(images, "y", None)
-    if labels is None:
-        raise TypeError(f"{type(images).__name__}: need a `labels` array or a `y` tensor")
-    labels = labels.numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
-    return path, labels.astype(np.int64, copy=False)
 
 
 class EncodedTrainSet(torch.utils.data.Dataset):
@@ -83,9 +53,9 @@ class EncodedTrainSet(torch.utils.data.Dataset):
     and the spurious row is drawn as TrainSet draws it (-1 without `spurious_rows`).
     """
 
-    def __init__(self, images, seed: int, spurious_rows: torch.Tensor | None,
+    def __init__(self, images: ImageList, seed: int, spurious_rows: torch.Tensor | None,
                  spurious_groups: list[list[int]] | None = None):
-        self.path, self.labels = paths_and_labels(images)
+        self.path, self.labels = images.path, images.labels
         self.seed, self.spurious_rows, self.spurious_groups = seed, spurious_rows, spurious_groups
 
     def __len__(self) -> int:

@@ -22,6 +22,7 @@ from ..method.models import resolve_device
 
 @dataclass
 class Context:
+    """This process's place: its rank among `world_size` processes and its device."""
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
@@ -29,10 +30,12 @@ class Context:
 
     @property
     def is_main(self) -> bool:
+        """Whether this is rank 0, the process that writes files and evaluates."""
         return self.rank == 0
 
     @property
     def distributed(self) -> bool:
+        """Whether the run has several processes (torchrun)."""
         return self.world_size > 1
 
 
@@ -65,6 +68,7 @@ def wrap(ctx: Context, module: torch.nn.Module) -> torch.nn.Module:
 
 
 def teardown(ctx: Context) -> None:
+    """Leave the process group, if this run joined one."""
     if ctx.distributed and dist.is_initialized():
         dist.destroy_process_group()
 
@@ -77,6 +81,7 @@ class _AllGather(torch.autograd.Function):
 
     @staticmethod
     def forward(fn_ctx, x, rank: int, world_size: int):
+        """Every rank's `x` concatenated in rank order [world_size * n, ...]."""
         parts = [torch.empty_like(x) for _ in range(world_size)]
         dist.all_gather(parts, x.contiguous())
         fn_ctx.rank, fn_ctx.n = rank, len(x)
@@ -84,6 +89,7 @@ class _AllGather(torch.autograd.Function):
 
     @staticmethod
     def backward(fn_ctx, grad):
+        """This rank's rows of the gradient summed over ranks."""
         grad = grad.contiguous().clone()
         dist.all_reduce(grad)
         return grad[fn_ctx.rank * fn_ctx.n:(fn_ctx.rank + 1) * fn_ctx.n], None, None
@@ -119,5 +125,6 @@ def any_rank(ctx: Context, flag: bool) -> bool:
 
 
 def barrier(ctx: Context) -> None:
+    """Wait for every rank (a no-op in one process)."""
     if ctx.distributed:
         dist.barrier()

@@ -27,7 +27,7 @@ from ..common.progress import progress
 from ..method.models import autocast
 from . import probe
 from .probe_config import probe_config, probe_id
-from .runs import FinetuneConfigError
+from .runs import FinetuneConfigError, RunConfig
 from .setup import Run, make_loader, uint8_split
 
 FORMAT = 1
@@ -53,31 +53,32 @@ def encode_features(model, loader, normalize, rows: np.ndarray, device, autocast
 
 
 def classnames_hash(classnames) -> str:
+    """A short hash of the class names a probe was fitted for."""
     return hashlib.sha256(json.dumps(list(classnames)).encode()).hexdigest()[:16]
 
 
-def build_probe(clip, teacher, dataset_cfg: dict, cfg: dict, device, autocast_dtype, weight0, bias0,
+def build_probe(clip, teacher, dataset_cfg: dict, cfg: RunConfig, device, autocast_dtype, weight0, bias0,
                 verbose: bool = True) -> dict:
     """The probe of run configuration `cfg` (keys of probe_config.PROBE_KEYS, the encoding batch and
     workers): encode the training split once, hold out a class-stratified slice of it
     (probe.holdout_split, fixed seed), fit one probe per L2 strength on the rest from (weight0,
     bias0) and keep the one with the best held-out accuracy. Returns the probe's record (weight and
     bias in float32 on the CPU, the fits, the slice, the teacher and data it comes from)."""
-    split = cfg.get("train_split", "train")
+    split = cfg.train_split
     images, normalize, sample_bytes = uint8_split(dataset_cfg, split, clip, device, "the linear probe (lp, lpft)")
     labels = images.labels_and_attributes()[0]
     fit_idx, held_idx = probe.holdout_split(labels)
     order = np.concatenate([fit_idx, held_idx])
     rows = np.empty(len(labels), dtype=np.int64)
     rows[order] = np.arange(len(labels))                  # sample i -> its row: fit rows first, then the slice
-    loader = make_loader(images.dataset, cfg["batch_size"], cfg.get("num_workers", 0), device,
+    loader = make_loader(images.dataset, cfg.batch_size, cfg.num_workers, device,
                          "the linear probe's features", sample_bytes)
     feats = encode_features(teacher, loader, normalize, rows, device, autocast_dtype, f"linear-probe features ({split})")
     y = torch.from_numpy(labels[order]).to(device)
     n_fit = len(fit_idx)
-    best, fits = probe.fit_probe(feats[:n_fit], y[:n_fit], feats[n_fit:], y[n_fit:], weight0, bias0, cfg["lp_l2_grid"])
+    best, fits = probe.fit_probe(feats[:n_fit], y[:n_fit], feats[n_fit:], y[n_fit:], weight0, bias0, cfg.lp_l2_grid)
     record = {
-        "format": FORMAT, "id": probe_id(cfg), "config": probe_config(cfg),
+        "format": FORMAT, "id": probe_id(cfg.as_dict()), "config": probe_config(cfg.as_dict()),
         "weight": best.weight.float().cpu(), "bias": best.bias.float().cpu(), "l2": best.l2,
         "fits": [f.record() for f in fits],
         "holdout": {"split": split, "seed": probe.HOLDOUT_SEED, "fraction": probe.HOLDOUT_FRACTION,
@@ -97,6 +98,7 @@ def build_probe(clip, teacher, dataset_cfg: dict, cfg: dict, device, autocast_dt
 
 
 def save_probe(path: str | Path, record: dict) -> None:
+    """Write a probe record atomically (its folder made)."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         torch.save(record, tmp)
@@ -116,7 +118,7 @@ def load_probe(path: str | Path, run: Run) -> dict:
     record = torch.load(path, map_location="cpu", weights_only=False)
     expected = {"teacher": run.clip.identity["fingerprint"], "classnames": classnames_hash(run.dataset_cfg["classnames"]),
                 "data": {k: run.dataset_cfg["data"][k] for k in ("dataset", "reader", "root")},
-                "config": probe_config(run.cfg)}
+                "config": probe_config(run.cfg.as_dict())}
     found = {"teacher": record["teacher"]["fingerprint"], "classnames": record["classnames_sha256"],
              "data": record["data"], "config": record["config"]}
     differ = [k for k in expected if expected[k] != found[k]]

@@ -1,12 +1,13 @@
-"""The training loop: epochs (`fine_tune`: optimizer, resume state, per-epoch resume.pt, selection)
-and steps (`train_epoch`), the losses' running means (`Meter`) and the stop on a non-finite loss
-(`NonFiniteLossError`).
+"""The training loop: epochs (`fine_tune`: optimizer, resume state, per-epoch resume.pt, selection,
+an optional hook after each epoch) and steps (`train_epoch`), the losses' running means (`Meter`,
+read as a `MeterReading`) and the stop on a non-finite loss (`NonFiniteLossError`).
 """
 
 from __future__ import annotations
 
 import sys
 import time
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -18,49 +19,70 @@ from . import distributed
 from .checkpoint import finish, save
 from .selection import Selection
 from .setup import Run, train_loader
-from .step import Student, TeacherImages, compute_loss, prepare_batch
+from .step import StepLoss, Student, TeacherImages, compute_loss, prepare_batch
 
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 
+@dataclass(frozen=True)
+class MeterReading:
+    """The losses of one logging interval, averaged over its steps and the ranks."""
+
+    steps: int
+    seconds: float
+    loss: float
+    loss_ft: float
+    regularizer: float
+    non_finite: bool              # some rank's loss was NaN or infinite in the interval
+    first_bad_step: int | None    # this rank's first such step (None: only another rank's)
+
+
 class Meter:
     """Sums of the losses kept on the device, read (one sync) once per logging interval."""
 
+    PARTS = ("total", "ft", "regularizer")   # of a StepLoss, summed in one tensor (one all-reduce)
+
     def __init__(self, ctx: distributed.Context):
         self.ctx = ctx
-        self.sums = torch.zeros(3, device=ctx.device)
+        self.sums = torch.zeros(len(self.PARTS), device=ctx.device)
         self.first_bad = torch.full((), -1, device=ctx.device, dtype=torch.long)
         self.n, self.tic = 0, time.perf_counter()
 
-    def add(self, step: int, loss, loss_ft, reg) -> None:
-        loss = loss.detach()
-        self.sums += torch.stack([loss, loss_ft.detach(), reg.detach()]).float()
-        self.first_bad = torch.where((self.first_bad < 0) & ~torch.isfinite(loss),
+    def add(self, step: int, loss: StepLoss) -> None:
+        """Add one step's losses to the sums, on the device (no sync); a non-finite total marks
+        the step as the interval's first bad one unless one came before."""
+        total = loss.total.detach()
+        self.sums += torch.stack([getattr(loss, part).detach() for part in self.PARTS]).float()
+        self.first_bad = torch.where((self.first_bad < 0) & ~torch.isfinite(total),
                                      torch.full_like(self.first_bad, step), self.first_bad)
         self.n += 1
 
-    def flush(self):
-        """(steps, seconds, mean losses over steps and ranks, first non-finite step or None)."""
-        means = (distributed.mean(self.ctx, self.sums) / self.n).tolist()
+    def flush(self) -> MeterReading:
+        """The interval's reading; the sums start again."""
+        loss, loss_ft, reg = (distributed.mean(self.ctx, self.sums) / self.n).tolist()
         bad = int(self.first_bad)
-        any_bad = distributed.any_rank(self.ctx, bad >= 0)
-        out = (self.n, time.perf_counter() - self.tic, means, (bad if bad >= 0 else "?") if any_bad else None)
+        reading = MeterReading(self.n, time.perf_counter() - self.tic, loss, loss_ft, reg,
+                               non_finite=distributed.any_rank(self.ctx, bad >= 0),
+                               first_bad_step=bad if bad >= 0 else None)
         self.sums.zero_()
         self.n, self.tic = 0, time.perf_counter()
-        return out
+        return reading
 
 
-def fine_tune(run: Run, state: dict | None, progress: bool) -> dict:
+def fine_tune(run: Run, state: dict | None, progress: bool, on_epoch: Callable[[int], None] | None = None) -> dict:
+    """Fine-tune the run's student for its epochs, from `state` (a resume.pt) when given; after
+    each epoch save resume.pt (main process), then call `on_epoch(epochs done)` on every process.
+    Returns `checkpoint.finish`'s record."""
     cfg, ctx, method = run.cfg, run.ctx, run.method
     loader, sampler, to_batch = train_loader(run)
     student = Student(run.student_clip, run.head)
     params = [p for p in student.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"],
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay,
                             fused=ctx.device.type in ("cuda", "cpu") or None)
-    selection = Selection(cfg.get("select", "last"))
-    start_epoch, epochs = 0, cfg["epochs"]
+    selection = Selection(cfg.select)
+    start_epoch, epochs = 0, cfg.epochs
     if state is not None:
         run.student_clip.load_state_dict(state["model"])
         if run.head is not None:
@@ -69,19 +91,19 @@ def fine_tune(run: Run, state: dict | None, progress: bool) -> dict:
         torch.set_rng_state(state["rng"])
         selection.load_state_dict(state["selection"])
         start_epoch = state["epoch"]
-        print(f"resuming {cfg['name']} seed {run.seed} from {run.resume_path} (epoch {start_epoch}/{epochs})",
+        print(f"resuming {cfg.name} seed {run.seed} from {run.resume_path} (epoch {start_epoch}/{epochs})",
               file=sys.stderr)
     model = distributed.wrap(ctx, student)
-    teacher_images = TeacherImages(run.teacher, len(loader.dataset), cache=not cfg.get("augment", True))
+    teacher_images = TeacherImages(run.teacher, len(loader.dataset), cache=not cfg.augment)
 
     total_steps = len(loader) * epochs
     step = start_epoch * len(loader)
     bar = progress_bar(total=total_steps, initial=step, disable=not (progress and ctx.is_main),
-                       desc=f"{cfg['name']} seed {run.seed}", dynamic_ncols=True, mininterval=0.5)
+                       desc=f"{cfg.name} seed {run.seed}", dynamic_ncols=True, mininterval=0.5)
     for epoch in range(start_epoch, epochs):
         sampler.set_epoch(epoch)
         started = time.perf_counter()
-        lam = diminishing_lambda(cfg["lambda"], epoch, epochs, cfg["schedule"]) if method.regularizer else 0.0
+        lam = diminishing_lambda(cfg.lam, epoch, epochs, cfg.schedule) if method.uses_spurious else 0.0
         step = train_epoch(run, model, opt, loader, to_batch, teacher_images, epoch, lam, step, total_steps, bar)
         selection.after_epoch(run, epoch)
         if ctx.is_main:
@@ -89,7 +111,7 @@ def fine_tune(run: Run, state: dict | None, progress: bool) -> dict:
             save(run.resume_path, run.state(epoch + 1, step, run.weights(), optimizer=opt.state_dict(),
                                             rng=torch.get_rng_state(), selection=selection.state_dict()))
             row = run.log[-1]
-            print(f"{cfg['name']} seed {run.seed} epoch {epoch + 1}/{epochs}: loss {row['loss']:.4f} "
+            print(f"{cfg.name} seed {run.seed} epoch {epoch + 1}/{epochs}: loss {row['loss']:.4f} "
                   f"reg {row['regularizer'] or 0:.3e} lambda {lam:.3g} {row['images_per_s']:.0f} img/s"
                   + (f" val worst-group {row['val_worst_group']:.2f}" if row.get("val_worst_group") is not None else "")
                   # the epoch's wall time: loader start, selection and the resume checkpoint included
@@ -97,6 +119,8 @@ def fine_tune(run: Run, state: dict | None, progress: bool) -> dict:
                   + f" ({time.perf_counter() - started:.2f} s)",
                   file=sys.stderr)
         distributed.barrier(ctx)
+        if on_epoch is not None:
+            on_epoch(epoch + 1)
     bar.close()
     return finish(run, selection, epochs, step)
 
@@ -105,32 +129,33 @@ def train_epoch(run: Run, model, opt, loader, to_batch: Callable, teacher_images
                 lam: float, step: int, total_steps: int, bar) -> int:
     """One pass over the training set; returns the global step count after it."""
     cfg, ctx, method = run.cfg, run.ctx, run.method
-    log_every = cfg.get("log_every", 10)
     meter = Meter(ctx)
     for i, raw in enumerate(loader):
-        lr = warmup_cosine_lr(step, cfg["lr"], cfg["warmup_steps"], total_steps)
+        lr = warmup_cosine_lr(step, cfg.lr, cfg.warmup_steps, total_steps)
         for group in opt.param_groups:
             group["lr"] = lr
         batch = prepare_batch(to_batch(raw), run.captions, method, ctx.device)
-        loss, loss_ft, reg, scale = compute_loss(model, teacher_images, run.teacher_text, run.tau0, method, batch,
-                                                 lam, ctx, run.autocast, cfg.get("kl_scale", "student"))
+        loss = compute_loss(model, teacher_images, run.teacher_text, run.tau0, method, batch, lam, ctx, run.autocast,
+                            cfg.kl_scale)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.total.backward()
         opt.step()
-        meter.add(step, loss, loss_ft, reg)
+        meter.add(step, loss)
         step += 1
         bar.update()
-        if meter.n == log_every or i == len(loader) - 1:
-            n, seconds, (mean_loss, mean_ft, mean_reg), bad = meter.flush()
-            if bad is not None:
+        if meter.n == cfg.log_every or i == len(loader) - 1:
+            m = meter.flush()
+            if m.non_finite:
                 bar.close()
                 kept = run.resume_path if run.resume_path.exists() else "none (failed in the first epoch)"
+                where = f"at step {m.first_bad_step}" if m.first_bad_step is not None else "on another process"
                 raise NonFiniteLossError(
-                    f"{cfg['name']} seed {run.seed}: non-finite loss at step {bad} (epoch {epoch}, lr {lr:.3g}, "
+                    f"{cfg.name} seed {run.seed}: non-finite loss {where} (epoch {epoch}, lr {lr:.3g}, "
                     f"lambda {lam:.3g}); stopped. The last good checkpoint is kept: {kept}. "
                     f"Lower finetune.lr or check the data.")
-            run.log.append({"phase": "ft", "step": step, "epoch": epoch, "loss": mean_loss, "loss_ft": mean_ft,
-                            "regularizer": mean_reg if method.regularizer else None, "lambda": lam, "lr": lr,
-                            "logit_scale": float(scale.detach()), "images_per_s": n * cfg["batch_size"] / seconds})
-            bar.set_postfix(loss=f"{mean_loss:.4f}", reg=f"{mean_reg:.2e}", refresh=False)
+            run.log.append({"phase": "ft", "step": step, "epoch": epoch, "loss": m.loss, "loss_ft": m.loss_ft,
+                            "regularizer": m.regularizer if method.uses_spurious else None, "lambda": lam, "lr": lr,
+                            "logit_scale": float(loss.logit_scale.detach()),
+                            "images_per_s": m.steps * cfg.batch_size / m.seconds})
+            bar.set_postfix(loss=f"{m.loss:.4f}", reg=f"{m.regularizer:.2e}", refresh=False)
     return step

@@ -37,6 +37,8 @@ HOLDOUT_SEED = 0          # fixed: every seed of lp and LP-FT shares the probe, 
 
 @dataclass
 class ProbeFit:
+    """One L2 strength's solution: the head [C, D] and [C] (float64), how well it was solved, and its
+    hold-out accuracy."""
     l2: float
     weight: torch.Tensor     # [C, D] float64
     bias: torch.Tensor       # [C] float64
@@ -48,9 +50,11 @@ class ProbeFit:
 
     @property
     def converged(self) -> bool:
+        """Whether the largest gradient entry is within 10 x TOLERANCE."""
         return self.grad_max <= 10 * TOLERANCE
 
     def record(self) -> dict:
+        """The fit's numbers for the probe record (no weights)."""
         return {"l2": self.l2, "objective": self.objective, "cross_entropy": self.cross_entropy,
                 "grad_max": self.grad_max, "iterations": self.iterations, "converged": self.converged,
                 "holdout_accuracy": self.holdout_accuracy}

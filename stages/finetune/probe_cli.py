@@ -17,6 +17,7 @@ import sys
 
 
 def main(argv=None) -> None:
+    """The command line: fit the probe from the teacher's zero-shot head and write the probe file."""
     p = argparse.ArgumentParser(prog="python -m stages.finetune.probe_cli",
                                 description="Fit the linear probe of lp and LP-FT once, for every seed.")
     p.add_argument("--dataset-config", required=True, help="JSON of an experiment's training job (stages.config.train_job)")
@@ -27,19 +28,17 @@ def main(argv=None) -> None:
 
     import torch
 
-    from ..datasets import DatasetConfigError, DatasetLayoutError
-    from ..datasets.waterbirds import DataError
+    from ..datasets import DataError, DatasetConfigError
     from ..method.models import autocast_dtype, load_clip, resolve_device
     from ..method.zeroshot import zeroshot_weights
     from .linear_probe import build_probe, save_probe
-    from .runs import FinetuneConfigError, validate_run_config
+    from .runs import FinetuneConfigError, RunConfig
 
     try:
-        dataset_cfg, cfg = json.loads(a.dataset_config), json.loads(a.run_config)
-        validate_run_config(cfg)
-        if a.threads or cfg.get("threads"):
-            torch.set_num_threads(a.threads or cfg["threads"])
-        device = resolve_device(cfg.get("device", "auto"))
+        dataset_cfg, cfg = json.loads(a.dataset_config), RunConfig.from_dict(json.loads(a.run_config))
+        if a.threads or cfg.threads:
+            torch.set_num_threads(a.threads or cfg.threads)
+        device = resolve_device(cfg.device)
         clip = load_clip(dataset_cfg["model"]["name"], dataset_cfg["model"].get("pretrained"), device=device)
         teacher = clip.model.eval().requires_grad_(False)
         tau0 = float(teacher.logit_scale.exp())
@@ -47,10 +46,10 @@ def main(argv=None) -> None:
             weight0 = tau0 * zeroshot_weights(teacher, clip.tokenizer, dataset_cfg["classnames"],
                                               dataset_cfg["evaluate"]["templates"], device).float()
         bias0 = torch.zeros(len(weight0), device=device)
-        record = build_probe(clip, teacher, dataset_cfg, cfg, device, autocast_dtype(cfg.get("precision", "auto"), device),
+        record = build_probe(clip, teacher, dataset_cfg, cfg, device, autocast_dtype(cfg.precision, device),
                              weight0, bias0)
         save_probe(a.out, record)
-    except (FinetuneConfigError, DataError, DatasetLayoutError, DatasetConfigError, FileNotFoundError) as e:
+    except (FinetuneConfigError, DataError, DatasetConfigError, FileNotFoundError) as e:
         sys.exit(f"error: {e}")
     print(f"wrote {a.out} (l2 {record['l2']:g}, {record['holdout']['size']} held-out training images)")
 

@@ -16,7 +16,8 @@ import json
 PROBE_KEYS = ("lp_l2_grid", "precision", "train_split")
 # what only says how to compute it
 PROBE_RUNTIME = ("device", "num_workers", "threads", "batch_size")
-PROBE_FILE = "probe.pt"
+# the probe of an experiment's probe configuration (rule probe; {probe}: probe_id)
+PROBE_PATH = "data/{experiment}/probe/{probe}/probe.pt"
 
 
 def probe_config(run_cfg: dict) -> dict:
@@ -31,7 +32,8 @@ def probe_id(run_cfg: dict) -> str:
 
 
 def probe_path(experiment: str, run_cfg: dict) -> str:
-    return f"data/{experiment}/probe/{probe_id(run_cfg)}/{PROBE_FILE}"
+    """The file of the probe that run `run_cfg` of `experiment` reads."""
+    return PROBE_PATH.format(experiment=experiment, probe=probe_id(run_cfg))
 
 
 def probe_job_config(finetune: dict, run_cfg: dict) -> dict:

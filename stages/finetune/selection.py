@@ -19,7 +19,7 @@ def val_metrics(run: Run) -> dict:
     classnames = run.dataset_cfg["classnames"]
     head = make_head(run.student_clip, run.clip.tokenizer, classnames, run.dataset_cfg["evaluate"]["templates"],
                      run.ctx.device, None if run.head is None else run.head.state_dict())
-    split = run.cfg.get("val_split", "val")
+    split = run.cfg.val_split
     val, loader = split_loader(run, split, run.dataset_cfg["evaluate"]["batch_size"],
                                "finetune.select: val_worst_group")
     train = run.train_set
@@ -34,12 +34,14 @@ class Selection:
     """Which weights the checkpoint holds (`finetune.select`): the last epoch's, or those of the
     epoch with the best val worst-group accuracy (the main process evaluates after each epoch)."""
 
-    def __init__(self, rule: str = "last"):
+    def __init__(self, rule: str):
         self.rule = rule
         self.history: list[dict] = []
         self.best: dict | None = None      # epoch, val_worst_group, model, head
 
     def after_epoch(self, run: Run, epoch: int) -> None:
+        """Under rule `val_worst_group`, on the main process: score the val split after `epoch` (0-based),
+        log it, and keep a CPU copy of the weights when they beat the best so far."""
         if self.rule == "last" or not run.ctx.is_main:
             return
         m = val_metrics(run)
@@ -50,16 +52,21 @@ class Selection:
             self.best = {"epoch": epoch + 1, "val_worst_group": m["worst_group"], "model": model, "head": head}
 
     def weights(self, run: Run) -> tuple[dict, dict | None]:
+        """(model, head) state dicts of the checkpoint: the best epoch's, or the run's current weights."""
         return run.weights() if self.best is None else (self.best["model"], self.best["head"])
 
     def record(self, epochs: int) -> dict:
+        """The checkpoint's `selected` entry: the rule and the epoch chosen (1-based; `epochs` under
+        "last"), with the val history when an epoch was scored."""
         if self.best is None:
             return {"rule": self.rule, "epoch": epochs}
         return {"rule": self.rule, "epoch": self.best["epoch"], "val_worst_group": self.best["val_worst_group"],
                 "history": self.history}
 
     def state_dict(self) -> dict:
+        """The selection's state for resume.pt, best weights included."""
         return {"rule": self.rule, "history": self.history, "best": self.best}
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore the history and best weights from `state_dict`'s state (the rule stays the run's)."""
         self.history, self.best = state["history"], state["best"]

@@ -24,13 +24,13 @@ from .. import datasets
 from ..common.io import versions
 from ..datasets.resized import ResizedCopyError, ResizedImages
 from ..method.models import Clip, autocast, autocast_dtype, can_trim_text, load_clip
-from ..method.registry import METHODS, Method
+from ..method.registry import Method
 from ..method.teacher_text import read_embeddings
 from ..method.zeroshot import LinearHead
 from . import distributed
 from .captions import Captions, inputs_fingerprint, zeroshot_class_weights
 from .decode import DeviceCropDecoder, EncodedTrainSet, collate_encoded, mean_file_bytes
-from .runs import FinetuneConfigError
+from .runs import FinetuneConfigError, RunConfig
 from .shm import check_loader_memory
 from .step import set_trainable
 from .trainset import (
@@ -55,9 +55,9 @@ LABEL_BYTES = 40    # a sample's int64 fields beside its pixels (label, index, c
 class Run:
     """One run's models, texts and records, built once by `prepare` and passed to every step."""
 
-    cfg: dict
+    cfg: RunConfig
     seed: int
-    dataset_cfg: dict
+    dataset_cfg: dict                   # the experiment's training job (stages.config.train_job)
     out_dir: Path
     ctx: distributed.Context
     train_set: datasets.ClassificationSet   # the training split, opened (its layout checked)
@@ -76,22 +76,25 @@ class Run:
 
     @property
     def method(self) -> Method:
-        return METHODS[self.cfg["method"]]
+        """The registry entry of the run's base method (a variant's too)."""
+        return self.cfg.base
 
     @property
     def resume_path(self) -> Path:
+        """The resume file of this run: out_dir/resume.pt."""
         return self.out_dir / RESUME
 
     def autocast(self):
+        """The autocast context of the run's precision on its device."""
         return autocast(self.ctx.device, self.autocast_dtype)
 
     def state(self, epoch: int, step: int, weights: tuple[dict, dict | None], **extra) -> dict:
         """A checkpoint: the given weights with everything that says where they come from."""
         model, head = weights
         # classnames: the label space of the head (evaluate uses it only on targets that share it)
-        return {"model": model, "head": head, "method": self.cfg["method"], "name": self.cfg["name"],
+        return {"model": model, "head": head, "method": self.cfg.method, "name": self.cfg.name,
                 "classnames": self.dataset_cfg["classnames"],
-                "epoch": epoch, "step": step, "seed": self.seed, "config": self.cfg,
+                "epoch": epoch, "step": step, "seed": self.seed, "config": self.cfg.as_dict(),
                 "teacher": self.clip.identity, "teacher_logit_scale": self.tau0, "inputs": self.inputs,
                 "probe": self.probe, "versions": versions(), "log": self.log, **extra}
 
@@ -101,16 +104,16 @@ class Run:
 
 
 def cpu_copy(module: torch.nn.Module | None) -> dict | None:
+    """A module's state dict copied to the CPU (None for no module)."""
     return None if module is None else {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
 
 
-def prepare(dataset_cfg: dict, cfg: dict, seed: int, embeddings: Path, out_dir: Path, ctx: distributed.Context,
+def prepare(dataset_cfg: dict, cfg: RunConfig, seed: int, embeddings: Path, out_dir: Path, ctx: distributed.Context,
             train_set: datasets.ClassificationSet) -> Run:
     """Load the teacher and its text embeddings; make the student (and its head) from the teacher."""
-    method = METHODS[cfg["method"]]
-    threads = cfg.get("threads", 0)
-    if threads:   # the job's threads, shared by the processes of this machine
-        torch.set_num_threads(max(1, threads // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+    method = cfg.base
+    if cfg.threads:   # the job's threads, shared by the processes of this machine
+        torch.set_num_threads(max(1, cfg.threads // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
     if ctx.device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -121,7 +124,7 @@ def prepare(dataset_cfg: dict, cfg: dict, seed: int, embeddings: Path, out_dir: 
     teacher = clip.model.eval().requires_grad_(False)
     tau0 = float(teacher.logit_scale.exp())
     emb = read_embeddings(embeddings, expected_fingerprint=clip.identity["fingerprint"], classnames=classnames)
-    captions = Captions.build(emb, clip.tokenizer, classnames, cfg, embeddings, method.regularizer is not None)
+    captions = Captions.build(emb, clip.tokenizer, classnames, cfg, embeddings, method.uses_spurious)
     captions.trim = can_trim_text(teacher)
 
     student_clip = copy.deepcopy(teacher).train()
@@ -129,11 +132,11 @@ def prepare(dataset_cfg: dict, cfg: dict, seed: int, embeddings: Path, out_dir: 
     if method.has_head:
         zs = zeroshot_class_weights(emb, dataset_cfg["evaluate"]["templates"], len(classnames), embeddings)
         head = LinearHead(zs, tau0).to(ctx.device)
-    set_trainable(student_clip, method, cfg.get("kl_scale", "student"))
+    set_trainable(student_clip, method, cfg.kl_scale)
     out_dir.mkdir(parents=True, exist_ok=True)
     return Run(cfg, seed, dataset_cfg, out_dir, ctx, train_set, clip, teacher, tau0, captions,
                emb.embeddings.to(ctx.device), student_clip, head, inputs_fingerprint(emb, dataset_cfg),
-               autocast_dtype(cfg.get("precision", "auto"), ctx.device))
+               autocast_dtype(cfg.precision, ctx.device))
 
 
 def open_split(dataset_cfg: dict, split: str, transform=None) -> datasets.ClassificationSet:
@@ -160,7 +163,7 @@ def split_loader(run: Run, split: str, batch_size: int, purpose: str):
     if len(images.dataset) == 0:
         raise FinetuneConfigError(f"{run.dataset_cfg['data']['root']} has no {split} images, which {purpose} needs")
     h, w = input_size(run.teacher)
-    loader = make_loader(images.dataset, batch_size, run.cfg.get("num_workers", 0), run.ctx.device, purpose,
+    loader = make_loader(images.dataset, batch_size, run.cfg.num_workers, run.ctx.device, purpose,
                          4 * 3 * h * w + LABEL_BYTES)
     return images, loader
 
@@ -176,7 +179,7 @@ def uint8_split(dataset_cfg: dict, split: str, clip, device: torch.device, purpo
     return images, DeviceNormalize(mean, std, device), 3 * h * w + LABEL_BYTES
 
 
-def training_images(run: Run) -> torch.utils.data.Dataset:
+def training_images(run: Run) -> datasets.ImageList:
     """The training split's items: from its resized copy when the data set has one
     (`datasets.<name>.resized_copy`; labels and order still the original split's), else from
     the originals. Only training reads the copy: validation, the probe and evaluation the originals."""
@@ -199,15 +202,15 @@ def train_loader(run: Run) -> tuple[torch.utils.data.DataLoader, EpochSampler, C
     crops the batch on its device (module decode). Either way the loader's shared memory is
     checked against /dev/shm before the first batch (module shm)."""
     cfg, ctx = run.cfg, run.ctx
-    augment, workers = cfg.get("augment", True), cfg.get("num_workers", 0)
+    augment, workers = cfg.augment, cfg.num_workers
     rows, groups = run.captions.spurious_rows, run.captions.spurious_groups
-    per_rank = cfg["batch_size"] // ctx.world_size
-    if cfg.get("decode", "cpu") == "device":
+    per_rank = cfg.batch_size // ctx.world_size
+    if cfg.decode == "device":
         if run.dataset_cfg["data"].get("resized_copy"):
             raise FinetuneConfigError(f"datasets.{run.dataset_cfg['data']['dataset']}.resized_copy is read by "
                                       "`finetune.decode: cpu` only; set one of them off")
         trainset = EncodedTrainSet(run.train_set.dataset, run.seed, rows, groups)
-        decoder = DeviceCropDecoder(run.teacher, cfg["crop_scale"], run.seed, ctx.device, augment)
+        decoder = DeviceCropDecoder(run.teacher, cfg.crop_scale, run.seed, ctx.device, augment)
         collate = collate_encoded
         sample_bytes = mean_file_bytes(trainset) + LABEL_BYTES
 
@@ -216,7 +219,7 @@ def train_loader(run: Run) -> tuple[torch.utils.data.DataLoader, EpochSampler, C
             return decoder(data, index, epoch), y, index, spurious
     else:
         if augment:
-            transform = SeededCropTransform(run.teacher, cfg["crop_scale"], uint8=True)
+            transform = SeededCropTransform(run.teacher, cfg.crop_scale, uint8=True)
             mean, std = transform.mean, transform.std
         else:
             pil, mean, std = uint8_eval_transform(run.clip.preprocess_val)

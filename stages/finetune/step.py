@@ -1,4 +1,4 @@
-"""One training step's loss: FLYP or cross-entropy, optionally with StarFT's regulariser (DESIGN.md 1).
+"""One training step's loss: FLYP or cross-entropy, optionally with StarFT's regulariser (docs/method.md).
 
 Holds the student (`Student`, `set_trainable`), the frozen teacher's image features
 (`TeacherImages`), a batch on the device (`Batch`, `prepare_batch`) and its loss (`compute_loss`).
@@ -8,6 +8,10 @@ Per step, for a batch of images x_i with labels y_i, class captions t_i and spur
     loss = L_ft + lambda_e * L_star
     L_ft   = contrastive(f(x), g(t), tau)              (flyp)  or  CE(head(f(x)), y)   (ce)
     L_star = KL(softmax tau0 <f0(x_i), g0(s_j)> || softmax tau0 <f(x_i), g(s_j)>)  over other-class j
+
+What a method's loss reads (text tower, logit scale, spurious captions) and which regulariser it
+adds are its registry entry's (stages.method.registry); the regulariser's formula is in
+stages.method.losses.REGULARIZER_LOSSES. Nothing here names a method or a regulariser.
 
 What makes it cheaper than the released code, with the same numbers:
 - g0(s_j), the frozen teacher's text features, come from the embed stage's table (no teacher text
@@ -24,11 +28,12 @@ What makes it cheaper than the released code, with the same numbers:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 
-from ..method.losses import clip_contrastive_loss, kl_regularizer, star_regularizer, widen
+from ..method.losses import REGULARIZER_LOSSES, clip_contrastive_loss, widen
 from ..method.models import encode_text, trim_tokens
 from ..method.zeroshot import LinearHead
 from . import distributed
@@ -44,6 +49,8 @@ class Student(torch.nn.Module):
         self.clip, self.head = clip, head
 
     def forward(self, images, tokens=None):
+        """(image features [b, D], text features of `tokens` [u, D] or None, head logits [b, C] or None,
+        the logit scale, exponentiated); features unnormalised."""
         image = self.clip.encode_image(images)
         text = encode_text(self.clip, tokens) if tokens is not None else None
         logits = self.head(image) if self.head is not None else None
@@ -73,21 +80,21 @@ class TeacherImages:
         return self.features[index.to(self.features.device)]
 
 
-def set_trainable(clip: torch.nn.Module, method: Method, kl_scale: str = "student") -> None:
-    """Freeze what the method's loss does not reach (DDP needs every trainable parameter used)."""
-    uses_text = method.objective == "flyp" or method.regularizer is not None
-    uses_scale = method.objective == "flyp" or (method.regularizer == "kl" and kl_scale == "student")
+def set_trainable(clip: torch.nn.Module, method: Method, kl_scale: str) -> None:
+    """Freeze what the method's loss does not reach (DDP needs every trainable parameter used);
+    `kl_scale` is the run's finetune.kl_scale."""
     for name, p in clip.named_parameters():
         if name == "logit_scale":
-            p.requires_grad_(uses_scale)
+            p.requires_grad_(method.trains_logit_scale(kl_scale))
         elif not name.startswith("visual."):
-            p.requires_grad_(uses_text)
+            p.requires_grad_(method.trains_text)
         else:
             p.requires_grad_(True)
 
 
 @dataclass
 class Batch:
+    """One training batch on the device, with the distinct caption tokens its loss reads."""
     images: torch.Tensor      # [b, 3, H, W] on the device
     y: torch.Tensor           # [b] on the device
     index: torch.Tensor       # [b] dataset indices, on CPU (teacher-image cache)
@@ -97,11 +104,13 @@ class Batch:
 
 
 def prepare_batch(raw, captions: Captions, method: Method, device) -> Batch:
+    """A loader batch (images, y, index, spurious row) on the device, with the token rows of the
+    captions the method's loss reads: FLYP's class caption of each sample, then its spurious one."""
     images, y, index, spurious = raw
     rows = []
     if method.objective == "flyp":
         rows.append(captions.caption_row[y])
-    if method.regularizer is not None:
+    if method.uses_spurious:
         rows.append(spurious)
     tokens = inverse = None
     if rows:
@@ -114,17 +123,27 @@ def prepare_batch(raw, captions: Captions, method: Method, device) -> Batch:
                  spurious.to(device, non_blocking=True), tokens, inverse)
 
 
+class StepLoss(NamedTuple):
+    """One batch's loss and its parts (0-d tensors): total = ft + lambda_e * regularizer."""
+
+    total: torch.Tensor
+    ft: torch.Tensor             # L_ft: FLYP's contrastive loss or the head's cross-entropy
+    regularizer: torch.Tensor    # L_reg (0 without a regulariser)
+    logit_scale: torch.Tensor    # the student's learned logit scale
+
+
 def compute_loss(model, teacher_images: TeacherImages, teacher_text: torch.Tensor, tau0: float,
                  method: Method, batch: Batch, lam: float, ctx: distributed.Context, autocast,
-                 kl_scale: str = "student"):
-    """(loss, L_ft, L_reg, student logit scale) of one batch; under torchrun, of the global batch.
+                 kl_scale: str) -> StepLoss:
+    """The loss of one batch; under torchrun, of the global batch.
 
     The losses are computed in float32 at least (bf16 features under autocast; float64 kept).
-    `kl_scale` says which scale the student's logits use in the unmasked KL (finetune.kl_scale).
+    `kl_scale` (finetune.kl_scale) says which scale the student's logits use in a regulariser
+    that offers the choice (Method.student_scale).
     """
     with autocast():
         image, text, logits, scale = model(batch.images, batch.tokens)
-        teacher_image = teacher_images(batch.images, batch.index) if method.regularizer else None
+        teacher_image = teacher_images(batch.images, batch.index) if method.uses_spurious else None
     b = len(batch.y)
     image = F.normalize(widen(image), dim=-1)
     if text is not None:
@@ -138,12 +157,9 @@ def compute_loss(model, teacher_images: TeacherImages, teacher_text: torch.Tenso
         loss_ft = F.cross_entropy(widen(logits), batch.y)
 
     reg = torch.zeros((), device=image.device)
-    if method.regularizer is not None:
+    if method.uses_spurious:
         spurious = gather(batch.spurious)
-        kw = dict(student_image=all_image, student_text=gather(text[-b:]),
-                  teacher_image=gather(teacher_image), teacher_text=teacher_text[spurious])
-        if method.regularizer == "star":
-            reg = star_regularizer(**kw, labels=all_y, logit_scale=tau0)
-        else:
-            reg = kl_regularizer(**kw, logit_scale=tau0, student_logit_scale=scale if kl_scale == "student" else None)
-    return loss_ft + lam * reg, loss_ft, reg, scale
+        reg = REGULARIZER_LOSSES[method.regularizer](
+            all_image, gather(text[-b:]), gather(teacher_image), teacher_text[spurious], all_y, tau0,
+            scale if method.student_scale(kl_scale) else None)
+    return StepLoss(loss_ft + lam * reg, loss_ft, reg, scale)

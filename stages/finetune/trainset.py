@@ -29,7 +29,7 @@ from PIL import Image
 from torchvision import transforms as T
 from torchvision.transforms import InterpolationMode
 
-from ..datasets.waterbirds import GroupDataset
+from ..datasets.base import ImageList
 
 CROP_STREAM, CAPTION_STREAM = 0, 1
 _PIL_FILTER = {InterpolationMode.BILINEAR: Image.BILINEAR, InterpolationMode.BICUBIC: Image.BICUBIC}
@@ -37,6 +37,8 @@ RATIO = (3 / 4, 4 / 3)  # RandomResizedCrop's default aspect-ratio range, as ope
 
 
 def sample_rng(seed: int, epoch: int, index: int, stream: int) -> np.random.Generator:
+    """The generator of one sample's draw in one epoch: a function of (seed, epoch, index, stream)
+    only, so that crops and captions do not depend on the loader's workers or order."""
     return np.random.default_rng([seed, epoch, index, stream])
 
 
@@ -165,12 +167,10 @@ class TrainSet(torch.utils.data.Dataset):
     class c; each sample draws k by `draw_template` (-1 when the method needs no spurious caption).
     """
 
-    def __init__(self, images: GroupDataset, transform, seed: int, spurious_rows: torch.Tensor | None,
+    def __init__(self, images: ImageList, transform, seed: int, spurious_rows: torch.Tensor | None,
                  spurious_groups: list[list[int]] | None = None):
         self.images, self.transform, self.seed = images, transform, seed
         self.spurious_rows, self.spurious_groups = spurious_rows, spurious_groups
-        # stages.datasets.resized.ResizedImages (the prepared copy) knows each original's size
-        self.source_size = getattr(images, "source_size", None)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -179,8 +179,9 @@ class TrainSet(torch.utils.data.Dataset):
         epoch, i = key
         image, y, _, _ = self.images[i]
         rng = sample_rng(self.seed, epoch, i, CROP_STREAM)
-        if self.source_size is not None:   # a resized copy: the crop box is the original's
-            image = self.transform(image, rng, self.source_size(i))
+        source_size = self.images.source_size(i)
+        if source_size is not None:   # a resized copy (stages.datasets.resized): the crop box is the original's
+            image = self.transform(image, rng, source_size)
         else:
             image = self.transform(image, rng)
         spurious = -1
@@ -196,16 +197,15 @@ class DecodedCache(torch.utils.data.Dataset):
     a small training set (the synthetic world's 32 px images) is decoded once per run instead of
     once per epoch. For a loader without workers: each worker would hold its own copy."""
 
-    def __init__(self, images: torch.utils.data.Dataset, max_bytes: int = 1 << 30):
+    def __init__(self, images: ImageList, max_bytes: int = 1 << 30):
         self.images, self.budget, self.items = images, max_bytes, {}
 
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getattr__(self, name):   # source_size, labels_and_attributes, ... of the wrapped set
-        if name.startswith("_") or name in ("images", "budget", "items"):
-            raise AttributeError(name)
-        return getattr(self.images, name)
+    def source_size(self, i: int) -> tuple[int, int] | None:
+        """As ImageList.source_size: the original's (width, height) for a resized copy, else None."""
+        return self.images.source_size(i)
 
     def __getitem__(self, i: int):
         item = self.items.get(i)

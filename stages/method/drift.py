@@ -45,6 +45,8 @@ class SpuriousCaptions:
 
     @classmethod
     def from_embeddings(cls, emb: Embeddings, path) -> SpuriousCaptions:
+        """The rows of kind "spurious" of a teacher-text table, one per (template, class); ValueError
+        naming `path` (the table's file) when it has none."""
         rows = emb.rows("spurious")
         if rows.empty:
             raise ValueError(f"{path} holds no spurious captions (kind 'spurious'): no spuriosity drift "
@@ -74,10 +76,12 @@ class DriftMeter:
         self.reset()
 
     def reset(self) -> None:
+        """Zero the sums and image counts of every point."""
         self.sums = {p: [0.0, 0.0] for p in self.run_text}
         self.n = {p: 0 for p in self.run_text}
 
     def teacher_features(self, images: torch.Tensor) -> torch.Tensor | None:
+        """f0(images), normalised, or None when the run is the teacher (then `add` uses the run's own)."""
         return None if self.teacher is None else self.teacher(images)
 
     def add(self, point, run_image: torch.Tensor, teacher_image: torch.Tensor | None, labels: torch.Tensor) -> None:
@@ -94,6 +98,8 @@ class DriftMeter:
         self.n[point] += b
 
     def record(self, point) -> dict:
+        """The drift at `point`: the means over the images added (None before any; masked_kl also None
+        without the label mask) with the captions' count, pools and logit scale."""
         n = self.n[point]
         masked, kl = (s / n if n else None for s in self.sums[point])
         return {"masked_kl": masked if self.masked else None, "kl": kl, "n_images": n,

@@ -1,4 +1,4 @@
-"""The training losses of DESIGN.md section 1, each a few lines that read like the equation.
+"""The training losses (docs/method.md, "The losses"), each a few lines that read like the equation.
 
 All features are L2-normalised, shape [B, D]; row i of an image tensor and row i of a text tensor
 belong to sample i. The losses compute in float32 whatever the features' dtype (bf16 under
@@ -54,13 +54,27 @@ def kl_regularizer(student_image: torch.Tensor, student_text: torch.Tensor,
     """The ablation "kl": the same KL with no label mask.
 
     The teacher's logits use tau0 = `logit_scale`; the student's use `student_logit_scale` (the
-    student's own scale, DESIGN.md) or tau0 when it is None (what the released code runs: its
+    student's own scale, docs/method.md) or tau0 when it is None (what the released code runs: its
     line with the student's scale is commented out).
     """
     student_scale = logit_scale if student_logit_scale is None else student_logit_scale
     teacher = logit_scale * widen(teacher_image) @ widen(teacher_text).T
     student = student_scale * widen(student_image) @ widen(student_text).T
     return F.kl_div(F.log_softmax(student, dim=1), F.softmax(teacher, dim=1), reduction="batchmean")
+
+
+def _star(student_image, student_text, teacher_image, teacher_text, labels, logit_scale, student_logit_scale):
+    return star_regularizer(student_image, student_text, teacher_image, teacher_text, labels, logit_scale)
+
+
+def _kl(student_image, student_text, teacher_image, teacher_text, labels, logit_scale, student_logit_scale):
+    return kl_regularizer(student_image, student_text, teacher_image, teacher_text, logit_scale, student_logit_scale)
+
+
+# The loss of each regulariser of stages.method.registry.REGULARIZERS, called with one signature:
+# the student's and teacher's features [B, D] of the batch's images and spurious captions, the
+# labels [B], tau0, and the student's own logit scale where the run gives it one (else None).
+REGULARIZER_LOSSES = {"star": _star, "kl": _kl}
 
 
 def diminishing_lambda(lam: float, epoch: int, epochs: int, schedule: str = "diminishing") -> float:

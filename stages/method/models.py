@@ -25,6 +25,7 @@ CONFIG_FILE = "open_clip_config.json"
 
 @dataclass
 class Clip:
+    """A loaded open_clip model with its train and val transforms, tokenizer and identity (`model_identity`)."""
     model: torch.nn.Module
     preprocess_train: object
     preprocess_val: object
@@ -68,6 +69,7 @@ def save_local_dir(model: torch.nn.Module, model_cfg: dict, folder: str | Path,
 
 
 def resolve_device(device: str = "auto") -> torch.device:
+    """The torch device of a config's `device`: "auto" is CUDA when available, else the CPU."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)

@@ -1,5 +1,11 @@
-"""The methods of the comparison: what each one trains, and with which regulariser; a run (a
+"""The methods of the comparison: what each one trains, with which regulariser, and what its loss
+reads (text tower, logit scale, head); the regularisers by what their formula does; a run (a
 method or a config variant of one) labelled by what it changes (`run_label`).
+
+Adding a regulariser (docs/architecture.md, "A regulariser"): an entry in `REGULARIZERS` here and
+its loss in stages.method.losses.REGULARIZER_LOSSES; a method that uses it in `METHODS`. What a
+run trains, the batch's captions, the loss of a step, the report's notes and the model card read
+these entries.
 
 Free of torch, so that the config check and the Snakefile can read it while they build the DAG.
 """
@@ -10,14 +16,63 @@ from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
+class Regularizer:
+    """A regulariser of the fine-tuning loss, pulling the student's softmax over the batch's
+    spurious captions towards the frozen teacher's."""
+
+    words: str                   # what the report calls it
+    # finetune.kl_scale chooses the student's logit scale: its own learned one ("student") or the
+    # teacher's tau0 ("teacher"); False: tau0 on both sides, always
+    scale_option: bool
+
+
+REGULARIZERS = {
+    "star": Regularizer("StarFT (label-masked)", scale_option=False),
+    "kl": Regularizer("KL, no mask", scale_option=True),
+}
+
+
+@dataclass(frozen=True)
 class Method:
+    """A method of the comparison: its fine-tuning objective, its regulariser (a key of
+    REGULARIZERS) and whether a linear probe on frozen features comes first."""
+
     objective: str | None        # "flyp" (contrastive), "ce" (linear head) or None (no fine-tuning)
-    regularizer: str | None      # "star", "kl" or None
+    regularizer: str | None      # a key of REGULARIZERS, or None
     linear_probe: bool = False   # fit a linear head on frozen features first (lp, lpft)
 
     @property
+    def fine_tunes(self) -> bool:
+        """Whether the student's weights are trained (lp only fits a head on frozen features)."""
+        return self.objective is not None
+
+    @property
+    def trains(self) -> bool:
+        """Whether a run of it learns anything (zeroshot is the teacher itself)."""
+        return self.fine_tunes or self.linear_probe
+
+    @property
     def has_head(self) -> bool:
+        """A linear head scores it on its training label space (CE, or the probe's head)."""
         return self.objective == "ce" or self.linear_probe
+
+    @property
+    def uses_spurious(self) -> bool:
+        """Its loss reads a spurious caption per sample (and the teacher's features)."""
+        return self.regularizer is not None
+
+    @property
+    def trains_text(self) -> bool:
+        """Its loss reaches the text tower: FLYP's class captions, the regulariser's spurious ones."""
+        return self.objective == "flyp" or self.uses_spurious
+
+    def student_scale(self, kl_scale: str) -> bool:
+        """Whether the regulariser scales the student's logits by the student's own logit scale."""
+        return self.uses_spurious and REGULARIZERS[self.regularizer].scale_option and kl_scale == "student"
+
+    def trains_logit_scale(self, kl_scale: str) -> bool:
+        """Whether the loss reaches the student's logit scale (DDP needs every trained parameter used)."""
+        return self.objective == "flyp" or self.student_scale(kl_scale)
 
 
 METHODS = {
@@ -31,6 +86,15 @@ METHODS = {
     "starft_ce": Method("ce", "star"),
 }
 EVAL_ONLY = ("wiseft",)
+
+
+def regularizer_words(method: Method, cfg: dict) -> str | None:
+    """The regulariser of a run in words (its kind, lambda, schedule and logit scales), from its
+    recorded configuration; None without one."""
+    if not method.uses_spurious:
+        return None
+    scale = "student's own scale" if method.student_scale(cfg["kl_scale"]) else "tau0 for both"
+    return f"{REGULARIZERS[method.regularizer].words}, lambda {cfg['lambda']:g} {cfg['schedule']}, {scale}"
 
 
 def _change(key: str, value) -> str:

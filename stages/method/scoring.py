@@ -55,6 +55,8 @@ def predict_points(model, heads: dict, target, loader, device, load=None, autoca
 
 
 def zeroshot_head(model, tokenizer, classnames, templates, device):
+    """The zero-shot head of the model's text encoder: normalised image features [N, D] -> cosine
+    logits [N, C] (unscaled)."""
     weights = zeroshot_weights(model, tokenizer, classnames, templates, device)
     return lambda feats: feats @ weights.T
 

@@ -31,6 +31,8 @@ class EmbeddingMismatchError(ValueError):
 
 
 def write_embeddings(path: str | Path, table: pd.DataFrame, embeddings: np.ndarray, meta: dict) -> None:
+    """Write `table` with an `embedding` column (float32 [N, D], row-aligned) and `meta` under
+    META_KEY, atomically."""
     embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
     column = pa.FixedSizeListArray.from_arrays(pa.array(embeddings.reshape(-1)), embeddings.shape[1])
     arrow = pa.Table.from_pandas(table, preserve_index=False).append_column("embedding", column)
@@ -42,11 +44,14 @@ def write_embeddings(path: str | Path, table: pd.DataFrame, embeddings: np.ndarr
 
 @dataclass
 class Embeddings:
+    """A teacher-text table as read: its rows, their embeddings and the file's metadata."""
     table: pd.DataFrame          # one row per text, without the embedding column
     embeddings: torch.Tensor     # [N, D] float32, row-aligned with `table`
     meta: dict
 
     def rows(self, kind: str, types: list[str] | None = None) -> pd.DataFrame:
+        """The table's rows of `kind`, restricted to the pools `types` when given; the index is the row
+        of `embeddings`."""
         sel = self.table["kind"] == kind
         if types is not None:
             sel &= self.table["type"].isin(types)

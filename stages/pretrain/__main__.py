@@ -9,6 +9,7 @@ from .run import run
 
 
 def main(argv=None) -> None:
+    """The command line: pre-train and save the tiny CLIP (`run`), then print its zero-shot checks."""
     p = argparse.ArgumentParser(description="Pre-train the synthetic world's tiny CLIP and save it as local-dir:.")
     p.add_argument("--dataset-config", required=True, help="JSON of the validated dataset config")
     p.add_argument("--pretrain-set", required=True, help=".npz written by stages.synthetic.world")

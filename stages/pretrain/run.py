@@ -74,6 +74,9 @@ def train(model: open_clip.CLIP, images: np.ndarray, captions: np.ndarray, cfg: 
 
 
 def run(synthetic: dict, cfg: dict, pretrain_set: str | Path, out: str | Path, seed: int) -> dict:
+    """Pre-train the tiny CLIP on the pretrain set (.npz of images and captions), check it zero-shot,
+    and write it atomically to `out` as a local-dir: model with pretrain_report.json; returns the
+    report. The saved model is loaded back once, as any CLIP is."""
     data = np.load(pretrain_set)
     model_cfg = tiny_clip_config(cfg, synthetic["image_size"])
     torch.manual_seed(seed)

@@ -119,6 +119,7 @@ def load_sections(spec: dict) -> list[dict]:
 
 
 def main(argv=None) -> None:
+    """The command line: build the report into --out (report.md, tables, figures) and print report.md."""
     p = argparse.ArgumentParser(description="Tables and figures of experiments' evaluation records.")
     p.add_argument("--name", required=True, help="the report's name (its heading)")
     p.add_argument("--spec", required=True,

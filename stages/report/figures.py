@@ -61,6 +61,8 @@ def _save(fig, ax, path: Path, title: str) -> None:
 
 def plot_groups(stats: pd.DataFrame, groups: list[str], path: Path, title: str,
                 styles: dict[str, dict] | None = None) -> None:
+    """Bar chart of each method's per-group accuracy (mean, std as error bars) from `stats`
+    (methods x (group, mean|std)), saved to `path`."""
     methods = list(stats.index)
     styles = styles or method_styles(methods)
     x = np.arange(len(groups))

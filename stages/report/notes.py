@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..method.registry import METHODS
+from ..method.registry import METHODS, regularizer_words
 
 SELECT = {"last": "the last epoch of each run",
           "val_worst_group": "each run's epoch of best worst-group accuracy on the training set's val split"}
@@ -30,15 +30,12 @@ def run_settings(records: list[dict], order: list[str]) -> pd.DataFrame:
         base = METHODS[cfg["method"]]
         row = rows.setdefault(method, {"Method": method, "Checkpoint": []})
         row["Trains"] = f"WiSE-FT of {cfg['name']}, alpha {r['wiseft_alpha']}" if method == "wiseft" else cfg["method"]
-        if base.regularizer is None:
+        if not base.uses_spurious:
             row["Regulariser"], row["Spurious captions"] = "–", "–"
         else:
-            scale = "tau0 for both" if base.regularizer == "star" or cfg.get("kl_scale") == "teacher" \
-                else "student's own scale"
-            kind = "StarFT (label-masked)" if base.regularizer == "star" else "KL, no mask"
-            row["Regulariser"] = f"{kind}, lambda {cfg['lambda']:g} {cfg['schedule']}, {scale}"
-            row["Spurious captions"] = (f"{', '.join(cfg.get('spurious_types') or ['all pools'])}; "
-                                        f"{cfg.get('spurious_sampling', 'all_templates').replace('_', ' ')}")
+            row["Regulariser"] = regularizer_words(base, cfg)
+            row["Spurious captions"] = (f"{', '.join(cfg['spurious_types'] or ['all pools'])}; "
+                                        f"{cfg['spurious_sampling'].replace('_', ' ')}")
         selected = r.get("selected") or {"rule": "last", "epoch": cfg.get("epochs")}
         row["Checkpoint"].append(selected)
     for row in rows.values():

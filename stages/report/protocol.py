@@ -82,6 +82,8 @@ def protocol_table(sections: list[dict], datasets: dict[str, dict]) -> pd.DataFr
 
 
 def protocol_lines(sections: list[dict], datasets: dict[str, dict]) -> list[str]:
+    """The report's *Data sets* section (`protocol_table` as Markdown), or nothing when no section
+    has records."""
     table = protocol_table(sections, datasets)
     if table.empty:
         return []

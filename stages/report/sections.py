@@ -35,6 +35,7 @@ class View(NamedTuple):
     marks: dict[str, str]        # target -> footnote, where its report split was used for a choice
 
     def note(self, targets: list[str]) -> list[str]:
+        """`table_note` of the table over `targets`: checkpoints, splits and heads of its numbers."""
         return table_note(self.rows, targets, self.cfg, self.splits, self.order)
 
     def table(self, stats: pd.DataFrame | None, stem: str, caption: str, column_targets: dict[str, str],
@@ -65,6 +66,9 @@ def insert_drift(table: pd.DataFrame, drift: tuple | None) -> pd.DataFrame:
 
 
 def domain_shift_lines(v: View, shifts: list[str]) -> list[str]:
+    """The *Domain shift* subsection: accuracy on the ID set and on `shifts`, effective robustness
+    where the WiSE-FT curve covers them, drift; writes its tables, the WiSE-FT curve's CSV and the
+    ID-vs-shift figure."""
     train, out = v.cfg["train"], v.out
     id_col = f"{train} (ID)"
     wise = v.curve[v.curve["target"].isin([train, *shifts])]
@@ -107,6 +111,8 @@ def domain_shift_lines(v: View, shifts: list[str]) -> list[str]:
 
 
 def group_lines(v: View, targets: list[str]) -> list[str]:
+    """The *Group shift* subsection: an overview over `targets` when several, then per target its
+    group table, figures (per-group accuracy, drift, WiSE-FT curve) and files."""
     ft, out = v.cfg["finetune"], v.out
     group_names = {r["target"]: r["group_names"] for r in v.records if r.get("group_names")}
     lines = ["### Group shift", "",
@@ -161,6 +167,8 @@ def id_lines(v: View) -> list[str]:
 
 
 def zeroshot_lines(v: View, targets: list[str]) -> list[str]:
+    """The *Zero-shot classification* subsection: accuracy on each of `targets` and their mean, with
+    its table files."""
     return (["### Zero-shot classification", "",
              "Accuracy on each classification data set; **Mean**: each seed's mean over them, then mean ± std.", ""]
             + v.table(accuracy_table(v.rows, targets, "Mean", order=v.order), "table_zeroshot",

@@ -162,9 +162,11 @@ class Out(NamedTuple):
     prefix: str
 
     def name(self, stem: str) -> str:
+        """The file name of `stem` in this section: the prefix, then the stem."""
         return f"{self.prefix}{stem}"
 
     def path(self, stem: str) -> Path:
+        """Where the section's file `stem` goes."""
         return self.folder / self.name(stem)
 
 

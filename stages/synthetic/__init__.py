@@ -1,4 +1,4 @@
-"""The synthetic world: a procedurally generated stand-in for Waterbirds and ImageNet (DESIGN.md section 4).
+"""The synthetic world: a procedurally generated stand-in for Waterbirds and ImageNet (docs/method.md).
 
 It draws the nuisances an LLM names as spurious. Four kinds, each drawn procedurally in numpy on
 float RGB images in [0, 1] (H, W, 3) and strong enough to be visible at 32 px, each with the words

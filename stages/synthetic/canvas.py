@@ -24,6 +24,7 @@ class Canvas:
     rng: np.random.Generator
 
     def jit(self, c, s=0.06) -> np.ndarray:
+        """`jitter` of colour `c` drawn from the canvas's random stream."""
         return jitter(self.rng, c, s)
 
 
@@ -33,17 +34,20 @@ def jitter(rng: np.random.Generator, c, s=0.06) -> np.ndarray:
 
 
 def grid(size: int):
+    """(yy, xx) [size, size] float32: each pixel's row and column over `size`, in [0, 1)."""
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
     return yy, xx
 
 
 def pixel_grid(mask: np.ndarray):
+    """[2, H, W] float32 of a mask's shape: each pixel's row and column index."""
     return np.mgrid[0:mask.shape[0], 0:mask.shape[1]].astype(np.float32)
 
 
 # ---- shared pixel operations -------------------------------------------------------------------
 
 def luminance(img: np.ndarray) -> np.ndarray:
+    """Luma [H, W] of an RGB image [H, W, 3] (Rec. 601 weights)."""
     return img @ np.array([0.299, 0.587, 0.114], np.float32)
 
 

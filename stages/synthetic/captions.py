@@ -104,6 +104,8 @@ def nuisance_caption(sp: Species, look: Look, rng: np.random.Generator) -> str:
 
 
 def caption_for(sp: Species, look: Look, rng: np.random.Generator) -> str:
+    """An image's caption: `nuisance_caption` when its Look has a texture, quality or style, else
+    the plain `caption`."""
     if look.texture or look.quality or look.style:
         return nuisance_caption(sp, look, rng)
     return caption(sp, look.scene, rng)

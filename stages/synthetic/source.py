@@ -133,6 +133,7 @@ def stream(params: dict, name: str) -> np.random.Generator:
 
 
 def balanced_labels(n: int, rng: np.random.Generator, n_classes: int = len(CLASSNAMES)) -> np.ndarray:
+    """n labels cycling through the classes (their counts differ by at most one), shuffled by `rng`."""
     labels = np.arange(n) % n_classes
     rng.shuffle(labels)
     return labels
@@ -168,10 +169,13 @@ def natural_plan(n: int, params: dict, rng: np.random.Generator, style: str | No
 
 
 def sketch_plan(n: int, params: dict, rng: np.random.Generator) -> list[tuple[int, Look, dict]]:
+    """ImageNet-Sketch: the source distribution's scenes, every image a sketch and nothing else."""
     return natural_plan(n, params, rng, style="sketch")
 
 
 def rendition_plan(n: int, params: dict, rng: np.random.Generator) -> list[tuple[int, Look, dict]]:
+    """ImageNet-R: every image a rendition in a random RENDITION_STYLES style, textured at rate
+    `rendition_texture`, its colours permuted at rate `rendition_palette`."""
     plan = []
     for y, scene, h in scene_draws(n, params, rng):
         texture = draw_nuisances(rng, texture=params["rendition_texture"])["texture"]
@@ -227,6 +231,7 @@ def scenes_plan(n: int, params: dict, rng: np.random.Generator) -> list[tuple[in
 # ---- writing -----------------------------------------------------------------------------------
 
 def save(img: np.ndarray, path: Path) -> None:
+    """Write a uint8 image [H, W, 3] to `path` (format by suffix; JPEG quality 95)."""
     # a grey image is saved with one channel, so that its channels read back exactly equal
     grey = bool((img == img[..., :1]).all())
     Image.fromarray(img[..., 0] if grey else img, "L" if grey else "RGB").save(path, quality=95)
@@ -314,6 +319,8 @@ def generate_all(root: str | Path, params: dict | None = None, sets=SETS) -> dic
 
 
 def main(argv=None) -> None:
+    """The command line: write the chosen sets under --root, then print each one's size and share of
+    habitual scenes."""
     p = argparse.ArgumentParser(description="Generate the synthetic world's source task and its shifted test sets.")
     p.add_argument("--params", default="{}", help=f"JSON of parameters overriding the defaults: {json.dumps(DEFAULTS)}")
     p.add_argument("--root", required=True, help="output folder: ROOT/<set> for each set (" + ", ".join(SETS) + ")")

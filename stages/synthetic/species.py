@@ -25,6 +25,7 @@ from .textures import TEXTURES, apply_texture
 
 @dataclass(frozen=True)
 class Species:
+    """One bird species: its class and what its sprite looks like (colours, proportions, shape)."""
     name: str
     y: int  # 0 landbird, 1 waterbird
     body: tuple  # RGB in [0, 1]
@@ -140,6 +141,7 @@ class Look:
 
     @property
     def nuisances(self) -> dict:
+        """The metadata columns texture, quality and style, "" for none."""
         return {"texture": self.texture or "", "quality": self.quality or "", "style": self.style or ""}
 
 
@@ -239,12 +241,16 @@ def draw(sp: Species, look: Look, size: int, rng: np.random.Generator) -> tuple[
 
 
 def to_uint8(img: np.ndarray) -> np.ndarray:
+    """A float image in [0, 1] as uint8, clipped first."""
     return (np.clip(img, 0, 1) * 255).astype(np.uint8)
 
 
 def render_sample(sp: Species, look: Look, size: int, rng: np.random.Generator) -> np.ndarray:
+    """One image of `sp` drawn as `look`, uint8 [size, size, 3]."""
     return to_uint8(draw(sp, look, size, rng)[0])
 
 
 def render(sp: Species, scene: str, size: int, rng: np.random.Generator, scale: float = 0.5) -> np.ndarray:
+    """A plain image of `sp` in `scene` (no nuisance), uint8 [size, size, 3]; `scale`: sprite size over
+    image size."""
     return render_sample(sp, Look(scene, scale=scale), size, rng)

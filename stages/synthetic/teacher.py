@@ -11,10 +11,10 @@ import torch
 import torch.nn.functional as F
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 
-from ..datasets.waterbirds import group_of
+from ..datasets.base import group_index
 from ..method.metrics import group_accuracies
 from ..method.zeroshot import zeroshot_weights
-from .groups import CLASSNAMES, PLACES, SCENES, sample_groups, scenes_of, species_of
+from .groups import CLASSNAMES, N_GROUPS, PLACES, SCENES, sample_groups, scenes_of, species_of
 from .scenes import SCENE_WORDS
 from .source import CLASSNAMES as SOURCE_CLASSNAMES
 from .source import RENDITION_SETS, with_defaults
@@ -58,7 +58,7 @@ def zeroshot_check(model, tokenizer, n: int, image_size: int, seed: int) -> dict
                          ["the {}."], "cpu").mean(0) for place in range(len(PLACES))])
     pred_y = (feats @ class_w.T).argmax(1).numpy()
     pred_place = (feats @ scene_w.T).argmax(1).numpy()
-    accs = group_accuracies(pred_y, ys, group_of(ys, places), 4)
+    accs = group_accuracies(pred_y, ys, group_index(ys, places, len(PLACES)), N_GROUPS)
     names = np.array([sp.name for sp in species])
     # one species the teacher misreads caps a group: the per-species accuracy says which
     per_species = {name: 100 * float((pred_y == ys)[names == name].mean()) for name in sorted(set(names))}

@@ -25,10 +25,13 @@ _FILLER = frozenset({"a", "an", "the", "of", "with", "in", "on", "at", "by", "to
 
 
 def content_words(phrases) -> frozenset[str]:
+    """The lower-case words of `phrases`, filler words (_FILLER) left out."""
     return frozenset(w for p in phrases for w in re.findall(r"[a-z]+", p.lower()) if w not in _FILLER)
 
 
 def all_phrases():
+    """Every phrase the world's captions use: scene words, place phrases, and the adjectives and
+    phrases of every texture, quality and style."""
     for words in SCENE_WORDS.values():
         yield from words
     for words in PLACE_PHRASES.values():
@@ -44,6 +47,7 @@ RENDERED_WORDS = content_words(all_phrases())
 
 
 def a_or_an(phrase: str) -> str:
+    """`phrase` with its article: "an" before a vowel letter, else "a"."""
     return f"{'an' if phrase[:1] in 'aeiou' else 'a'} {phrase}"
 
 

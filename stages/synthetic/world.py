@@ -1,4 +1,4 @@
-"""SynthBirds: a procedurally generated stand-in for Waterbirds (DESIGN.md section 4).
+"""SynthBirds: a procedurally generated stand-in for Waterbirds (docs/method.md, "The synthetic world").
 
 Bird sprites of several species (each a landbird or a waterbird; stages.synthetic.species) pasted
 on scenes (land scenes, water scenes and a few others), written in the exact Waterbirds on-disk
@@ -65,6 +65,8 @@ def generate_dataset(root: str | Path, n_train: int, n_val: int, n_test: int, tr
 
 
 def main(argv=None) -> None:
+    """The command line: write the SynthBirds data set and its pre-training set, then print the images
+    per (split, y, place)."""
     p = argparse.ArgumentParser(description="Generate the SynthBirds data set and its captioned pre-training set.")
     p.add_argument("--params", required=True, help="JSON of the config's data.synthetic section")
     p.add_argument("--root", required=True, help="output folder of the Waterbirds-layout data set")

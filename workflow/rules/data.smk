@@ -4,8 +4,8 @@
 
 rule synth_world:
     output:
-        dataset=directory("data/{world}/dataset"),
-        pretrain_set="data/{world}/pretrain_set.npz",
+        dataset=directory(stage_config.WORLD_DATASET),
+        pretrain_set=stage_config.WORLD_PRETRAIN_SET,
     params:
         synthetic=lambda w: quoted_json(DATASETS[w.world]["synthetic"]),
     log:
@@ -17,13 +17,14 @@ rule synth_world:
 
 rule synth_source:
     output:
-        [directory(f"data/{{source}}/{s}") for s in SOURCE_SETS],
+        [directory(f"{stage_config.SOURCE_ROOT}/{s}") for s in SOURCE_SETS],
     params:
         source=lambda w: quoted_json(DATASETS[w.source]["source"]),
+        root=lambda w: stage_config.SOURCE_ROOT.format(source=w.source),
     log:
         "logs/{source}/synth_source.log",
     shell:
-        "python -m stages.synthetic.source --params {params.source} --root data/{wildcards.source} > {log} 2>&1"
+        "python -m stages.synthetic.source --params {params.source} --root {params.root} > {log} 2>&1"
 
 
 def check_options(wildcards):
@@ -44,7 +45,7 @@ rule check_data:
         # a folder this workflow writes (synthetic world, source task) is built first
         lambda w: [DATASETS[w.dataset]["root"]] if DATASETS[w.dataset]["root"] in GENERATED else [],
     output:
-        "data/{dataset}/data_check.json",
+        stage_config.DATA_CHECK,
     params:
         reader=lambda w: DATASETS[w.dataset]["reader"],
         root=lambda w: shlex.quote(DATASETS[w.dataset]["root"]),
@@ -66,7 +67,7 @@ PREPARED = [name for name, d in DATASETS.items() if d.get("prepare") is not None
 
 rule prepare_data:
     output:
-        "data/{dataset}/prepared",
+        stage_config.PREPARED,
     wildcard_constraints:
         dataset=alternatives(PREPARED),
     params:
@@ -84,7 +85,7 @@ rule prepare_data:
 
 rule prepare_data_all:
     input:
-        [f"data/{name}/prepared" for name in PREPARED],
+        [stage_config.PREPARED.format(dataset=name) for name in PREPARED],
 
 
 # Opt-in (README "Keeping the GPU fed"): with `datasets.<dataset>.resized_copy` set, fine-tuning
@@ -98,7 +99,7 @@ rule resize_split:
     input:
         lambda w: data_check(w.dataset),
     output:
-        directory("data/{dataset}/resized_{split}"),
+        directory(stage_config.RESIZED_COPY),
     wildcard_constraints:
         dataset=alternatives(RESIZED),
         split="[a-z0-9_]+",

@@ -35,7 +35,8 @@ def describe_inputs(wildcards):
     d = describe_params(wildcards)
     if d["pools_of"]:
         raise WorkflowError(f"experiment {wildcards.experiment} uses the pools of experiment {d['pools_of']} "
-                            f"(experiments.{wildcards.experiment}.describe.pools_of): data/{d['pools_of']}/pools")
+                            f"(experiments.{wildcards.experiment}.describe.pools_of): "
+                            + stage_config.POOLS.format(experiment=d["pools_of"]))
     # The data set is validated before any LLM work, so a missing data set fails the first job
     # (ancient(): a re-check alone does not regenerate the pools).
     inputs = {"data_check": ancient(data_check(EXPERIMENTS[wildcards.experiment]["train"]))}
@@ -71,7 +72,7 @@ rule describe:
     input:
         unpack(describe_inputs),
     output:
-        directory("data/{experiment}/pools"),
+        directory(stage_config.POOLS),
     params:
         job=describe_job_json,
         types=lambda w: " ".join(job(w)["describe"]["types"]),

@@ -24,10 +24,10 @@ def uses_gpu(wildcards, device):
 rule embed:
     input:
         # another experiment's when describe.pools_of says so
-        pools=lambda w: f"data/{stage_config.pools_experiment(EXPERIMENTS, w.experiment)}/pools",
+        pools=lambda w: stage_config.POOLS.format(experiment=stage_config.pools_experiment(EXPERIMENTS, w.experiment)),
         model=model_input,
     output:
-        "data/{experiment}/embeddings/teacher_text.parquet",
+        stage_config.TEACHER_TEXT,
     params:
         cfg=embed_json,
         pools=spurious_pools,

@@ -9,15 +9,13 @@
 # The experiment's teacher-text table (its spurious captions, as fine-tuning reads them) gives
 # every split record its spuriosity drift.
 
-EVAL_TEACHER_TEXT = "data/{experiment}/embeddings/teacher_text.parquet"
-
-
 def run_checkpoint(wildcards):
     if wildcards.method == "zeroshot":
         return []
     ft = EXPERIMENTS[wildcards.experiment]["finetune"]
     source = ft["wiseft_of"] if wildcards.method == "wiseft" else wildcards.method
-    return [f"results/runs/{wildcards.experiment}/{source}/seed{wildcards.seed}/checkpoint.pt"]
+    run_dir = stage_config.RUN_DIR.format(experiment=wildcards.experiment, method=source, seed=wildcards.seed)
+    return [f"{run_dir}/checkpoint.pt"]
 
 
 def experiment_targets(experiment):
@@ -29,7 +27,7 @@ def eval_folder(experiment, method, seed, targets=None):
     roles = experiment_targets(experiment)
     chosen = [t for t in roles if targets is None or t in targets]
     suffix = "" if len(chosen) == len(roles) else "_" + "+".join(chosen)
-    return f"results/runs/{experiment}/{method}/seed{seed}/eval{suffix}"
+    return stage_config.RUN_DIR.format(experiment=experiment, method=method, seed=seed) + f"/eval{suffix}"
 
 
 def job_targets(wildcards):
@@ -56,7 +54,7 @@ def evaluate_json(wildcards):
                 "data_check": data_check(t)}
                for t, role in job_targets(wildcards).items()]
     cfg = {"experiment": wildcards.experiment, "targets": targets, "model": e["model"],
-           "embeddings": EVAL_TEACHER_TEXT.format(experiment=wildcards.experiment),
+           "embeddings": stage_config.TEACHER_TEXT.format(experiment=wildcards.experiment),
            "evaluate": {k: e["evaluate"][k] for k in ("batch_size", "device", "num_workers")}, "finetune": ft}
     return quoted_json(cfg)
 
@@ -66,10 +64,10 @@ rule evaluate:
         data_checks=lambda w: [data_check(t) for t in job_targets(w)],
         model=model_input,
         checkpoint=run_checkpoint,
-        embeddings=EVAL_TEACHER_TEXT,
+        embeddings=stage_config.TEACHER_TEXT,
     output:
         # a folder: the targets are the experiment's (a rule's outputs cannot depend on a wildcard)
-        directory("results/runs/{experiment}/{method}/seed{seed}/eval"),
+        directory(f"{stage_config.RUN_DIR}/eval"),
     params:
         cfg=evaluate_json,
         checkpoint=lambda w, input: f"--checkpoint {input.checkpoint}" if input.checkpoint else "",
@@ -90,7 +88,7 @@ rule evaluate:
 # the same job on the targets a report section asks for, when they are not all the experiment's
 use rule evaluate as evaluate_targets with:
     output:
-        directory("results/runs/{experiment}/{method}/seed{seed}/eval_{targets}"),
+        directory(f"{stage_config.RUN_DIR}/eval_{{targets}}"),
     wildcard_constraints:
         targets=r"(?:{0})(?:\+(?:{0}))*".format(alternatives(DATASETS)),
     log:

@@ -19,7 +19,7 @@ def export_json(wildcards):
 
 def experiment_exports(wildcards):
     e = EXPERIMENTS[wildcards.experiment]
-    return [f"results/runs/{wildcards.experiment}/{m}/seed{s}/export"
+    return [stage_config.RUN_DIR.format(experiment=wildcards.experiment, method=m, seed=s) + "/export"
             for m in stage_config.report_methods(e) if m != "zeroshot" for s in stage_config.run_seeds(e, m)]
 
 
@@ -28,9 +28,9 @@ rule export:
         checkpoint=run_checkpoint,
         model=model_input,
         data_check=lambda w: data_check(EXPERIMENTS[w.experiment]["train"]),
-        eval="results/runs/{experiment}/{method}/seed{seed}/eval",
+        eval=f"{stage_config.RUN_DIR}/eval",
     output:
-        directory("results/runs/{experiment}/{method}/seed{seed}/export"),
+        directory(f"{stage_config.RUN_DIR}/export"),
     wildcard_constraints:
         # the lookahead sees the rest of the path ("zeroshot/seed0/..."), hence the slash
         method="(?!zeroshot/)[a-z][a-z0-9_]*",

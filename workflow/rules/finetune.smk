@@ -19,10 +19,10 @@ for _name, _job in JOBS.items():
         for _method in _job["finetune"]["methods"]:
             if _method in EVAL_ONLY:
                 continue
-            _run = ft_runs.run_config(_job["finetune"], _method)
-            if METHODS[_run["method"]].objective is not None:
+            _run = ft_runs.RunConfig.from_dict(ft_runs.run_config(_job["finetune"], _method))
+            if _run.base.fine_tunes:
                 try:
-                    ft_runs.check_schedule(_run, _world["n_train"], _job["finetune"]["processes"])
+                    ft_runs.check_schedule(_run, _world["n_train"], _run.processes)
                 except ft_runs.FinetuneConfigError as e:
                     raise WorkflowError(f"config key experiments.{_name}.{e}") from None
 
@@ -86,7 +86,7 @@ rule probe:
         data_check=lambda w: data_check(EXPERIMENTS[w.experiment]["train"]),
         model=model_input,
     output:
-        "data/{experiment}/probe/{probe}/probe.pt",
+        ft_probe.PROBE_PATH,
     wildcard_constraints:
         probe="[0-9a-f]{10}",
     params:
@@ -105,20 +105,20 @@ rule probe:
 rule finetune:
     input:
         data_check=lambda w: data_check(EXPERIMENTS[w.experiment]["train"]),
-        embeddings="data/{experiment}/embeddings/teacher_text.parquet",
+        embeddings=stage_config.TEACHER_TEXT,
         model=model_input,
         probe=run_probe,
         resized_copy=resized_copy,
     output:
-        checkpoint="results/runs/{experiment}/{method}/seed{seed}/checkpoint.pt",
-        log="results/runs/{experiment}/{method}/seed{seed}/train_log.csv",
+        checkpoint=f"{stage_config.RUN_DIR}/checkpoint.pt",
+        log=f"{stage_config.RUN_DIR}/train_log.csv",
     wildcard_constraints:
         method="(?!wiseft/)[a-z][a-z0-9_]*",
     params:
         cfg=finetune_json,
         run=run_json,
         launcher=finetune_launcher,
-        out_dir=lambda w: f"results/runs/{w.experiment}/{w.method}/seed{w.seed}",
+        out_dir=lambda w: stage_config.RUN_DIR.format(experiment=w.experiment, method=w.method, seed=w.seed),
         probe=lambda w, input: f"--probe {input.probe}" if input.probe else "",
     threads: finetune_threads
     resources:

@@ -4,9 +4,9 @@
 
 rule pretrain:
     input:
-        "data/{world}/pretrain_set.npz",
+        stage_config.WORLD_PRETRAIN_SET,
     output:
-        directory("data/{world}/clip"),
+        directory(stage_config.WORLD_CLIP),
     params:
         # only what pre-training reads: a change of e.g. the fine-tuning methods must not retrain
         cfg=lambda w: quoted_json({"seed": DATASETS[w.world]["synthetic"]["seed"],

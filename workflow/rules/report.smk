@@ -42,13 +42,13 @@ def report_teachers(wildcards):
     """The pretrain reports of the synthetic teachers, for the report's teacher note."""
     sections = report_sections(wildcards.name)
     worlds = {stage_config.synthetic_teacher(CONFIG, EXPERIMENTS[s["experiment"]]) for s in sections}
-    return [f"data/{w}/clip" for w in sorted(worlds - {None})]
+    return [stage_config.WORLD_CLIP.format(world=w) for w in sorted(worlds - {None})]
 
 
 def report_pools(wildcards):
     """The pools of the synthetic experiments, for the report's readable-share note."""
     experiments = dict.fromkeys(s["experiment"] for s in report_sections(wildcards.name))
-    return list(dict.fromkeys(f"data/{stage_config.pools_experiment(EXPERIMENTS, e)}/pools"
+    return list(dict.fromkeys(stage_config.POOLS.format(experiment=stage_config.pools_experiment(EXPERIMENTS, e))
                               for e in experiments if JOBS[e].get("synthetic")))
 
 

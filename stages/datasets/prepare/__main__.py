@@ -12,6 +12,7 @@ from . import PrepareError, prepare
 
 
 def main(argv=None) -> None:
+    """The command line: fetch, check and lay out one data set, then write its prepare record (JSON)."""
     p = argparse.ArgumentParser(prog="python -m stages.datasets.prepare",
                                 description="Fetch, check and lay out one published data set.")
     p.add_argument("--dataset", required=True, help="the config's name of the data set")

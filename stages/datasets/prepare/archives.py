@@ -49,6 +49,8 @@ def _link_escapes(name: str, target: str) -> bool:
 
 
 def extract_tar(archive: str | Path, target: str | Path) -> None:
+    """Extract a tar archive (any compression tarfile reads) into `target` through tarfile's `data`
+    filter and the rule above; UnsafeArchive or ArchiveError naming the archive (and member)."""
     archive, target = Path(archive), Path(target)
 
     def data_only(member: tarfile.TarInfo, path: str):

@@ -45,18 +45,23 @@ class Remote:
 
     @classmethod
     def from_config(cls, entry: dict, key: str) -> Remote:
+        """The file of config entry `prepare.files.<i>` (url, name, size, sha256, md5, `checksum: skip`)."""
         return cls(url=entry["url"], key=key, name=entry.get("name"), size=entry.get("size"),
                    sha256=entry.get("sha256"), md5=entry.get("md5"),
                    skip_checksum=entry.get("checksum") == "skip")
 
     @property
     def filename(self) -> str:
+        """The local file name: `name`, else the URL's last path segment; DownloadError when neither is a
+        plain file name."""
         name = self.name or Path(urlsplit(self.url).path).name
         if not name or name in (".", "..") or "/" in name or "\\" in name:
             raise DownloadError(f"{self.key}: cannot name a local file after {self.url!r}; give `name`")
         return name
 
     def hasher(self):
+        """(kind, a fresh hashlib object, expected lowercase hex digest or None when unchecked); sha256
+        wins over md5. DownloadError when no checksum is pinned and `checksum: skip` is not given."""
         if self.sha256:
             return "sha256", hashlib.sha256(), self.sha256.lower()
         if self.md5:

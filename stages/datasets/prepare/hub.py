@@ -59,10 +59,12 @@ def features(path: Path) -> dict:
 
 
 def columns_of(path: Path, kind: str) -> list[str]:
+    """The columns of a Parquet file whose `datasets` feature is of type `kind` ("Image", "ClassLabel")."""
     return [c for c, f in features(path).items() if isinstance(f, dict) and f.get("_type") == kind]
 
 
 def batches(path: Path, columns: list[str]):
+    """The file's rows in batches of BATCH, each as {column: list of values} for `columns` only."""
     import pyarrow.parquet as pq
 
     for batch in pq.ParquetFile(path).iter_batches(batch_size=BATCH, columns=columns):

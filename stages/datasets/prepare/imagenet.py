@@ -21,12 +21,15 @@ PORTAL = "https://image-net.org/download-images.php (login; ILSVRC 2012)"
 
 
 def archive_meta() -> dict[str, tuple[str, str]]:
+    """torchvision's ILSVRC-2012 archives: {"train" | "val" | "devkit": (file name, md5)}."""
     from torchvision.datasets import imagenet as tv_imagenet
 
     return dict(tv_imagenet.ARCHIVE_META)
 
 
 def hand_fetch_line(folder: Path, lost: list[str]) -> str:
+    """The error line for archives missing from `folder`: where to download them by hand, or how to
+    point the config at them."""
     return (f"put {', '.join(lost)} in {folder} (download them by hand from {PORTAL}; "
             "or set datasets.<name>.prepare.archives to the folder holding them)")
 

@@ -20,6 +20,7 @@ class PublishedLayoutError(ValueError):
 
 
 def need(files: dict[str, Path], name: str, dataset: str) -> Path:
+    """The local path of the published file `name`; PublishedLayoutError when it is not among `files`."""
     if name not in files:
         raise PublishedLayoutError(f"{dataset}: the published file {name!r} is not among prepare.files "
                                    f"({', '.join(files) or 'none'})")
@@ -27,6 +28,8 @@ def need(files: dict[str, Path], name: str, dataset: str) -> Path:
 
 
 def inner(folder: Path, name: str, archive: Path) -> Path:
+    """The top folder `name` of an archive extracted into `folder`; PublishedLayoutError naming the
+    archive and what it holds instead when it is not there."""
     found = folder / name
     if not found.is_dir():
         raise PublishedLayoutError(f"{archive}: holds no top folder {name!r} (found "
