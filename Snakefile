@@ -15,6 +15,7 @@ from pathlib import Path
 from stages import config as stage_config
 from stages.datasets import EVAL_SPLITS
 from stages.synthetic.source import SETS as SOURCE_SETS
+from stages.synthetic.vocabulary import ORACLE_TYPES
 
 configfile: "config/synthbirds.yaml"
 configfile: "config/paper.yaml"

@@ -27,6 +27,7 @@ WORLD_DATASET = "data/{world}/dataset"                 # a synthetic world's Syn
 WORLD_PRETRAIN_SET = "data/{world}/pretrain_set.npz"   # its captioned pre-training images
 WORLD_CLIP = "data/{world}/clip"                       # its tiny CLIP teacher, open_clip local-dir: (rule pretrain)
 SOURCE_ROOT = "data/{source}"                          # a source world's task and shifted sets (rule synth_source)
+ORACLE_POOLS = "data/oracle_pools"                     # the world's own nuisance words as pools (rule oracle_pools)
 DATA_CHECK = "data/{dataset}/data_check.json"
 PREPARED = "data/{dataset}/prepared"                   # the mark of a data set fetched and laid out (rule prepare_data)
 RESIZED_COPY = "data/{dataset}/resized_{split}"        # a training split's pre-resized copy (rule resize_split)
@@ -134,6 +135,10 @@ def _cross_references(config: dict) -> list[str]:
                             f"rule: reader 'imagefolder', root {source!r} "
                             f"(got {d['reader']!r}, {d['root']!r})")
         problems += prepare_problems(name, d)
+        classes = d["superclasses"] and (d["classnames"] or readers.static_classnames(d["reader"]))
+        if classes and len(d["superclasses"]) != len(classes):
+            problems.append(f"config key datasets.{name}.superclasses: {len(d['superclasses'])} superclasses for the "
+                            f"{len(classes)} classes ({', '.join(classes[:3])}, ...): give one per class, in label order")
     for name, e in experiments.items():
         if e["train"] not in datasets:
             problems.append(f"config key experiments.{name}.train: unknown data set {e['train']!r}; {known}")
@@ -147,6 +152,14 @@ def _cross_references(config: dict) -> list[str]:
         if train["classnames"] is None and readers.static_classnames(train["reader"]) is None:
             problems.append(f"config key datasets.{e['train']}.classnames: experiment {name} trains on it, and "
                             f"reader {train['reader']!r} knows its class names only from the data: list them")
+        ft = e["finetune"]
+        masks = {"finetune.star_mask": ft["star_mask"],
+                 **{f"finetune.variants.{v}.star_mask": d["star_mask"] for v, d in ft["variants"].items()
+                    if "star_mask" in d}}
+        for key, mask in masks.items():
+            if mask == "superclass" and train["superclasses"] is None:
+                problems.append(f"config key experiments.{name}.{key}: superclass needs the superclass of each class "
+                                f"of the training set: datasets.{e['train']}.superclasses")
         if (other := e["describe"]["pools_of"]) is not None:
             o = experiments.get(other)
             if o is None or other == name or o["describe"]["pools_of"] is not None:
@@ -337,6 +350,8 @@ def train_job(config: dict, name: str) -> dict:
     job["data"] = {"dataset": e["train"], "reader": d["reader"], "root": d["root"]}
     if d.get("resized_copy") is not None:   # the training split's pre-resized copy (stages.datasets.resized)
         job["data"]["resized_copy"] = resized_root(e["train"], d)
+    if d["superclasses"] is not None:
+        job["superclasses"] = list(d["superclasses"])
     job["evaluate"] = {"templates": d["templates"] or readers.static_templates(d["reader"]),
                        **{k: e["evaluate"][k] for k in ("batch_size", "device", "num_workers")}}
     if "synthetic" in d or "source" in d:   # the preview counts the words the world renders

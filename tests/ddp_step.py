@@ -70,9 +70,9 @@ def step(cfg: dict, emb_path: str, name: str, ctx: distributed.Context) -> dict:
     batch.images = batch.images.double()
 
     model = distributed.wrap(ctx, student)
-    loss, loss_ft, reg, _ = compute_loss(model, TeacherImages(teacher, len(images), cache=False),
-                                         emb.embeddings.double(), tau0, method, batch, 0.5, ctx,
-                                         contextlib.nullcontext, run.kl_scale)
+    loss, loss_ft, reg, _, _ = compute_loss(model, TeacherImages(teacher, len(images), cache=False),
+                                            emb.embeddings.double(), tau0, method, batch, 0.5, ctx,
+                                            contextlib.nullcontext, run.kl_scale)
     loss.backward()
     # The gathered losses are the global batch's on every rank; cross-entropy is each rank's own
     # half, whose mean over the ranks is the global batch's (DDP averages its gradients likewise).

@@ -6,7 +6,8 @@ from stages.config import ConfigError, generated_roots, load, run_seeds, target_
 
 def test_shipped_configs_validate_and_get_defaults():
     cfg = load("config/synthbirds.yaml", "config/paper.yaml")
-    assert set(cfg["experiments"]) == {"synthworld", "synthbirds_intask", "synthbirds_flat", "imagenet",
+    assert set(cfg["experiments"]) == {"synthworld", "synthworld_ablation", "synthworld_oracle",
+                                       "synthbirds_intask", "synthbirds_flat", "imagenet",
                                        "imagenet_ablation", "waterbirds_intask", "transfer_caltech101",
                                        "transfer_stanford_cars", "transfer_flowers102", "transfer_sun397"}
     # the temperature ablation differs from the demo's teacher only by its learned logit scale
@@ -47,6 +48,16 @@ def test_shipped_configs_validate_and_get_defaults():
         "synth_hard": "shift", "synthbirds": "group", "synth_scenes": "zeroshot"}
     roots = generated_roots(cfg)
     assert all(roots[cfg["datasets"][d]["root"]] == "synth_source" for d in ("synthsource", "synth_v2", "synth_hard"))
+    # the source task's superclasses are its species' own classes (landbird, waterbird)
+    from stages.synthetic.species import SPECIES_BY_NAME
+    source = cfg["datasets"]["synthsource"]
+    assert source["superclasses"] == [["landbird", "waterbird"][SPECIES_BY_NAME[c].y] for c in source["classnames"]]
+    # the paper's ablations run in its protocol: trained on the source task, SynthBirds zero-shot
+    for name in ("synthworld_ablation", "synthworld_oracle"):
+        e = cfg["experiments"][name]
+        assert e["train"] == "synthsource" and e["evaluate"]["groups"] == ["synthbirds"], name
+    assert set(cfg["experiments"]["synthworld_oracle"]["describe"]["files"].values()) == {
+        f"data/oracle_pools/{t}.txt" for t in ("background", "texture", "quality")}
     assert roots["data/synthbirds/dataset"] == "synth_world" and "data/imagenet" not in roots
 
 
@@ -108,6 +119,12 @@ def test_missing_required_key():
      r"experiments\.toy2\.describe\.types: \['style'\] are not types of the pools of experiment toy"),
     (lambda c: c["datasets"]["d"].update(classnames=["only one"]), r"datasets\.d\.classnames: .* is too short"),
     (lambda c: c["datasets"]["d"].update(templates=["no slot"]), r"datasets\.d\.templates\.0: 'no slot' does not match"),
+    # one superclass per class (Waterbirds' reader: 2 classes), and the superclass mask needs them
+    (lambda c: c["datasets"]["d"].update(superclasses=["bird", "bird", "bird"]),
+     r"datasets\.d\.superclasses: 3 superclasses for the 2 classes \(landbird, waterbird"),
+    (lambda c: c["experiments"]["toy"].update(finetune={"variants": {"v": {"method": "starft", "star_mask": "superclass"}}}),
+     r"experiments\.toy\.finetune\.variants\.v\.star_mask: superclass needs the superclass of each class of the "
+     r"training set: datasets\.d\.superclasses"),
 ])
 def test_cross_references_are_named(change, message):
     cfg = base()

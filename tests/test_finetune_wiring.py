@@ -158,9 +158,9 @@ def test_star_regularizer_of_a_real_step_is_the_formula_with_labels_and_teacher_
         run.student_clip.logit_scale.fill_(math.log(3 * tau0))
 
     batch = prepare_batch(raw, run.captions, run.method, ctx.device)
-    loss, loss_ft, reg, scale = compute_loss(Student(run.student_clip, run.head), TeacherImages(run.teacher, 16, False),
-                                             run.teacher_text, run.tau0, run.method, batch, 0.5, ctx, run.autocast,
-                                             rc.kl_scale)
+    loss, loss_ft, reg, scale, _ = compute_loss(Student(run.student_clip, run.head),
+                                                TeacherImages(run.teacher, 16, False), run.teacher_text, run.tau0,
+                                                run.method, batch, 0.5, ctx, run.autocast, rc.kl_scale)
     assert float(scale.detach()) == pytest.approx(3 * tau0, rel=1e-5)
 
     # The reference: each sample's spurious caption is one of its own class, encoded here in full.

@@ -165,3 +165,49 @@ def test_diminishing_schedule():
     assert diminishing_lambda(0.5, 3, 5, "constant") == 0.5
     with pytest.raises(ValueError, match="finetune.schedule"):
         diminishing_lambda(0.5, 0, 5, "linear")
+
+
+# ---------------------------------------------------------------------------------------------
+# The superclass mask (finetune.star_mask: superclass) and the KL target's share on an image's
+# own superclass. Labels of 4 images in 3 classes (uneven: 2, 1, 1), superclasses [0, 0, 1].
+
+from stages.method.losses import target_share  # noqa: E402
+
+LABELS, SUPER = [0, 1, 0, 2], [0, 0, 1]
+
+
+def explicit_share(ti, tt, labels, superclasses, scale, mask_by_superclass):
+    """Per image, the teacher's softmax over the captions the mask keeps; the mass on those of its
+    own superclass; mean over images whose row keeps any caption."""
+    sup = [superclasses[y] for y in labels]
+    masked_by = sup if mask_by_superclass else labels
+    shares = []
+    for i in range(len(labels)):
+        kept = [j for j in range(len(labels)) if masked_by[j] != masked_by[i]]
+        if not kept:
+            continue
+        p = softmax([scale * float(ti[i] @ tt[j]) for j in kept])
+        shares.append(sum(pj for pj, j in zip(p, kept) if sup[j] == sup[i]))
+    return sum(shares) / len(shares)
+
+
+def test_the_superclass_mask_is_the_star_formula_on_superclass_labels():
+    mapped = [SUPER[y] for y in LABELS]                       # [0, 0, 0, 1]
+    assert float(star(mapped)) == pytest.approx(explicit_star(SI, ST, TI, TT, mapped, 5.0), rel=1e-6)
+    assert float(star(mapped)) != pytest.approx(float(star(LABELS)), rel=1e-3)   # it masks more
+
+
+def test_the_kl_targets_share_on_the_own_superclass_is_the_formula():
+    y, sup = torch.tensor(LABELS), torch.tensor(SUPER)[torch.tensor(LABELS)]
+    same = sup[:, None] == sup[None, :]
+    # class mask: image 0 keeps captions 1 (same superclass) and 3 (the other)
+    got = target_share(TI, TT, 5.0, y, same)
+    assert float(got) == pytest.approx(explicit_share(TI, TT, LABELS, SUPER, 5.0, False), rel=1e-9)
+    assert 0 < float(got) < 1
+    # superclass mask: no kept caption shares the image's superclass; the one image alone in its
+    # superclass keeps all the others, and those rows count
+    assert float(target_share(TI, TT, 5.0, sup, same)) == 0.0
+    # no mask (the unmasked KL): own-class captions count too
+    assert float(target_share(TI, TT, 5.0, None, same)) == pytest.approx(
+        sum(sum(softmax([5.0 * float(TI[i] @ TT[j]) for j in range(4)])[j] for j in range(4) if same[i, j])
+            for i in range(4)) / 4, rel=1e-9)

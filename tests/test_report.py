@@ -401,3 +401,38 @@ def test_reading_names_the_shift_that_fine_tuning_lowers_and_what_starft_keeps_t
     md, _ = reading_report(tmp_path / "b", values)
     assert ("Per shift (imagenet_v2, imagenet_r): no plain fine-tuning run (flyp) is below zero-shot on any one "
             "of them by the rule above.") in md
+
+
+def test_threshold_free_columns_and_the_reading_name_a_threshold_effect(tmp_path):
+    """starft's raw worst group is 5 points below flyp's (READING), but with val's bias it is 3
+    above and its cross-group AUROC higher: the Reading calls the raw difference a threshold
+    effect; the group table shows the companions, AUROC and offset at their own precision."""
+    calibrated = {"zeroshot": ([88, 88, 88], [0.95] * 3), "flyp": ([70, 71, 72], [0.85, 0.86, 0.87]),
+                  "starft": ([73, 74, 75], [0.90, 0.91, 0.89])}
+    recs = reading_records(READING)
+    for r in recs:
+        if r["target"] == "waterbirds":
+            wg, auc = calibrated[r["method"]]
+            i = SEEDS.index(r["seed"])
+            r["splits"]["test"].update(worst_group_val_bias=float(wg[i]), worst_group_label_free=float(wg[i]) - 1,
+                                       cross_group_auroc=auc[i], score_offset=-0.25 * (i + 1))
+    cfg = {**CONFIG, "finetune": {**CONFIG["finetune"], "methods": ["flyp", "starft"]}}
+    out = tmp_path / "out"
+    build([section(recs, config=cfg)], "imagenet", out)
+    table = read(out / "table_group_shift_waterbirds.csv")
+    assert list(table.columns)[:7] == ["Worst-group", "WG, val bias", "WG, label-free", "Cross-group AUROC", "Offset",
+                                       "Average", "Adj. average"]
+    assert table.loc["starft", "WG, val bias"] == "74.0 ± 1.0" and table.loc["flyp", "Cross-group AUROC"] == "0.860 ± 0.010"
+    assert table.loc["zeroshot", "Offset"] == "-0.50 ± 0.25"
+    assert (out / "threshold_waterbirds.png").is_file()
+    long = pd.read_csv(out / "metrics_long.csv")
+    assert {"worst_group_val_bias", "worst_group_label_free", "cross_group_auroc", "score_offset"} <= set(long.columns)
+    md = (out / "report.md").read_text()
+    reading = md[md.index("### Reading"):]
+    assert "Zero-shot on waterbirds: worst group 50.0 raw, 88.0 with val's bias; cross-group AUROC 0.950." in reading
+    effects = reading[reading.index("**Threshold effects on waterbirds**"):]
+    # raw -5 ± 1 (lower); val bias +3 ± 0 (higher); AUROC x100 +5, +5, +2 -> +4.0 ± 1.7 (higher)
+    assert ("- **starft vs flyp** on waterbirds: worst group −5.0 ± 1.0 (lower); with val's bias +3.0 ± 0.0 "
+            "(higher); cross-group AUROC (x100) +4.0 ± 1.7 (higher).") in effects
+    # flyp's raw gain over zero-shot is not shared either: flagged the same way
+    assert "- **flyp vs zero-shot** on waterbirds: worst group +10.0 ± 0.0 (higher)" in effects

@@ -144,3 +144,28 @@ def test_a_set_scored_among_a_subset_of_the_heads_classes_predicts_only_those():
     # logits [1, 0, 0] -> b (a is not one of the set's classes; b before c on a tie), [0, 1, 0] -> b,
     # [.71, -.71, 0] -> c: all three right; among all three classes the first and last would be a
     assert out["test"] == {"accuracy": 100.0, "n": 3}
+
+
+def test_a_group_targets_test_split_is_calibrated_on_its_val_split_never_on_itself():
+    """The plumbing of the threshold-free metrics: scored through a head whose score l_1 - l_0 is
+    the angle of the image's first two pixels, val's threshold reaches test, val gets none."""
+    import math
+
+    def split(scores: dict):
+        s = [v for g in sorted(scores) for v in scores[g]]
+        groups = [g for g in sorted(scores) for _ in scores[g]]
+        images = torch.tensor([[math.cos(v), math.sin(v), 0.0] for v in s])
+        return [(images, torch.tensor([g // 2 for g in groups]), torch.tensor([g % 2 for g in groups]),
+                 torch.arange(len(s)))]
+
+    val_s = {0: [-1.0, -0.6], 1: [0.2, 0.6], 2: [1.4, 1.8], 3: [2.2, 2.6]}
+    test_s = {0: [-0.8, -0.4], 1: [0.4, 1.2], 2: [0.9, 1.3, 1.8], 3: [2.0, 2.4]}   # its own best: 66.7
+    head = lambda f: torch.stack([torch.zeros(len(f)), torch.atan2(f[:, 1], f[:, 0])], dim=1)   # noqa: E731
+    out = evaluate_splits(ImageTower(), head, {"val": group_set(), "test": group_set()},
+                          {"val": split(val_s), "test": split(test_s)}, torch.device("cpu"), [3, 1, 1, 3])
+    assert out["test"]["worst_group"] == 0.0                              # the raw head: group 1 all wrong
+    assert out["test"]["worst_group_val_bias"] == pytest.approx(50.0)     # val's threshold 1.0
+    assert out["test"]["worst_group_label_free"] == pytest.approx(50.0)   # balanced training classes: val's median 1.0
+    assert out["test"]["cross_group_auroc"] == pytest.approx(5 / 6)
+    assert out["val"]["worst_group_val_bias"] is None and out["val"]["worst_group_label_free"] is None
+    assert out["val"]["cross_group_auroc"] == pytest.approx(1.0)

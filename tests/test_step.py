@@ -132,7 +132,7 @@ def no_teacher(images, index):
     raise AssertionError("the frozen teacher's image tower ran for a method without a regulariser")
 
 
-def toy_step(method: str, device, kl_scale: str = "student"):
+def toy_step(method: str, device, kl_scale: str = "student", superclasses=None):
     """A batch of 2 samples of classes 0, 1 with float64 features of a 2-d world, on `device`.
 
     FLYP's captions are the distinct rows 0, 1 of the student's text features, the spurious ones
@@ -152,12 +152,12 @@ def toy_step(method: str, device, kl_scale: str = "student"):
     teacher_image = torch.tensor([[0.0, 1.0], [1.0, 0.0]], **f64)
     teacher = (lambda images, index: teacher_image) if m.regularizer else no_teacher
     return compute_loss(model, teacher, torch.tensor([[1.0, 0.0], [0.0, 1.0]], **f64), 100.0, m, batch, 0.5,
-                        distributed.Context(), contextlib.nullcontext, kl_scale)
+                        distributed.Context(), contextlib.nullcontext, kl_scale, superclasses)
 
 
 @pytest.mark.parametrize("method", ["flyp", "ft"])
 def test_without_a_regulariser_the_teacher_does_not_run_and_the_loss_is_the_objective(method):
-    loss, loss_ft, reg, scale = toy_step(method, torch.device("cpu"))
+    loss, loss_ft, reg, scale, _ = toy_step(method, torch.device("cpu"))
     assert reg.item() == 0.0 and loss.item() == loss_ft.item()
     if method == "flyp":
         # logits 10 * <image_i, text_j>: [[8, 6], [0, 10]]; each image's and each text's softmax
@@ -175,7 +175,7 @@ def test_without_a_regulariser_the_teacher_does_not_run_and_the_loss_is_the_obje
 def test_the_losses_are_on_the_features_device(method):
     # on a GPU the loop stacks (loss, L_ft, L_reg) on the device: each must be there, and the
     # contrastive targets too (cross-entropy refuses targets on another device)
-    loss, loss_ft, reg, _ = toy_step(method, META)
+    loss, loss_ft, reg, _, _ = toy_step(method, META)
     assert loss.device == META and loss_ft.device == META and reg.device == META
 
 
@@ -195,7 +195,8 @@ def test_a_regulariser_added_by_the_recipe_reaches_the_loss_and_the_report(monke
     from stages.method import losses, registry
     from stages.report.notes import run_settings
 
-    monkeypatch.setitem(registry.REGULARIZERS, "twice_kl", registry.Regularizer("twice the KL", scale_option=False))
+    monkeypatch.setitem(registry.REGULARIZERS, "twice_kl", registry.Regularizer("twice the KL", label_masked=False,
+                                                                                    scale_option=False))
     monkeypatch.setitem(losses.REGULARIZER_LOSSES, "twice_kl",
                         lambda *a: 2 * losses.kl_regularizer(a[0], a[1], a[2], a[3], a[5], a[6]))
     monkeypatch.setitem(METHODS, "flyp_twice", Method("flyp", "twice_kl"))
@@ -209,3 +210,22 @@ def test_a_regulariser_added_by_the_recipe_reaches_the_loss_and_the_report(monke
            "kl_scale": "student", "spurious_types": None, "spurious_sampling": "type_then_template", "epochs": 2}
     row = run_settings([{"method": "flyp_twice", "seed": 0, "train_config": cfg}], ["flyp_twice"]).iloc[0]
     assert row["Regulariser"] == "twice the KL, lambda 0.5 diminishing, tau0 for both"
+
+
+def test_a_superclass_mask_reaches_the_regulariser_and_the_share_is_measured():
+    """Classes 0 and 1 of the toy batch in one superclass: masked by class, the other class's
+    caption is all a row's target holds, all of it on the own superclass (share 1); masked by
+    superclass, no row keeps a caption (no target: share 0). (With one caption left per row the
+    regulariser itself is 0 here; tests/test_losses.py checks the mask's formula.)"""
+    from stages.finetune.step import Superclasses
+
+    one = torch.tensor([0, 0])
+    by_class = toy_step("starft", torch.device("cpu"), superclasses=Superclasses(one, mask=False))
+    plain = toy_step("starft", torch.device("cpu"))
+    assert by_class.regularizer.item() == plain.regularizer.item()
+    assert by_class.superclass_share.item() == pytest.approx(1.0) and plain.superclass_share.item() == 0.0
+    by_superclass = toy_step("starft", torch.device("cpu"), superclasses=Superclasses(one, mask=True))
+    assert by_superclass.regularizer.item() == 0.0 and by_superclass.superclass_share.item() == 0.0
+    # two superclasses: the superclass mask is the class mask, and no kept caption shares a superclass
+    two = toy_step("starft", torch.device("cpu"), superclasses=Superclasses(torch.tensor([0, 1]), mask=True))
+    assert two.regularizer.item() == plain.regularizer.item() and two.superclass_share.item() == 0.0

@@ -65,6 +65,7 @@ def load_run(cfg: dict, method: str, seed: int, checkpoint: str | None):
         clip.model.load_state_dict(ckpt["model"])
         provenance["train_config"] = ckpt.get("config")
         provenance["selected"] = ckpt.get("selected", {"rule": "last", "epoch": ckpt.get("epoch")})
+        provenance["kl_target_superclass_share"] = ckpt.get("kl_target_superclass_share")
         # the fine-tuned model is evaluated at the precision it was trained at (a variant may override it)
         provenance["precision"] = ckpt["config"].get("precision", provenance["precision"])
     return clip, device, theta0, ckpt, provenance

@@ -35,6 +35,7 @@ class MeterReading:
     loss: float
     loss_ft: float
     regularizer: float
+    superclass_share: float
     non_finite: bool              # some rank's loss was NaN or infinite in the interval
     first_bad_step: int | None    # this rank's first such step (None: only another rank's)
 
@@ -42,7 +43,8 @@ class MeterReading:
 class Meter:
     """Sums of the losses kept on the device, read (one sync) once per logging interval."""
 
-    PARTS = ("total", "ft", "regularizer")   # of a StepLoss, summed in one tensor (one all-reduce)
+    # the parts of a StepLoss it sums, in one tensor (one all-reduce)
+    PARTS = ("total", "ft", "regularizer", "superclass_share")
 
     def __init__(self, ctx: distributed.Context):
         self.ctx = ctx
@@ -61,9 +63,9 @@ class Meter:
 
     def flush(self) -> MeterReading:
         """The interval's reading; the sums start again."""
-        loss, loss_ft, reg = (distributed.mean(self.ctx, self.sums) / self.n).tolist()
+        loss, loss_ft, reg, share = (distributed.mean(self.ctx, self.sums) / self.n).tolist()
         bad = int(self.first_bad)
-        reading = MeterReading(self.n, time.perf_counter() - self.tic, loss, loss_ft, reg,
+        reading = MeterReading(self.n, time.perf_counter() - self.tic, loss, loss_ft, reg, share,
                                non_finite=distributed.any_rank(self.ctx, bad >= 0),
                                first_bad_step=bad if bad >= 0 else None)
         self.sums.zero_()
@@ -136,7 +138,7 @@ def train_epoch(run: Run, model, opt, loader, to_batch: Callable, teacher_images
             group["lr"] = lr
         batch = prepare_batch(to_batch(raw), run.captions, method, ctx.device)
         loss = compute_loss(model, teacher_images, run.teacher_text, run.tau0, method, batch, lam, ctx, run.autocast,
-                            cfg.kl_scale)
+                            cfg.kl_scale, run.superclasses)
         opt.zero_grad(set_to_none=True)
         loss.total.backward()
         opt.step()
@@ -156,6 +158,8 @@ def train_epoch(run: Run, model, opt, loader, to_batch: Callable, teacher_images
             run.log.append({"phase": "ft", "step": step, "epoch": epoch, "loss": m.loss, "loss_ft": m.loss_ft,
                             "regularizer": m.regularizer if method.uses_spurious else None, "lambda": lam, "lr": lr,
                             "logit_scale": float(loss.logit_scale.detach()),
-                            "images_per_s": m.steps * cfg.batch_size / m.seconds})
+                            "images_per_s": m.steps * cfg.batch_size / m.seconds,
+                            "superclass_share": (m.superclass_share if run.superclasses and method.uses_spurious
+                                                 else None)})
             bar.set_postfix(loss=f"{m.loss:.4f}", reg=f"{m.regularizer:.2e}", refresh=False)
     return step

@@ -58,6 +58,7 @@ class RunConfig:
     spurious_sampling: str = _hparam()
     select: str = _hparam()
     precision: str = _hparam()
+    star_mask: str = _hparam()
     device: str = _runtime()
     num_workers: int = _runtime()
     threads: int = _runtime()

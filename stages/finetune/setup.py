@@ -32,7 +32,7 @@ from .captions import Captions, inputs_fingerprint, zeroshot_class_weights
 from .decode import DeviceCropDecoder, EncodedTrainSet, collate_encoded, mean_file_bytes
 from .runs import FinetuneConfigError, RunConfig
 from .shm import check_loader_memory
-from .step import set_trainable
+from .step import Superclasses, set_trainable
 from .trainset import (
     DecodedCache,
     DeviceNormalize,
@@ -46,7 +46,7 @@ from .trainset import (
 
 CHECKPOINT, RESUME, LOG = "checkpoint.pt", "resume.pt", "train_log.csv"
 LOG_COLUMNS = ("phase", "step", "epoch", "loss", "loss_ft", "regularizer", "lambda", "lr", "logit_scale",
-               "images_per_s", "l2", "holdout_accuracy", "val_worst_group")
+               "images_per_s", "l2", "holdout_accuracy", "val_worst_group", "superclass_share")
 PREFETCH = 2        # batches each loader worker prepares ahead (shm.check_loader_memory counts them)
 LABEL_BYTES = 40    # a sample's int64 fields beside its pixels (label, index, caption row, ...), at most 5
 
@@ -70,6 +70,7 @@ class Run:
     head: LinearHead | None
     inputs: str                         # inputs_fingerprint
     autocast_dtype: torch.dtype | None
+    superclasses: Superclasses | None = None   # the training set's, when it declares them
     log: list = field(default_factory=list)
     probe: dict | None = None
     keep_resume: bool = False           # resume.pt outlives the checkpoint (see checkpoint.finish)
@@ -92,8 +93,11 @@ class Run:
         """A checkpoint: the given weights with everything that says where they come from."""
         model, head = weights
         # classnames: the label space of the head (evaluate uses it only on targets that share it)
+        shares = [row["superclass_share"] for row in self.log if row.get("superclass_share") is not None]
         return {"model": model, "head": head, "method": self.cfg.method, "name": self.cfg.name,
                 "classnames": self.dataset_cfg["classnames"],
+                # the KL target's mean mass on an image's own superclass over the logged steps
+                "kl_target_superclass_share": sum(shares) / len(shares) if shares else None,
                 "epoch": epoch, "step": step, "seed": self.seed, "config": self.cfg.as_dict(),
                 "teacher": self.clip.identity, "teacher_logit_scale": self.tau0, "inputs": self.inputs,
                 "probe": self.probe, "versions": versions(), "log": self.log, **extra}
@@ -136,7 +140,20 @@ def prepare(dataset_cfg: dict, cfg: RunConfig, seed: int, embeddings: Path, out_
     out_dir.mkdir(parents=True, exist_ok=True)
     return Run(cfg, seed, dataset_cfg, out_dir, ctx, train_set, clip, teacher, tau0, captions,
                emb.embeddings.to(ctx.device), student_clip, head, inputs_fingerprint(emb, dataset_cfg),
-               autocast_dtype(cfg.precision, ctx.device))
+               autocast_dtype(cfg.precision, ctx.device), superclasses_of(dataset_cfg, cfg, ctx.device))
+
+
+def superclasses_of(dataset_cfg: dict, cfg: RunConfig, device) -> Superclasses | None:
+    """The training set's superclass of each class as indices on `device` (in order of first
+    appearance), and whether the run masks by them; None where the data set declares none."""
+    names = dataset_cfg.get("superclasses")
+    if names is None:
+        if cfg.star_mask == "superclass":
+            raise FinetuneConfigError(f"finetune.star_mask: superclass needs datasets."
+                                      f"{dataset_cfg['data']['dataset']}.superclasses")
+        return None
+    index = {n: i for i, n in enumerate(dict.fromkeys(names))}
+    return Superclasses(torch.tensor([index[n] for n in names], device=device), cfg.star_mask == "superclass")
 
 
 def open_split(dataset_cfg: dict, split: str, transform=None) -> datasets.ClassificationSet:

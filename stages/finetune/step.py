@@ -33,11 +33,11 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from ..method.losses import REGULARIZER_LOSSES, clip_contrastive_loss, widen
+from ..method.losses import REGULARIZER_LOSSES, clip_contrastive_loss, target_share, widen
 from ..method.models import encode_text, trim_tokens
 from ..method.zeroshot import LinearHead
 from . import distributed
-from ..method.registry import Method
+from ..method.registry import REGULARIZERS, Method
 from .captions import Captions
 
 
@@ -130,16 +130,29 @@ class StepLoss(NamedTuple):
     ft: torch.Tensor             # L_ft: FLYP's contrastive loss or the head's cross-entropy
     regularizer: torch.Tensor    # L_reg (0 without a regulariser)
     logit_scale: torch.Tensor    # the student's learned logit scale
+    # the KL target's mass on captions of each image's own superclass (0 without superclasses)
+    superclass_share: torch.Tensor
+
+
+@dataclass(frozen=True)
+class Superclasses:
+    """The training set's superclass of each class ([C] indices, on the device) and whether the
+    regulariser masks by superclass (finetune.star_mask) instead of by class."""
+
+    of: torch.Tensor
+    mask: bool
 
 
 def compute_loss(model, teacher_images: TeacherImages, teacher_text: torch.Tensor, tau0: float,
                  method: Method, batch: Batch, lam: float, ctx: distributed.Context, autocast,
-                 kl_scale: str) -> StepLoss:
+                 kl_scale: str, superclasses: Superclasses | None = None) -> StepLoss:
     """The loss of one batch; under torchrun, of the global batch.
 
     The losses are computed in float32 at least (bf16 features under autocast; float64 kept).
     `kl_scale` (finetune.kl_scale) says which scale the student's logits use in a regulariser
-    that offers the choice (Method.student_scale).
+    that offers the choice (Method.student_scale). With the training set's `superclasses`, a
+    label-masked regulariser masks by superclass where they say so, and the step measures its KL
+    target's mass on each image's own superclass.
     """
     with autocast():
         image, text, logits, scale = model(batch.images, batch.tokens)
@@ -156,10 +169,16 @@ def compute_loss(model, teacher_images: TeacherImages, teacher_text: torch.Tenso
     else:
         loss_ft = F.cross_entropy(widen(logits), batch.y)
 
-    reg = torch.zeros((), device=image.device)
+    reg = share = torch.zeros((), device=image.device)
     if method.uses_spurious:
         spurious = gather(batch.spurious)
+        mask_labels = all_y if superclasses is None or not superclasses.mask else superclasses.of[all_y]
+        target_image, target_text = gather(teacher_image), teacher_text[spurious]
         reg = REGULARIZER_LOSSES[method.regularizer](
-            all_image, gather(text[-b:]), gather(teacher_image), teacher_text[spurious], all_y, tau0,
+            all_image, gather(text[-b:]), target_image, target_text, mask_labels, tau0,
             scale if method.student_scale(kl_scale) else None)
-    return StepLoss(loss_ft + lam * reg, loss_ft, reg, scale)
+        if superclasses is not None:
+            sup = superclasses.of[all_y]
+            masked = mask_labels if REGULARIZERS[method.regularizer].label_masked else None
+            share = target_share(target_image, target_text, tau0, masked, sup[:, None] == sup[None, :])
+    return StepLoss(loss_ft + lam * reg, loss_ft, reg, scale, share)

@@ -63,6 +63,24 @@ def kl_regularizer(student_image: torch.Tensor, student_text: torch.Tensor,
     return F.kl_div(F.log_softmax(student, dim=1), F.softmax(teacher, dim=1), reduction="batchmean")
 
 
+@torch.no_grad()
+def target_share(teacher_image: torch.Tensor, teacher_text: torch.Tensor, logit_scale, mask_labels: torch.Tensor | None,
+                 share: torch.Tensor) -> torch.Tensor:
+    """The KL target's mass on captions that `share` [B, B] marks for each row (an image's own
+    superclass): the mean over rows of sum_j softmax_j(T_i.)[share_ij], T the teacher's logits at
+    tau0 = `logit_scale`, masked as the regulariser masks them (`mask_labels` [B]: same-label
+    captions removed; None: no mask). Rows with every caption masked carry no target and are left out."""
+    logits = logit_scale * widen(teacher_image) @ widen(teacher_text).T
+    if mask_labels is not None:
+        masked = mask_labels[:, None] == mask_labels[None, :]
+        logits = logits.masked_fill(masked, MASKED)
+        rows = ~masked.all(dim=1)
+    else:
+        rows = torch.ones(len(logits), dtype=torch.bool, device=logits.device)
+    mass = (F.softmax(logits, dim=1) * share).sum(dim=1)
+    return mass[rows].mean() if rows.any() else torch.zeros((), device=logits.device)
+
+
 def _star(student_image, student_text, teacher_image, teacher_text, labels, logit_scale, student_logit_scale):
     return star_regularizer(student_image, student_text, teacher_image, teacher_text, labels, logit_scale)
 

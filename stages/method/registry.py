@@ -21,14 +21,15 @@ class Regularizer:
     spurious captions towards the frozen teacher's."""
 
     words: str                   # what the report calls it
+    label_masked: bool           # same-label captions are removed from both softmaxes (StarFT's mask)
     # finetune.kl_scale chooses the student's logit scale: its own learned one ("student") or the
     # teacher's tau0 ("teacher"); False: tau0 on both sides, always
     scale_option: bool
 
 
 REGULARIZERS = {
-    "star": Regularizer("StarFT (label-masked)", scale_option=False),
-    "kl": Regularizer("KL, no mask", scale_option=True),
+    "star": Regularizer("StarFT (label-masked)", label_masked=True, scale_option=False),
+    "kl": Regularizer("KL, no mask", label_masked=False, scale_option=True),
 }
 
 
@@ -89,12 +90,16 @@ EVAL_ONLY = ("wiseft",)
 
 
 def regularizer_words(method: Method, cfg: dict) -> str | None:
-    """The regulariser of a run in words (its kind, lambda, schedule and logit scales), from its
-    recorded configuration; None without one."""
+    """The regulariser of a run in words (its kind, lambda, schedule, logit scales and, beyond the
+    paper's class mask, its superclass mask), from its recorded configuration; None without one."""
     if not method.uses_spurious:
         return None
+    regularizer = REGULARIZERS[method.regularizer]
     scale = "student's own scale" if method.student_scale(cfg["kl_scale"]) else "tau0 for both"
-    return f"{REGULARIZERS[method.regularizer].words}, lambda {cfg['lambda']:g} {cfg['schedule']}, {scale}"
+    words = regularizer.words
+    if regularizer.label_masked and cfg.get("star_mask") == "superclass":   # older records: no such key
+        words = words.replace("label-masked", "superclass-masked")
+    return f"{words}, lambda {cfg['lambda']:g} {cfg['schedule']}, {scale}"
 
 
 def _change(key: str, value) -> str:

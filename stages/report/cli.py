@@ -79,7 +79,7 @@ def section_lines(section: dict, out: Out, styles: dict[str, dict]) -> list[str]
     if zeroshot:
         lines += zeroshot_lines(v, zeroshot)
     return lines + reading_lines(v, headline_wide(v, shifts, groups, zeroshot), drift_headline(v, shifts, groups),
-                                 shifts)
+                                 shifts, groups)
 
 
 def build(sections: list[dict], name: str, out: Path, notes: list[str] | None = None,

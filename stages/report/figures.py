@@ -19,6 +19,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
 
 from .robustness import expit_percent, logit  # noqa: E402
+from .tables import GROUP_METRICS as GROUP_LABELS  # noqa: E402
 from .tables import METRICS, SHIFT_MEAN  # noqa: E402
 
 HATCHES = ("", "//", "..", "xx", "\\\\", "oo")  # one per ten methods of method_styles
@@ -79,6 +80,32 @@ def plot_groups(stats: pd.DataFrame, groups: list[str], path: Path, title: str,
     ax.legend(fontsize=7, ncol=min(7, len(methods)), loc="upper center", bbox_to_anchor=(0.5, -0.12))
     ax.grid(axis="y", alpha=0.3)
     _save(fig, ax, path, title)
+
+
+def plot_threshold(stats: pd.DataFrame, path: Path, title: str, styles: dict[str, dict] | None = None) -> bool:
+    """Each method's worst group three ways, side by side: raw, with val's bias, label-free (mean,
+    std as error bars); False (nothing drawn) where no record has the threshold-free values."""
+    keys = [k for k in ("worst_group", "worst_group_val_bias", "worst_group_label_free")
+            if (k, "mean") in stats.columns and stats[(k, "mean")].notna().any()]
+    if len(keys) < 2:
+        return False
+    methods = list(stats.index)
+    styles = styles or method_styles(methods)
+    x = np.arange(len(keys))
+    width = 0.8 / max(1, len(methods))
+    fig, ax = plt.subplots(figsize=(1.6 + 1.6 * len(keys), 3.6))
+    for i, m in enumerate(methods):
+        means = [stats.loc[m, (k, "mean")] for k in keys]
+        stds = np.nan_to_num([stats.loc[m, (k, "std")] for k in keys])
+        ax.bar(x + (i - (len(methods) - 1) / 2) * width, means, width, yerr=stds, capsize=2, label=m,
+               color=styles[m]["color"], hatch=styles[m]["hatch"], edgecolor="white", linewidth=0)
+    ax.set_xticks(x, [GROUP_LABELS[k] for k in keys])
+    ax.set_ylabel("worst-group accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.legend(fontsize=7, ncol=min(7, len(methods)), loc="upper center", bbox_to_anchor=(0.5, -0.12))
+    ax.grid(axis="y", alpha=0.3)
+    _save(fig, ax, path, title)
+    return True
 
 
 def plot_wiseft(curve: pd.DataFrame, path: Path, title: str, styles: dict[str, dict] | None = None,

@@ -8,10 +8,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from ..method.registry import METHODS, regularizer_words
 
+# the KL target's mean mass on captions of an image's own superclass (other classes of it), over the
+# run's logged steps and seeds: what the class mask leaves the target to carry of the group label
+SHARE = "KL target on own superclass"
 SELECT = {"last": "the last epoch of each run",
           "val_worst_group": "each run's epoch of best worst-group accuracy on the training set's val split"}
 
@@ -38,7 +42,11 @@ def run_settings(records: list[dict], order: list[str]) -> pd.DataFrame:
                                         f"{cfg['spurious_sampling'].replace('_', ' ')}")
         selected = r.get("selected") or {"rule": "last", "epoch": cfg.get("epochs")}
         row["Checkpoint"].append(selected)
+        if r.get("kl_target_superclass_share") is not None:
+            row.setdefault(SHARE, []).append(r["kl_target_superclass_share"])
     for row in rows.values():
+        if SHARE in row:
+            row[SHARE] = f"{100 * np.mean(row[SHARE]):.1f}%"
         chosen = row["Checkpoint"]
         if not isinstance(chosen, list):
             continue
@@ -48,8 +56,10 @@ def run_settings(records: list[dict], order: list[str]) -> pd.DataFrame:
             row["Checkpoint"] = f"last epoch ({', '.join(sorted({str(s['epoch']) for s in chosen}))})"
         else:
             row["Checkpoint"] = "best val worst-group: epoch " + ", ".join(str(s["epoch"]) for s in chosen) + " by seed"
-    return pd.DataFrame([rows[m] for m in order if m in rows],
-                        columns=["Method", "Trains", "Regulariser", "Spurious captions", "Checkpoint"])
+    columns = ["Method", "Trains", "Regulariser", "Spurious captions", "Checkpoint"]
+    if any(SHARE in row for row in rows.values()):
+        columns.insert(3, SHARE)
+    return pd.DataFrame([rows[m] for m in order if m in rows], columns=columns)
 
 
 def table_note(rows: pd.DataFrame, targets: list[str], cfg: dict, splits: dict[str, str],

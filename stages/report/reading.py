@@ -3,7 +3,8 @@
 headline_wide collects the headline metrics per (method, seed); each method is compared with
 zero-shot and with plain fine-tuning (the reference), mean ± sample std of the paired differences
 judged by a rough rule (verdict); reading_lines writes them as reading.csv and as Markdown (does
-fine-tuning hurt robustness here at all, where StarFT wins and where it loses).
+fine-tuning hurt robustness here at all, where StarFT wins and where it loses, and which raw
+worst-group differences are threshold effects: not shared by the threshold-free measures).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from .sections import View
 from .tables import METRICS, SHIFT_MEAN, accuracy_wide, wide_frame
 
 READING_COLUMNS = ["metric", "method", "versus", "mean", "std", "n", "verdict"]
+VAL_BIAS, AUROC = "worst-group, val bias", "cross-group AUROC (x100)"   # headline labels, after the target's name
 PLAIN_FT = ("ft", "flyp")  # plain fine-tuning; the section's reference is the last of these it has
 NO_VERDICT = "one seed: no verdict"
 
@@ -37,6 +39,11 @@ def headline_wide(v: View, shifts: list[str], groups: list[str], zeroshot: list[
     if groups:
         parts.append(wide_frame(v.rows, {f"{t} {METRICS[k].lower()}": (t, k)
                                          for t in groups for k in ("worst_group", "average")}))
+        # the threshold-free companions, AUROC in points too, so that every difference reads alike
+        calibrated = wide_frame(v.rows, {label: (t, k) for t in groups for label, k in
+                                         ((f"{t} {VAL_BIAS}", "worst_group_val_bias"),
+                                          (f"{t} {AUROC}", "cross_group_auroc"))})
+        parts.append(calibrated.assign(**{c: 100 * calibrated[c] for c in calibrated.columns if c.endswith(AUROC)}))
     if zeroshot:
         parts.append(accuracy_wide(v.rows, zeroshot, "Mean")[["Mean"]].set_axis(["zero-shot mean"], axis=1))
     if not parts:
@@ -188,6 +195,42 @@ def starft_line(frame: pd.DataFrame, starft: list[str], reference: str | None) -
     return line
 
 
+def threshold_lines(frame: pd.DataFrame, wide: pd.DataFrame, groups: list[str]) -> list[str]:
+    """Per group target: zero-shot's worst group raw and threshold-free, then every raw worst-group
+    difference (higher or lower by the rule) that a threshold-free measure does not share (its
+    difference has the other sign, or is within noise): a threshold effect, not the representation's."""
+    lines = []
+    for t in groups:
+        raw, cal, auc = f"{t} worst-group", f"{t} {VAL_BIAS}", f"{t} {AUROC}"
+        if cal not in wide.columns and auc not in wide.columns:
+            continue
+        if "zeroshot" in wide.index.get_level_values("method"):
+            zs = wide.loc["zeroshot"].mean()
+            values = [f"{zs[raw]:.1f} raw"] + ([f"{zs[cal]:.1f} with val's bias"] if pd.notna(zs.get(cal)) else [])
+            lines += [f"Zero-shot on {t}: worst group " + ", ".join(values)
+                      + (f"; cross-group AUROC {zs[auc] / 100:.3f}" if pd.notna(zs.get(auc)) else "") + ".", ""]
+        effects = []
+        for (method, versus), rows in frame[frame["metric"].isin([raw, cal, auc])].groupby(["method", "versus"],
+                                                                                          sort=False):
+            by = rows.set_index("metric")
+            if raw not in by.index or by.loc[raw, "verdict"] not in ("higher", "lower"):
+                continue
+            sign = np.sign(by.loc[raw, "mean"])
+            disagree = [m for m in (cal, auc) if m in by.index and
+                        (by.loc[m, "verdict"] == "within noise" or np.sign(by.loc[m, "mean"]) != sign)]
+            if disagree:
+                words = {raw: "worst group", cal: "with val's bias", auc: "cross-group AUROC (x100)"}
+                effects.append(f"- **{method} vs {_versus(versus)}** on {t}: "
+                               + "; ".join(f"{words[m]} {_signed(by.loc[m, 'mean'])} ± {by.loc[m, 'std']:.1f} "
+                                           f"({by.loc[m, 'verdict']})" for m in (raw, cal, auc) if m in by.index)
+                               + ".")
+        lines += ([f"**Threshold effects on {t}** (a raw worst-group difference the threshold-free measures do not "
+                   "share: theirs has the other sign or is within noise):", ""] + effects + [""] if effects else
+                  [f"No threshold effect on {t}: every raw worst-group difference by the rule above has the same "
+                   "sign, beyond noise, with val's bias and in the cross-group AUROC.", ""])
+    return lines
+
+
 def shift_lines(v: View, shifts: list[str], methods: list[str], reference: str | None) -> list[str]:
     """Per shift: where plain fine-tuning falls below zero-shot (ImageNet-R and -Sketch in the
     paper, hidden in the shift mean) and what StarFT keeps there, against zero-shot and the reference."""
@@ -210,7 +253,7 @@ def shift_lines(v: View, shifts: list[str], methods: list[str], reference: str |
 
 
 def reading_lines(v: View, wide: pd.DataFrame, drift: pd.DataFrame | None = None,
-                  shifts: list[str] | None = None) -> list[str]:
+                  shifts: list[str] | None = None, groups: list[str] | None = None) -> list[str]:
     """The section's "Reading": what its headline metrics say, in words generated from the numbers
     (paired per-seed differences to zero-shot and to plain fine-tuning); writes reading.csv."""
     present = set(wide.index.get_level_values("method"))
@@ -242,6 +285,7 @@ def reading_lines(v: View, wide: pd.DataFrame, drift: pd.DataFrame | None = None
     lines += [statement(r) for _, r in check.iterrows()] + ([""] if not check.empty else [])
     lines += [check_summary(check, why_not), ""]
     lines += shift_lines(v, shifts or [], methods, reference)
+    lines += threshold_lines(frame, wide, groups or [])
 
     for versus in dict.fromkeys((reference, "zeroshot")):
         rows = frame[frame["versus"] == versus]

@@ -13,12 +13,12 @@ import pandas as pd
 
 from ..method.registry import run_label
 from .drift import drift_cells, drift_note
-from .figures import plot_drift, plot_groups, plot_id_vs_shift, plot_wiseft
+from .figures import plot_drift, plot_groups, plot_id_vs_shift, plot_threshold, plot_wiseft
 from .notes import table_note
 from .protocol import mark_columns
 from .robustness import ABOVE_LINE, LOGIT_STATED, gain_cells, gain_wide
-from .tables import (METRICS, SHIFT_MEAN, Out, accuracy_table, accuracy_wide, format_pm, group_overview,
-                     group_table, summarise, wide_frame, write_table)
+from .tables import (GROUP_METRICS, METRICS, SHIFT_MEAN, Out, accuracy_table, accuracy_wide, format_pm,
+                     group_overview, group_table, summarise, wide_frame, write_table)
 
 
 class View(NamedTuple):
@@ -119,7 +119,16 @@ def group_lines(v: View, targets: list[str]) -> list[str]:
              "**Worst-group**: the lowest accuracy over the target's groups. **Average**: accuracy over all "
              "samples of the split. **Adj. average**: group accuracies weighted by the group proportions of the "
              "target's *training* split (the Waterbirds literature's convention). Per-group columns are the "
-             "target's groups.", ""]
+             "target's groups.", "",
+             "With two classes the worst group hinges on one number, the bias between the two class prompts; "
+             "its threshold-free companions (docs/metrics.md) say what the scores hold apart from it. "
+             "**WG, val bias**: the worst group with the bias between the classes chosen on the target's own "
+             "val split (never on the split shown). **WG, label-free**: with the bias under which val's "
+             "predictions take each class as often as the target's training split holds it (no val label "
+             "read; the median score for balanced classes). **Cross-group AUROC**: over pairs of groups of "
+             "different classes, the lowest chance that a sample of the one class scores above one of the "
+             "other (0.5: no separation). **Offset**: the mean score l_1 − l_0 over groups, in pooled "
+             "within-group std; negative: the head leans to the first class.", ""]
     if len(targets) > 1:
         lines += ["#### All group targets", ""]
         columns = {f"{t} {METRICS[k].lower()}": t for t in targets for k in ("worst_group", "average")}
@@ -131,11 +140,14 @@ def group_lines(v: View, targets: list[str]) -> list[str]:
         table = format_pm(stats)
         drift = drift_cells(v.rows, [t], list(table.index))
         insert_drift(table, drift)
-        columns = {c: t for c in [*METRICS.values(), *groups]}
+        columns = {c: t for c in [*GROUP_METRICS.values(), *groups]}
         lines += [f"#### {t}", ""] + v.table(None, f"table_group_shift_{t}", t, columns, formatted=table)
         lines += (drift_note(v.records, [t]) if drift is not None else []) + v.note([t])
         plot_groups(stats, groups, out.path(f"groups_{t}.png"), f"{t} {v.splits[t]}: per-group accuracy", v.styles)
         lines += [f"![per-group accuracy, {t}]({out.name(f'groups_{t}.png')})", ""]
+        if plot_threshold(stats, out.path(f"threshold_{t}.png"),
+                          f"{t} {v.splits[t]}: worst group, raw and with the bias chosen apart", v.styles):
+            lines += [f"![worst group, raw and threshold-free, {t}]({out.name(f'threshold_{t}.png')})", ""]
         if drift is not None:
             plot_drift(stats, drift[2], drift[0], out.path(f"drift_{t}.png"),
                        f"{t} {v.splits[t]}: worst-group accuracy vs spuriosity drift", v.styles)

@@ -16,12 +16,18 @@ import numpy as np
 import pandas as pd
 
 METRICS = {"worst_group": "Worst-group", "average": "Average", "adjusted_average": "Adj. average"}
+# the threshold-free companions of the worst group (stages.method.metrics; docs/metrics.md)
+THRESHOLD_FREE = {"worst_group_val_bias": "WG, val bias", "worst_group_label_free": "WG, label-free",
+                  "cross_group_auroc": "Cross-group AUROC", "score_offset": "Offset"}
+GROUP_METRICS = {"worst_group": METRICS["worst_group"], **THRESHOLD_FREE,
+                 "average": METRICS["average"], "adjusted_average": METRICS["adjusted_average"]}
+DIGITS = {"cross_group_auroc": 3, "score_offset": 2}   # fractions and std units; the rest in points
 KEYS = ["experiment", "target", "role", "head", "method", "seed", "split"]
 CURVE_KEYS = ["experiment", "target", "role", "method", "seed", "alpha", "split"]
 # spuriosity drift (the records' `spuriosity_drift`): StarFT's label-masked KL, null on targets
 # whose class names are not the training set's, and the unmasked KL
 DRIFT_MASKED, DRIFT_KL = "drift_masked_kl", "drift_kl"
-VALUES = ["accuracy", "n", *METRICS, DRIFT_MASKED, DRIFT_KL]
+VALUES = ["accuracy", "n", *METRICS, *THRESHOLD_FREE, DRIFT_MASKED, DRIFT_KL]
 SHIFT_MEAN = "Shift mean"
 
 
@@ -124,8 +130,11 @@ def accuracy_table(rows: pd.DataFrame, targets: list[str], mean_label: str, id_t
 
 def group_table(rows: pd.DataFrame, target: str, groups: list[str], order: list | None = None,
                 by: str = "method") -> pd.DataFrame:
-    """Worst-group, average, adjusted average and every group's accuracy of one target."""
-    return summarise(wide_frame(rows, {k: (target, k) for k in [*METRICS, *groups]}, by), order, by)
+    """Worst-group, its threshold-free companions (those some record has: records written before
+    they were measured have none), average, adjusted average and every group's accuracy of one target."""
+    stats = summarise(wide_frame(rows, {k: (target, k) for k in [*GROUP_METRICS, *groups]}, by), order, by)
+    empty = [k for k in THRESHOLD_FREE if stats[(k, "mean")].isna().all()]
+    return stats.drop(columns=empty, level=0)
 
 
 def group_overview(rows: pd.DataFrame, targets: list[str], order: list[str]) -> pd.DataFrame:
@@ -136,14 +145,15 @@ def group_overview(rows: pd.DataFrame, targets: list[str], order: list[str]) -> 
 
 def format_pm(stats: pd.DataFrame, digits: int = 1) -> pd.DataFrame:
     """'mean ± std' strings (std omitted for a single seed, '–' for a cell without runs)."""
-    def cell(m, s):
+    def cell(m, s, n):
         if np.isnan(m):
             return "–"
-        return f"{m:.{digits}f}" if np.isnan(s) else f"{m:.{digits}f} ± {s:.{digits}f}"
+        return f"{m:.{n}f}" if np.isnan(s) else f"{m:.{n}f} ± {s:.{n}f}"
 
     out = pd.DataFrame(index=stats.index)
     for col in dict.fromkeys(c for c, _ in stats.columns if c != "seeds"):
-        out[METRICS.get(col, col)] = [cell(m, s) for m, s in zip(stats[(col, "mean")], stats[(col, "std")])]
+        n = DIGITS.get(col, digits)
+        out[GROUP_METRICS.get(col, col)] = [cell(m, s, n) for m, s in zip(stats[(col, "mean")], stats[(col, "std")])]
     out["Seeds"] = stats[("seeds", "")]
     out.index.name = "Method"
     return out

@@ -60,3 +60,50 @@ def rendered_word_counts(phrases: list[str]) -> tuple[int, Counter]:
         hits += bool(found)
         counter.update(found)
     return hits, counter
+
+
+# ---- the oracle pools: spurious templates written from the world's own nuisance words ----------
+
+ORACLE_TYPES = ("background", "texture", "quality")
+
+
+def oracle_templates() -> dict[str, list[str]]:
+    """Spurious caption templates ("{}" for the class name) that name exactly what the world
+    renders: every scene word with its preposition and the place phrases (background), every
+    texture's first adjective and phrase (texture), every image-quality effect's (quality). The
+    control that tells the method apart from the quality of an LLM's pools."""
+    from .scenes import SCENE_PREPOSITIONS, SCENE_WORDS
+
+    background = [f"a photo of a {{}} {SCENE_PREPOSITIONS.get(scene, ('in',))[0]} the {word}."
+                  for scene, words in SCENE_WORDS.items() for word in words]
+    background += [f"a photo of a {{}} {phrase}." for phrases in PLACE_PHRASES.values() for phrase in phrases]
+    texture = [t for n in TEXTURES.values()
+               for t in (f"a photo of {a_or_an(n.adjectives[0])} {{}}.", f"a photo of a {{}} with {n.phrases[0]}.")]
+    quality = [t for n in QUALITIES.values()
+               for t in (f"{a_or_an(n.adjectives[0])} photo of a {{}}.", f"a photo of a {{}} {n.phrases[0]}.")]
+    return {"background": background, "texture": list(dict.fromkeys(texture)),
+            "quality": list(dict.fromkeys(quality))}
+
+
+def main(argv=None) -> None:
+    """The command line: write the oracle pools, one text file per type (the describe stage's
+    `file` backend reads them)."""
+    import argparse
+    from pathlib import Path
+
+    from ..common.io import atomic_path
+
+    p = argparse.ArgumentParser(prog="python -m stages.synthetic.vocabulary",
+                                description="Write the oracle pools: the world's own nuisance words as templates.")
+    p.add_argument("--out-dir", required=True)
+    a = p.parse_args(argv)
+    out = Path(a.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for kind, templates in oracle_templates().items():
+        with atomic_path(out / f"{kind}.txt") as tmp:
+            Path(tmp).write_text("".join(f"{t}\n" for t in templates))
+        print(f"{out / f'{kind}.txt'}: {len(templates)} templates")
+
+
+if __name__ == "__main__":
+    main()

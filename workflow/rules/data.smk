@@ -27,6 +27,20 @@ rule synth_source:
         "python -m stages.synthetic.source --params {params.source} --root {params.root} > {log} 2>&1"
 
 
+# The oracle pools (config/synthbirds.yaml's synthworld_oracle reads them with the describe
+# stage's `file` backend): templates written from the world's own nuisance words, the control
+# that tells the method apart from the quality of an LLM's pools.
+rule oracle_pools:
+    output:
+        [f"{stage_config.ORACLE_POOLS}/{t}.txt" for t in ORACLE_TYPES],
+    params:
+        out=stage_config.ORACLE_POOLS,
+    log:
+        "logs/oracle_pools.log",
+    shell:
+        "python -m stages.synthetic.vocabulary --out-dir {params.out} > {log} 2>&1"
+
+
 def check_options(wildcards):
     d = DATASETS[wildcards.dataset]
     options = [f"--{key} {quoted_json(d[key])}" for key in ("classnames", "templates") if d[key] is not None]

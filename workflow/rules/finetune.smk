@@ -30,7 +30,7 @@ for _name, _job in JOBS.items():
 def finetune_json(wildcards):
     """The job keys a run reads (its hyper-parameters come separately, resolved)."""
     j = job(wildcards)
-    return quoted_json({k: j[k] for k in ("classnames", "data", "model", "evaluate")})
+    return quoted_json({k: j[k] for k in ("classnames", "data", "model", "evaluate", "superclasses") if k in j})
 
 
 def run_json(wildcards):
