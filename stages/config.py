@@ -33,6 +33,10 @@ RESIZED_COPY = "data/{dataset}/resized_{split}"        # a training split's pre-
 POOLS = "data/{experiment}/pools"                      # the spurious caption pools (rule describe)
 TEACHER_TEXT = "data/{experiment}/embeddings/teacher_text.parquet"   # the teacher's text embeddings (rule embed)
 RUN_DIR = "results/runs/{experiment}/{method}/seed{seed}"           # a run's checkpoint, log and evaluations
+REPORT_DIR = "results/{name}"                          # an experiment's or a report's report (rule report)
+REPORT_TABLE = "results/tables/{name}/{table}"         # one table file of it, a target of its own (rule report_table)
+# folders of results/ that are not reports: no experiment or report may take their names
+RESERVED_NAMES = {"runs": "every experiment's runs", "tables": "the single-table targets"}
 
 
 def _with_defaults(validator_class):
@@ -160,6 +164,10 @@ def _cross_references(config: dict) -> list[str]:
             problems.append(f"config key experiments.{name}.model.name: {WORLD_CLIP.format(world=world[1])} is the "
                             f"tiny CLIP the pretrain rule builds for a synthetic data set, but datasets.{world[1]} "
                             "is not one")
+    for key in ("experiments", "reports"):
+        for name in sorted(set(config[key]) & set(RESERVED_NAMES)):
+            problems.append(f"config key {key}.{name}: results/{name} holds {RESERVED_NAMES[name]}; "
+                            "choose another name")
     for name, sections in config["reports"].items():
         if name in experiments:
             problems.append(f"config key reports.{name}: an experiment has that name (both would be results/{name})")

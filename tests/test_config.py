@@ -106,6 +106,10 @@ def test_missing_required_key():
     (lambda c: c["experiments"].update(toy2={"train": "d", "model": {"name": "RN50"},
                                              "describe": {"types": ["background", "style"], "pools_of": "toy"}}),
      r"experiments\.toy2\.describe\.types: \['style'\] are not types of the pools of experiment toy"),
+    (lambda c: c.update(reports={"tables": [{"experiment": "toy", "title": "t"}]}),
+     r"reports\.tables: results/tables holds the single-table targets; choose another name"),
+    (lambda c: c["experiments"].update(runs=c["experiments"]["toy"]),
+     r"experiments\.runs: results/runs holds every experiment's runs; choose another name"),
     (lambda c: c["datasets"]["d"].update(classnames=["only one"]), r"datasets\.d\.classnames: .* is too short"),
     (lambda c: c["datasets"]["d"].update(templates=["no slot"]), r"datasets\.d\.templates\.0: 'no slot' does not match"),
 ])

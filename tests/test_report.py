@@ -401,3 +401,16 @@ def test_reading_names_the_shift_that_fine_tuning_lowers_and_what_starft_keeps_t
     md, _ = reading_report(tmp_path / "b", values)
     assert ("Per shift (imagenet_v2, imagenet_r): no plain fine-tuning run (flyp) is below zero-shot on any one "
             "of them by the rule above.") in md
+
+
+def test_one_table_of_a_report_is_copied_and_a_missing_one_is_named(report, tmp_path, capsys):
+    from stages.report.table_file import main as table_main
+
+    out = tmp_path / "tables" / "imagenet" / "table_domain_shift.csv"
+    table_main(["--report", str(report), "--table", "table_domain_shift.csv", "--out", str(out)])
+    assert out.read_bytes() == (report / "table_domain_shift.csv").read_bytes()
+    with pytest.raises(SystemExit) as e:
+        table_main(["--report", str(report), "--table", "table_shift.csv", "--out", str(tmp_path / "x.csv")])
+    assert str(e.value).startswith(f"error: {report} has no table 'table_shift.csv'; its tables: ")
+    assert "table_domain_shift.csv, table_domain_shift.tex" in str(e.value) and "metrics_long" not in str(e.value)
+    assert not (tmp_path / "x.csv").exists()
