@@ -10,7 +10,7 @@ from stages.describe.fetch import GGUF_NAME, GGUF_SHA256
 
 def dataset(**describe):
     return {"datasets": {"d": {"reader": "waterbirds", "root": "x"}},
-            "experiments": {"toy": {"train": "d", "model": {"name": "RN50"}, "describe": describe}}}
+            "experiments": {"toy": {"train": "d", "model": {"name": "RN50"}, "domain": "birds", "describe": describe}}}
 
 
 def describe_of(**describe) -> dict:
