@@ -1,6 +1,7 @@
 """The describe rule in Snakemake's own dry run: one job per experiment writing every type, the
 GPUs each backend requests, and describe config errors before any job."""
 
+import copy
 import re
 
 import pytest
@@ -84,7 +85,7 @@ def test_the_pools_target_rebuilds_the_pools_when_the_class_names_change(tmp_pat
 
     describe = {"backend": "file", "types": ["background"], "files": {"background": "bg.txt"}, "min_pool": 2,
                 "pools_of": None}
-    config = reduced(describe=describe)
+    config = copy.deepcopy(reduced(describe=describe))   # its world is pipeline.REDUCED_WORLD, shared
     work = make_workdir(tmp_path, config)
     (work / "bg.txt").write_text("a photo of a {} in the forest.\na photo of a {} on a beach.\n")
     pools = work / "data/synthbirds_intask/pools/background.descriptions.parquet"
