@@ -59,8 +59,10 @@ class Tracker:
         self._log(values, row["step"])
 
     def epoch(self, epoch: int, step: int, metrics: dict | None) -> None:
-        """The val metrics after `epoch` epochs (1-based; None: no val split to score), at `step`."""
-        self._log({"train/epoch": float(epoch), **scalars(metrics or {}, "val")}, step)
+        """The val metrics after `epoch` epochs (1-based; None: no val split to score), at `step`
+        (the split's image count, `n`, is no curve)."""
+        values = {k: v for k, v in (metrics or {}).items() if k != "n"}
+        self._log({"train/epoch": float(epoch), **scalars(values, "val")}, step)
 
     def _log(self, values: dict[str, float], step: int) -> None:
         for sink in self.sinks:
