@@ -34,6 +34,10 @@ RESIZED_COPY = "data/{dataset}/resized_{split}"        # a training split's pre-
 POOLS = "data/{experiment}/pools"                      # the spurious caption pools (rule describe)
 TEACHER_TEXT = "data/{experiment}/embeddings/teacher_text.parquet"   # the teacher's text embeddings (rule embed)
 RUN_DIR = "results/runs/{experiment}/{method}/seed{seed}"           # a run's checkpoint, log and evaluations
+REPORT_DIR = "results/{name}"                          # an experiment's or a report's report (rule report)
+REPORT_TABLE = "results/tables/{name}/{table}"         # one table file of it, a target of its own (rule report_table)
+# folders of results/ that are not reports: no experiment or report may take their names
+RESERVED_NAMES = {"runs": "every experiment's runs", "tables": "the single-table targets"}
 
 
 def _with_defaults(validator_class):
@@ -112,10 +116,11 @@ def validate(config: dict, schema: dict | None = None) -> dict:
 def _cross_references(config: dict) -> list[str]:
     """What the schema cannot say of a config with its defaults filled, one line per problem naming
     the key: data sets, experiments, targets and report sections that point nowhere, synthetic sets
-    outside the folders their rules write, class names no reader knows before the data, pools of
-    another experiment that lack a type, a world's teacher without its world, and (once those
-    hold) choices made on a split a table reports (`selection_problems`)."""
-    from . import datasets as readers   # torchvision & open_clip: only once the schema holds
+    outside the folders their rules write, class names neither the config, the reader nor the
+    training tree gives (`classnames`) and class-name files that cannot be read, pools of another
+    experiment that lack a type, a world's teacher without its world, reserved names, and (once
+    those hold) choices made on a split a table reports (`selection_problems`). Reads a training
+    imagefolder's class folders."""
     from .method.registry import METHODS
 
     datasets, experiments = config["datasets"], config["experiments"]
@@ -135,10 +140,12 @@ def _cross_references(config: dict) -> list[str]:
                             f"rule: reader 'imagefolder', root {source!r} "
                             f"(got {d['reader']!r}, {d['root']!r})")
         problems += prepare_problems(name, d)
-        classes = d["superclasses"] and (d["classnames"] or readers.static_classnames(d["reader"]))
+        classes = d["superclasses"] and classnames(config, name)
         if classes and len(d["superclasses"]) != len(classes):
             problems.append(f"config key datasets.{name}.superclasses: {len(d['superclasses'])} superclasses for the "
                             f"{len(classes)} classes ({', '.join(classes[:3])}, ...): give one per class, in label order")
+    class_problems = [p for name in datasets for p in classnames_problems(config, name)]
+    problems += class_problems
     for name, e in experiments.items():
         if e["train"] not in datasets:
             problems.append(f"config key experiments.{name}.train: unknown data set {e['train']!r}; {known}")
@@ -148,10 +155,17 @@ def _cross_references(config: dict) -> list[str]:
                 if target not in datasets:
                     problems.append(f"config key experiments.{name}.evaluate.{key}: unknown data set {target!r}; "
                                     f"{known}")
-        train = datasets[e["train"]]
-        if train["classnames"] is None and readers.static_classnames(train["reader"]) is None:
-            problems.append(f"config key datasets.{e['train']}.classnames: experiment {name} trains on it, and "
-                            f"reader {train['reader']!r} knows its class names only from the data: list them")
+        train, split = datasets[e["train"]], e["finetune"]["train_split"]
+        if not class_problems and classnames(config, e["train"], split) is None:
+            if train["root"] in generated_roots(config):
+                problems.append(f"config key datasets.{e['train']}.classnames: experiment {name} trains on it, and "
+                                f"reader {train['reader']!r} knows its class names only from the data: list them")
+            else:
+                problems.append(f"config key datasets.{e['train']}.root: experiment {name} trains on it, and reader "
+                                f"{train['reader']!r} names its classes after the class folders of "
+                                f"{train['root']}/{split}, which is not there: put the tree there "
+                                f"({train['root']}/{{train,val,test}}/<class>/*.jpg) or list "
+                                f"datasets.{e['train']}.classnames")
         ft = e["finetune"]
         masks = {"finetune.star_mask": ft["star_mask"],
                  **{f"finetune.variants.{v}.star_mask": d["star_mask"] for v, d in ft["variants"].items()
@@ -173,6 +187,10 @@ def _cross_references(config: dict) -> list[str]:
             problems.append(f"config key experiments.{name}.model.name: {WORLD_CLIP.format(world=world[1])} is the "
                             f"tiny CLIP the pretrain rule builds for a synthetic data set, but datasets.{world[1]} "
                             "is not one")
+    for key in ("experiments", "reports"):
+        for name in sorted(set(config[key]) & set(RESERVED_NAMES)):
+            problems.append(f"config key {key}.{name}: results/{name} holds {RESERVED_NAMES[name]}; "
+                            "choose another name")
     for name, sections in config["reports"].items():
         if name in experiments:
             problems.append(f"config key reports.{name}: an experiment has that name (both would be results/{name})")
@@ -194,6 +212,57 @@ def _cross_references(config: dict) -> list[str]:
                 problems.append(f"config key reports.{name}.{i}.methods: {lost} are neither methods nor variants "
                                 f"of experiment {section['experiment']}")
     return problems or selection_problems(config)   # (it reads the names checked above)
+
+
+def classnames_problems(config: dict, name: str) -> list[str]:
+    """What is wrong with a data set's `classnames_file` (another reader, beside `classnames`, a file
+    that cannot be read), one line naming the key."""
+    from .datasets import DatasetConfigError, imagefolder
+
+    d, key = config["datasets"][name], f"config key datasets.{name}.classnames_file"
+    if d["classnames_file"] is None:
+        return []
+    if d["reader"] != "imagefolder":
+        return [f"{key}: reader {d['reader']!r} does not name its classes after folders; only reader imagefolder "
+                "takes a folder,name file"]
+    if d["classnames"] is not None:
+        return [f"{key}: give classnames or classnames_file, not both"]
+    try:
+        imagefolder.read_class_map(d["classnames_file"], key[len("config key "):])
+    except DatasetConfigError as e:
+        return [f"config key {e}"]
+    return []
+
+
+def class_override(config: dict, dataset: str) -> list[str] | dict[str, str] | None:
+    """What the data check is told of a data set's class names: its `classnames` list, its
+    `classnames_file` as a {folder: name} mapping, or None (the reader's own)."""
+    from .datasets import imagefolder
+
+    d = config["datasets"][dataset]
+    if d["classnames_file"] is not None:
+        return imagefolder.read_class_map(d["classnames_file"], f"datasets.{dataset}.classnames_file")
+    return d["classnames"]
+
+
+def classnames(config: dict, dataset: str, split: str = "train") -> list[str] | None:
+    """The class names, in label order, of runs trained on data set `dataset`: its `classnames`, its
+    `classnames_file`'s names in the sorted folders' order, its reader's own, or (reader imagefolder)
+    the names of the class folders of its `split`, read now; None while only data that are not
+    there yet know them. The data check holds the tree to the same names (datasets.imagefolder)."""
+    from .datasets import DatasetMissing, imagefolder, static_classnames
+
+    d, override = config["datasets"][dataset], class_override(config, dataset)
+    if isinstance(override, dict):
+        return imagefolder.mapped_classnames(override)
+    if override is not None:
+        return list(override)
+    if (static := static_classnames(d["reader"])) is not None or d["reader"] != "imagefolder":
+        return static
+    try:
+        return imagefolder.folder_classnames(d["root"], split)
+    except DatasetMissing:
+        return None
 
 
 def report_split(splits: list[str]) -> str:
@@ -346,7 +415,7 @@ def train_job(config: dict, name: str) -> dict:
     d = config["datasets"][e["train"]]
     job = {k: copy.deepcopy(e[k]) for k in ("seed", "domain", "model", "describe", "finetune")}
     job["experiment"] = name
-    job["classnames"] = d["classnames"] or readers.static_classnames(d["reader"])
+    job["classnames"] = classnames(config, e["train"], e["finetune"]["train_split"])
     job["data"] = {"dataset": e["train"], "reader": d["reader"], "root": d["root"]}
     if d.get("resized_copy") is not None:   # the training split's pre-resized copy (stages.datasets.resized)
         job["data"]["resized_copy"] = resized_root(e["train"], d)

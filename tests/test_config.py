@@ -99,7 +99,20 @@ def test_missing_required_key():
     (lambda c: c["experiments"]["toy"].update(evaluate={"shifts": ["v2"]}),
      r"experiments\.toy\.evaluate\.shifts: unknown data set 'v2'"),
     (lambda c: c["datasets"].update(c101={"reader": "imagefolder", "root": "y"}) or c["experiments"]["toy"].update(train="c101"),
-     r"datasets\.c101\.classnames: experiment toy trains on it, and reader 'imagefolder' knows its class names only from the data"),
+     r"datasets\.c101\.root: experiment toy trains on it, and reader 'imagefolder' names its classes after the class "
+     r"folders of y/train, which is not there: put the tree there \(y/\{train,val,test\}/<class>/\*\.jpg\) or list "
+     r"datasets\.c101\.classnames"),
+    (lambda c: c["datasets"].update(s={"reader": "imagefolder", "root": "data/s/source", "source": {}})
+     or c["experiments"]["toy"].update(train="s"),
+     r"datasets\.s\.classnames: experiment toy trains on it, and reader 'imagefolder' knows its class names only from "
+     r"the data: list them"),
+    (lambda c: c["datasets"]["d"].update(classnames_file="names.csv"),
+     r"datasets\.d\.classnames_file: reader 'waterbirds' does not name its classes after folders"),
+    (lambda c: c["datasets"].update(f={"reader": "imagefolder", "root": "y", "classnames": ["a", "b"],
+                                       "classnames_file": "names.csv"}),
+     r"datasets\.f\.classnames_file: give classnames or classnames_file, not both"),
+    (lambda c: c["datasets"].update(f={"reader": "imagefolder", "root": "y", "classnames_file": "no/names.csv"}),
+     r"datasets\.f\.classnames_file: no file no/names\.csv \(a CSV with the header folder,name"),
     (lambda c: c.update(reports={"toy": [{"experiment": "toy", "title": "t"}]}),
      r"reports\.toy: an experiment has that name"),
     (lambda c: c.update(reports={"r": [{"experiment": "toy", "title": "t", "targets": ["x"]}]}),
@@ -117,6 +130,10 @@ def test_missing_required_key():
     (lambda c: c["experiments"].update(toy2={"train": "d", "model": {"name": "RN50"},
                                              "describe": {"types": ["background", "style"], "pools_of": "toy"}}),
      r"experiments\.toy2\.describe\.types: \['style'\] are not types of the pools of experiment toy"),
+    (lambda c: c.update(reports={"tables": [{"experiment": "toy", "title": "t"}]}),
+     r"reports\.tables: results/tables holds the single-table targets; choose another name"),
+    (lambda c: c["experiments"].update(runs=c["experiments"]["toy"]),
+     r"experiments\.runs: results/runs holds every experiment's runs; choose another name"),
     (lambda c: c["datasets"]["d"].update(classnames=["only one"]), r"datasets\.d\.classnames: .* is too short"),
     (lambda c: c["datasets"]["d"].update(templates=["no slot"]), r"datasets\.d\.templates\.0: 'no slot' does not match"),
     # one superclass per class (Waterbirds' reader: 2 classes), and the superclass mask needs them
@@ -184,3 +201,31 @@ def test_a_run_configuration_is_the_schemas_run_keys_with_their_defaults():
     # what the Snakefile hands a job is the same configuration
     finetune = validate(base())["experiments"]["toy"]["finetune"]
     assert RunConfig.from_dict(run_config(finetune, "starft")).as_dict() == bare
+
+
+def test_an_imagefolder_training_set_is_named_after_its_folders_or_its_names_file(tmp_path):
+    from tests import trees
+
+    root = trees.write_imagefolder(tmp_path / "tree")        # blue_jay, owl, swan
+    cfg = base()
+    cfg["datasets"]["mine"] = {"reader": "imagefolder", "root": str(root)}
+    cfg["experiments"]["toy"]["train"] = "mine"
+    assert train_job(validate(cfg), "toy")["classnames"] == ["blue jay", "owl", "swan"]
+    names = tmp_path / "names.csv"
+    names.write_text("folder,name\nswan,mute swan\nowl,barn owl\nblue_jay,Cyanocitta cristata\n")
+    cfg["datasets"]["mine"]["classnames_file"] = str(names)
+    assert train_job(validate(cfg), "toy")["classnames"] == ["Cyanocitta cristata", "barn owl", "mute swan"]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("name,folder\nowl,owl\n", r"names\.csv must start with the header folder,name"),
+    ("folder,name\nowl,barn owl\nswan\n", r"names\.csv line 3: expected folder,name, got \['swan'\]"),
+    ("folder,name\nowl,barn owl\nowl,eagle owl\n", r"names\.csv line 3: folder 'owl' is named twice"),
+])
+def test_a_class_names_file_that_cannot_be_read_is_named_with_its_line(tmp_path, text, message):
+    names = tmp_path / "names.csv"
+    names.write_text(text)
+    cfg = base()
+    cfg["datasets"]["mine"] = {"reader": "imagefolder", "root": "y", "classnames_file": str(names)}
+    with pytest.raises(ConfigError, match=r"config key datasets\.mine\.classnames_file: .*" + message):
+        validate(cfg)

@@ -135,6 +135,39 @@ def test_overrides_are_applied(roots):
         datasets.check("birds", "waterbirds", roots["waterbirds"], classnames="landbird")
 
 
+def test_imagefolder_class_names_must_name_the_folders_in_label_order(roots, tmp_path):
+    root = roots["imagefolder"]   # class folders blue_jay, owl, swan
+    record = datasets.check("mine", "imagefolder", root, classnames=["Blue jay", "owl", "swan"])
+    assert record["classnames"] == ["Blue jay", "owl", "swan"]
+    # a list in another order would pair each folder with another class's name
+    msg = exit_message(["--dataset", "mine", "--reader", "imagefolder", "--root", str(root), "--out",
+                        str(tmp_path / "c.json"), "--classnames", '["swan", "owl", "blue jay"]'])
+    assert msg.startswith(f"error: datasets.mine.classnames: name 'swan' (label 0) is given for class folder 'blue_jay' "
+                          f"of {root / 'train'}: labels follow the sorted folders (blue_jay, owl, swan); list the names "
+                          "in that order, or, where the names differ from the folder names, give classnames_file")
+    with pytest.raises(DatasetConfigError, match=r"datasets\.mine\.classnames: 2 names for the 3 class folders of "):
+        datasets.check("mine", "imagefolder", root, classnames=["blue jay", "owl"])
+    assert not (tmp_path / "c.json").exists()
+
+
+def test_imagefolder_class_names_from_a_folder_to_name_mapping(roots, tmp_path):
+    root = roots["imagefolder"]
+    names = {"swan": "mute swan", "blue_jay": "Cyanocitta cristata", "owl": "barn owl"}
+    record = datasets.check("mine", "imagefolder", root, classnames=names)
+    assert record["classnames"] == ["Cyanocitta cristata", "barn owl", "mute swan"]   # the sorted folders' order
+    out = tmp_path / "c.json"
+    datacheck.main(["check", "--dataset", "mine", "--reader", "imagefolder", "--root", str(root), "--out", str(out),
+                    "--classnames", json.dumps(names)])
+    assert json.loads(out.read_text())["classnames"] == record["classnames"]
+    with pytest.raises(DatasetConfigError, match=r"datasets\.mine\.classnames_file: no name for the class folder\(s\) "
+                       r"\['swan'\] of "):
+        datasets.check("mine", "imagefolder", root, classnames={"blue_jay": "jay", "owl": "owl"})
+    with pytest.raises(DatasetConfigError, match=r"classnames_file: names folder\(s\) \['heron'\] that .* does not have"):
+        datasets.check("mine", "imagefolder", root, classnames={**names, "heron": "heron"})
+    with pytest.raises(DatasetConfigError, match=r"datasets\.b\.classnames_file: reader 'waterbirds' does not name"):
+        datasets.check("b", "waterbirds", roots["waterbirds"], classnames={"a": "b", "c": "d"})
+
+
 def test_overrides_keep_a_label_space_of_its_own(roots):
     ds = datasets.open("objectnet", roots["objectnet"], "test")
     names = [f"class {i}" for i in range(1000)]

@@ -10,7 +10,7 @@ from stages.describe.fetch import GGUF_NAME, GGUF_SHA256
 
 def dataset(**describe):
     return {"datasets": {"d": {"reader": "waterbirds", "root": "x"}},
-            "experiments": {"toy": {"train": "d", "model": {"name": "RN50"}, "describe": describe}}}
+            "experiments": {"toy": {"train": "d", "model": {"name": "RN50"}, "domain": "birds", "describe": describe}}}
 
 
 def describe_of(**describe) -> dict:
@@ -105,3 +105,26 @@ def test_gpus_requested_per_backend(describe, gpus):
 
 def test_shipped_configs_pass_the_describe_checks():
     checks.check(load("config/synthbirds.yaml", "config/paper.yaml")["experiments"])
+
+
+def test_an_llm_writing_the_pools_needs_the_domain_of_the_images():
+    def domain_errors(domain, **describe) -> str:
+        cfg = dataset(**describe)
+        cfg["experiments"]["toy"].pop("domain")
+        if domain is not None:
+            cfg["experiments"]["toy"]["domain"] = domain
+        cfg["experiments"]["other"] = {"train": "d", "model": {"name": "RN50"}, "domain": "birds"}
+        try:
+            checks.check(validate(cfg)["experiments"])
+        except ConfigError as e:
+            return str(e)
+        return ""
+
+    assert ("config key experiments.toy.domain: describe.backend 'transformers' asks an LLM for the spurious settings "
+            "of the training images: say what they show") in domain_errors(None)
+    assert "experiments.toy.domain: describe.backend 'vllm'" in domain_errors(None, backend="vllm", model=QWEN)
+    assert domain_errors("chest X-rays") == ""
+    # no LLM of its own: another experiment's pools, or a list of your own
+    assert domain_errors(None, pools_of="other") == ""
+    assert domain_errors(None, backend="file", files={"background": "bg.txt", "texture": "t.txt",
+                                                      "quality": "q.txt"}) == ""

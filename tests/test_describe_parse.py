@@ -11,7 +11,6 @@ from stages.describe.pool import PoolTooSmall, file_pool, generate_pool
 from stages.describe.prompts import instance_messages, load_prompt, prompt_sha256, template_messages
 
 CLASSES = ("landbird", "waterbird")
-PAPER_POOLS = Path(__file__).resolve().parents[2] / "shared" / "data" / "paper-pools"
 
 
 @pytest.fixture
@@ -249,23 +248,6 @@ def test_file_backend_applies_the_same_filters(tmp_path):
     assert [r.reason for r in pool.rejections] == ["duplicate", "names_class", "bad_template"]
 
 
-@pytest.mark.skipif(not PAPER_POOLS.exists(), reason="the paper's pools are not in ../shared/data/paper-pools")
-@pytest.mark.parametrize("name, size", [("bg", 58), ("texture", 54), ("resolution", 20)])
-def test_file_backend_reads_the_papers_released_pools(name, size):
-    path = PAPER_POOLS / f"{name}.txt"
-    pool = file_pool(name, path, job()["describe"], classnames=list(CLASSES), seed=0)
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
-    assert len(pool.rows) == size == len(lines) and not pool.rejections
-    for line, row in zip(lines, pool.rows):
-        # same caption once the paper's "{}" (whole caption) is read as ours ("a photo of a {}")
-        assert row["template"].count("{}") == 1 and row["raw_line"] == line
-        assert row["phrase"].split()[-1] in line.lower()
-    if name == "bg":
-        assert pool.rows[1]["template"] == "a photo of a {} surrounded by flowers."
-    if name == "resolution":
-        assert "a low resolution photo of a {}." in [r["template"] for r in pool.rows]
-
-
 @pytest.mark.parametrize("spurious_type", ["background", "texture", "quality"])
 def test_prompt_files_are_domain_agnostic(spurious_type):
     spec = load_prompt(spurious_type)
@@ -275,3 +257,61 @@ def test_prompt_files_are_domain_agnostic(spurious_type):
     assert prompt_sha256(spec, "birds") != prompt_sha256(spec, "dogs")
     for example, template in spec.template_examples:
         assert parse.dedup_key(parse.parse_template(template, parse.Filters(CLASSES, 12))[0]) == parse.dedup_key(template)
+
+
+# the authors' released pools ship as keywords/spurious_{bg,texture,resolution}.pt: Python lists of
+# templates in which "{}" is the whole class caption ("a photo of a dog" for "{} surrounded by flowers.")
+RELEASED_STYLE = {"{} surrounded by flowers.": "a photo of a {} surrounded by flowers.",
+                  "{} in snowy landscapes.": "a photo of a {} in snowy landscapes.",
+                  "crinkled {}.": "a photo of a crinkled {}.",
+                  "overexposed {}.": "a photo of an overexposed {}.",
+                  "low resolution of {}.": "a low resolution photo of a {}."}
+
+
+def test_file_backend_reads_the_released_torch_lists_as_they_ship(tmp_path):
+    import torch
+
+    path = tmp_path / "keywords" / "spurious_bg.pt"
+    path.parent.mkdir()
+    torch.save(list(RELEASED_STYLE), path)
+    pool = file_pool("background", path, job()["describe"], classnames=list(CLASSES), seed=0)
+    # "{}" stays the class name: the released caption scaffold "a photo of a" is put around it
+    assert [r["template"] for r in pool.rows] == list(RELEASED_STYLE.values())
+    assert [r["raw_line"] for r in pool.rows] == list(RELEASED_STYLE) and not pool.rejections
+    assert pool.model == str(path) and len(pool.prompt_sha256) == 64
+
+
+@pytest.mark.parametrize("content, message", [
+    ({"templates": ["{} on a beach."]}, r"spurious_x\.pt: expected a list of template strings .*got dict"),
+    ([1, 2], r"spurious_x\.pt: expected a list of template strings"),
+])
+def test_a_torch_file_that_is_not_a_list_of_templates_is_refused_naming_it(tmp_path, content, message):
+    import torch
+
+    path = tmp_path / "spurious_x.pt"
+    torch.save(content, path)
+    with pytest.raises(ValueError, match=message):
+        file_pool("background", path, job()["describe"], classnames=list(CLASSES), seed=0)
+
+
+def test_a_torch_file_that_would_run_code_when_loaded_is_refused(tmp_path):
+    import torch
+
+    path = tmp_path / "spurious_x.pt"
+    torch.save([Path("a photo of a {} on a beach.")], path)   # any object beyond plain data
+    with pytest.raises(ValueError, match=r"spurious_x\.pt: not a list saved with torch\.save \(Weights only load failed"):
+        file_pool("background", path, job()["describe"], classnames=list(CLASSES), seed=0)
+
+
+def test_the_released_pools_as_text_or_as_torch_lists_give_the_same_pool(tmp_path):
+    """The authors' lists, one per line in a text file or saved with torch as they ship: one pool,
+    each released line read as our template (the caption scaffold around the class name)."""
+    import torch
+
+    text, pt = tmp_path / "bg.txt", tmp_path / "spurious_bg.pt"
+    text.write_text("".join(f"{line}\n" for line in RELEASED_STYLE))
+    torch.save(list(RELEASED_STYLE), pt)
+    from_text = file_pool("background", text, job()["describe"], classnames=list(CLASSES), seed=0)
+    from_pt = file_pool("background", pt, job()["describe"], classnames=list(CLASSES), seed=0)
+    assert [r["template"] for r in from_text.rows] == [r["template"] for r in from_pt.rows] == list(RELEASED_STYLE.values())
+    assert [r["raw_line"] for r in from_text.rows] == list(RELEASED_STYLE) and not from_text.rejections

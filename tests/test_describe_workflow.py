@@ -1,8 +1,10 @@
 """The describe rule in Snakemake's own dry run: one job per experiment writing every type, the
 GPUs each backend requests, and describe config errors before any job."""
 
+import copy
 import re
 
+import pytest
 import yaml
 
 from pipeline import REDUCED, REDUCED_RUNS, make_workdir, reduced, snakemake
@@ -73,3 +75,25 @@ def test_describe_config_errors_stop_snakemake_before_any_job(tmp_path):
     assert "config key experiments.synthbirds_intask.describe.n_samples: temperature 0 is greedy decoding" in out
     assert "config key experiments.waterbirds_intask.describe.gguf_file: backend vllm does not read gguf_file" in out
     assert not (work / "data").exists()
+
+
+@pytest.mark.slow
+def test_the_pools_target_rebuilds_the_pools_when_the_class_names_change(tmp_path):
+    """`data/<experiment>/pools` asked for after a change of the class names: the pools are built
+    again (an ancient data check among their inputs hid the change: only the check ran)."""
+    from stages.describe.output import read_metadata
+
+    describe = {"backend": "file", "types": ["background"], "files": {"background": "bg.txt"}, "min_pool": 2,
+                "pools_of": None}
+    config = copy.deepcopy(reduced(describe=describe))   # its world is pipeline.REDUCED_WORLD, shared
+    work = make_workdir(tmp_path, config)
+    (work / "bg.txt").write_text("a photo of a {} in the forest.\na photo of a {} on a beach.\n")
+    pools = work / "data/synthbirds_intask/pools/background.descriptions.parquet"
+    snakemake(work, "data/synthbirds_intask/pools")
+    assert read_metadata(pools)["classnames"] == ["landbird", "waterbird"]
+    assert not (work / "data/synthbirds/dataset").exists()   # the pools read no image: no world was built
+    config["datasets"]["synthbirds"]["classnames"] = ["land bird", "water bird"]
+    (work / "override.yaml").write_text(yaml.safe_dump(config))
+    run = snakemake(work, "data/synthbirds_intask/pools")
+    assert "rule describe:" in run.stdout + run.stderr
+    assert read_metadata(pools)["classnames"] == ["land bird", "water bird"]

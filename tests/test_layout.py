@@ -121,7 +121,7 @@ def test_the_documents_are_in_the_repository():
 
     repo = ROOT.parent
     files = subprocess.run(["git", "ls-files"], cwd=repo, capture_output=True, text=True, check=True).stdout.split()
-    outside = "DESIGN" + ".md"
-    naming = [f for f in files if (repo / f).is_file() and outside in (repo / f).read_text(errors="ignore")]
-    assert not naming, f"{naming} name {outside}, which is not in the repository: point at docs/method.md"
+    for outside in ("DESIGN" + ".md", "../" + "shared", '"shared" / ' + '"data"'):
+        naming = [f for f in files if (repo / f).is_file() and outside in (repo / f).read_text(errors="ignore")]
+        assert not naming, f"{naming} name {outside}, which is not in the repository (the design: docs/method.md)"
     assert (repo / "docs" / "method.md").is_file()

@@ -11,7 +11,10 @@ from pipeline import REDUCED, make_workdir, reduced, snakemake
 @pytest.mark.slow
 def test_synthbirds_zeroshot_report(tmp_path):
     work = make_workdir(tmp_path, REDUCED)
-    snakemake(work, "results/synthbirds_intask")
+    # one table as a target of its own: the report is built, and the table copied beside it
+    snakemake(work, "results/tables/synthbirds_intask/table_group_shift_synthbirds.csv")
+    assert ((work / "results/tables/synthbirds_intask/table_group_shift_synthbirds.csv").read_bytes()
+            == (work / "results/synthbirds_intask/table_group_shift_synthbirds.csv").read_bytes())
     report = (work / "results/synthbirds_intask/report.md").read_text()
     metrics = json.loads((work / "results/runs/synthbirds_intask/zeroshot/seed0/eval/synthbirds.json").read_text())
     assert metrics["role"] == "id" and set(metrics["splits"]) == {"val", "test"}
@@ -93,10 +96,12 @@ def test_synthbirds_two_methods_with_wiseft(tmp_path):
     assert len(pool) >= 3 and pool["template"].str.count(r"\{\}").eq(1).all()
 
     # Adding a method schedules that method's jobs and the report, nothing else: each rule's params
-    # hold only what its stage reads.
+    # hold only what its stage reads. Turning live tracking on reruns no finished run (it changes no
+    # result), and the new runs get it.
     (work / "override.yaml").write_text(yaml.safe_dump(
-        reduced(finetune={**finetune, "methods": finetune["methods"] + ["flyp"]})))
-    dry = snakemake(work, "-n", "results/synthbirds_intask")
+        reduced(finetune={**finetune, "methods": finetune["methods"] + ["flyp"], "track": ["tensorboard"]})))
+    dry = snakemake(work, "-n", "-p", "results/synthbirds_intask")
     jobs = re.findall(r"^\s*rule (\w+):|^localrule (\w+):", dry.stdout, flags=re.M)
     scheduled = sorted(a or b for a, b in jobs)
     assert scheduled == sorted(["finetune", "finetune", "evaluate", "evaluate", "report"]), dry.stdout[-3000:]
+    assert dry.stdout.count("""--set 'track=["tensorboard"]'""") == 2

@@ -594,8 +594,8 @@ def archive_md5s(monkeypatch):
     from torchvision.datasets import imagenet as tv
 
     def pin(folder: Path):
-        meta = {k: (name, hashlib.md5((folder / name).read_bytes()).hexdigest())
-                for k, (name, _) in tv.ARCHIVE_META.items()}
+        meta = {k: (name, hashlib.md5((folder / name).read_bytes()).hexdigest() if (folder / name).exists() else md5)
+                for k, (name, md5) in tv.ARCHIVE_META.items()}
         monkeypatch.setattr(tv, "ARCHIVE_META", meta)
     return pin
 
@@ -638,9 +638,55 @@ def test_an_imagenet_archive_with_a_wrong_md5_is_refused(tmp_path, archive_md5s)
     with open(archives / "ILSVRC2012_img_val.tar", "ab") as f:
         f.write(b"\0" * 512)
     with pytest.raises(PrepareError, match=r"ILSVRC2012_img_val\.tar: md5 [0-9a-f]{32} does not match "
-                       r"datasets\.imagenet\.prepare\.archives\.md5"):
+                       r"datasets\.imagenet\.prepare\.archives\.md5") as e:
         prepare("imagenet", "imagenet", tmp_path / "data" / "imagenet", {"archives": str(archives)}, archives)
     assert not (tmp_path / "data" / "imagenet").exists()
+    # a file the user placed by hand is kept, and the message says so (not "the download was deleted")
+    assert (archives / "ILSVRC2012_img_val.tar").exists()
+    assert "deleted" not in str(e.value)
+    assert re.search(r"the file is kept: replace .*ILSVRC2012_img_val\.tar with a complete copy from "
+                     r"https://image-net\.org", str(e.value)), str(e.value)
+
+
+def test_an_imagenet_devkit_with_a_member_outside_its_folder_is_refused(tmp_path, archive_md5s):
+    """torchvision's parse_devkit_archive unpacks with tarfile's extractall and no filter: the devkit
+    must go through the project's safe extractor instead."""
+    archives = tmp_path / "hand"
+    archives.mkdir()
+    imagenet_archives(archives, n_val=1)
+    devkit = archives / "ILSVRC2012_devkit_t12.tar.gz"
+    with tarfile.open(devkit) as tar:
+        members = [(m, tar.extractfile(m).read() if m.isfile() else None) for m in tar.getmembers()]
+    with tarfile.open(devkit, "w:gz") as tar:
+        for m, data in members:
+            tar.addfile(m, io.BytesIO(data) if data is not None else None)
+        evil = tarfile.TarInfo("../../../evil_devkit.txt")
+        evil.size = 4
+        tar.addfile(evil, io.BytesIO(b"evil"))
+    archive_md5s(archives)
+    with pytest.raises(PrepareError, match=r"ILSVRC2012_devkit_t12\.tar\.gz: member '\.\./\.\./\.\./evil_devkit\.txt' "
+                       r"climbs out with '\.\.'"):
+        prepare("imagenet", "imagenet", tmp_path / "data" / "imagenet", {"archives": str(archives)}, archives)
+    assert not list(tmp_path.rglob("evil_devkit.txt"))
+    assert not (tmp_path / "data" / "imagenet").exists()
+
+
+def test_every_imagenet_archive_a_split_needs_is_checked_before_anything_is_unpacked(tmp_path, archive_md5s):
+    archives = tmp_path / "hand"
+    archives.mkdir()
+    imagenet_archives(archives, n_val=1)
+    (archives / "ILSVRC2012_img_train.tar").unlink()
+    # an unreadable val archive (with its md5 pinned): unpacking it first would fail on it instead
+    (archives / "ILSVRC2012_img_val.tar").write_bytes(b"not a tar")
+    archive_md5s(archives)
+    with pytest.raises(PrepareError, match=r"^imagenet: put ILSVRC2012_img_train\.tar in .*/hand \(download it by hand "
+                       r"from https://image-net\.org.*\); the checked splits \(train, val\) need it$"):
+        prepare("imagenet", "imagenet", tmp_path / "data" / "imagenet", {"archives": str(archives)}, archives,
+                splits=["val", "train"])
+    # only val evaluated: the train archive is not needed, and the unreadable val archive is what fails
+    with pytest.raises(PrepareError, match=r"ILSVRC2012_img_val\.tar: not a readable tar archive"):
+        prepare("imagenet", "imagenet", tmp_path / "data" / "imagenet", {"archives": str(archives)}, archives,
+                splits=["val"])
 
 
 # ---- the config pins every download; the workflow lists one prepare job per data set --------------

@@ -436,3 +436,16 @@ def test_threshold_free_columns_and_the_reading_name_a_threshold_effect(tmp_path
             "(higher); cross-group AUROC (x100) +4.0 ± 1.7 (higher).") in effects
     # flyp's raw gain over zero-shot is not shared either: flagged the same way
     assert "- **flyp vs zero-shot** on waterbirds: worst group +10.0 ± 0.0 (higher)" in effects
+
+
+def test_one_table_of_a_report_is_copied_and_a_missing_one_is_named(report, tmp_path, capsys):
+    from stages.report.table_file import main as table_main
+
+    out = tmp_path / "tables" / "imagenet" / "table_domain_shift.csv"
+    table_main(["--report", str(report), "--table", "table_domain_shift.csv", "--out", str(out)])
+    assert out.read_bytes() == (report / "table_domain_shift.csv").read_bytes()
+    with pytest.raises(SystemExit) as e:
+        table_main(["--report", str(report), "--table", "table_shift.csv", "--out", str(tmp_path / "x.csv")])
+    assert str(e.value).startswith(f"error: {report} has no table 'table_shift.csv'; its tables: ")
+    assert "table_domain_shift.csv, table_domain_shift.tex" in str(e.value) and "metrics_long" not in str(e.value)
+    assert not (tmp_path / "x.csv").exists()

@@ -25,6 +25,7 @@ import numpy as np
 from ..common.io import write_json
 from .readers import EVAL_SPLITS, READERS, SPLITS, open as open_split
 from .base import ClassificationSet, DatasetConfigError, DatasetLayoutError, DatasetMissing, group_index
+from .imagefolder import named_classes
 
 
 def resolve_splits(name: str, reader: str, splits) -> list[str]:
@@ -105,10 +106,15 @@ def split_record(ds: ClassificationSet, evaluated: bool) -> dict:
 
 def check(name: str, reader: str, root, classnames=None, templates=None, splits=None) -> dict:
     """The data check record of data set `name` (read by `reader` at `root`); raises
-    DatasetLayoutError (the data) or DatasetConfigError (the config key) and writes nothing."""
+    DatasetLayoutError (the data) or DatasetConfigError (the config key) and writes nothing.
+    `classnames`: the config's list, or for reader imagefolder a {folder: name} mapping (its
+    `classnames_file`); an imagefolder's are checked against its class folders (named_classes)."""
     if reader not in READERS:
         raise DatasetConfigError(f"datasets.{name}.reader: unknown reader {reader!r}; known: "
                                  f"{', '.join(READERS)}")
+    if isinstance(classnames, dict) and reader != "imagefolder":
+        raise DatasetConfigError(f"datasets.{name}.classnames_file: reader {reader!r} does not name its classes "
+                                 "after folders; only reader imagefolder takes a folder,name file")
     evaluated = resolve_splits(name, reader, splits)
     records, absent, first = {}, {}, None
     for split in SPLITS[reader]:
@@ -119,7 +125,11 @@ def check(name: str, reader: str, root, classnames=None, templates=None, splits=
                 raise
             absent[split] = str(e)  # e.g. ImageNet's train/ when only val is evaluated
             continue
-        ds = with_overrides(ds, name, classnames, templates)
+        names = classnames
+        if reader == "imagefolder" and classnames is not None:
+            names = named_classes(ds, name, classnames if isinstance(classnames, dict)
+                                  else _strings(name, "classnames", classnames))
+        ds = with_overrides(ds, name, names, templates)
         records[split] = split_record(ds, split in evaluated)
         first = ds if first is None else first
     return {"dataset": name, "reader": reader, "root": str(root), "classnames": first.classnames,
@@ -147,7 +157,8 @@ def main(argv=None) -> None:
     c.add_argument("--reader", required=True, help=f"one of {', '.join(READERS)}")
     c.add_argument("--root", required=True)
     c.add_argument("--out", required=True, help="the record to write (JSON)")
-    for option in ("classnames", "templates", "splits"):
+    c.add_argument("--classnames", help="JSON list (or null: the reader's); imagefolder: or an object {folder: name}")
+    for option in ("templates", "splits"):
         c.add_argument(f"--{option}", help="JSON list (or null: the reader's)")
     c.add_argument("--preparable", action="store_true",
                    help="the config says how to fetch it: a missing folder's error names the rule")

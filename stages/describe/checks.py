@@ -63,9 +63,21 @@ def problems(where: str, params: dict) -> list[str]:
     return out
 
 
+def domain_problems(where: str, experiment: dict) -> list[str]:
+    """An LLM writing the experiment's pools is told what its images show (`domain`): none given is
+    a problem (a default would ask about the wrong images without a word)."""
+    d = experiment["describe"]
+    if d["backend"] not in GENERATING or d["pools_of"] is not None or experiment.get("domain"):
+        return []
+    return [f"config key {where}.domain: describe.backend {d['backend']!r} asks an LLM for the spurious settings "
+            "of the training images: say what they show (e.g. domain: birds, natural images, chest X-rays), or "
+            "use another experiment's pools (describe.pools_of) or your own (describe.backend: file)"]
+
+
 def check(experiments: dict, where: str = "experiments") -> None:
-    """Raise ConfigError listing every problem of every experiment's describe section."""
-    lines = [line for name, e in experiments.items() for line in problems(f"{where}.{name}", e["describe"])]
+    """Raise ConfigError listing every problem of every experiment's describe section and domain."""
+    lines = [line for name, e in experiments.items()
+             for line in problems(f"{where}.{name}", e["describe"]) + domain_problems(f"{where}.{name}", e)]
     if lines:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines))
 

@@ -78,7 +78,13 @@ def generate(args) -> None:
     pools: list[tuple[Pool, Path, Path]] = []
     for spurious_type, out, preview in targets:
         start = time.perf_counter()
-        pool = build_pool(job, spurious_type, prompts_dir=args.prompts, threads=args.threads, backend=backend)
+        try:
+            pool = build_pool(job, spurious_type, prompts_dir=args.prompts, threads=args.threads, backend=backend)
+        except (OSError, ValueError) as e:
+            if job["describe"]["backend"] != "file":
+                raise
+            # a user's list that cannot be read: one line naming the file
+            raise SystemExit(f"error: describe {args.dataset}/{spurious_type}: {e}") from None
         print(f"describe {args.dataset}/{spurious_type}: {len(pool.rows)} templates, rejected "
               f"{pool.rejection_counts()} in {time.perf_counter() - start:.1f} s ({pool.backend}, {pool.model})",
               file=sys.stderr)

@@ -123,9 +123,12 @@ def generate_pool(spec: PromptSpec, backend, params: dict, *, domain: str, class
 
 
 def read_template_file(path: str | Path) -> list[str]:
-    """A user's templates: YAML (a list, or a mapping with a `templates` list) or plain text, one
-    per line, `#` starting a comment line."""
+    """A user's templates: YAML (a list, or a mapping with a `templates` list), a `.pt` file holding
+    a Python list of strings saved with torch.save (the authors' released `keywords/spurious_*.pt`),
+    or plain text, one per line, `#` starting a comment line."""
     path = Path(path)
+    if path.suffix == ".pt":
+        return _read_torch_list(path)
     text = path.read_text()
     if path.suffix in (".yaml", ".yml"):
         data = yaml.safe_load(text)
@@ -134,6 +137,22 @@ def read_template_file(path: str | Path) -> list[str]:
             raise ValueError(f"{path}: expected a YAML list of templates or a mapping with key 'templates'")
         return [str(x) for x in items]
     return [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+
+def _read_torch_list(path: Path) -> list[str]:
+    import pickle
+
+    import torch
+
+    # weights_only: a list of strings loads, while a pickle that would run code is refused
+    try:
+        items = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
+        raise ValueError(f"{path}: not a list saved with torch.save ({' '.join(str(e).split())[:200]})") from None
+    if not isinstance(items, (list, tuple)) or not all(isinstance(x, str) for x in items):
+        raise ValueError(f"{path}: expected a list of template strings (as the released keywords/spurious_*.pt), "
+                         f"got {type(items).__name__}")
+    return list(items)
 
 
 def file_pool(spurious_type: str, path: str | Path, params: dict, *, classnames: list[str], seed: int) -> Pool:

@@ -14,11 +14,12 @@
   zero-shot head, the inputs' fingerprint);
 - `step`: the loss of one batch (student, teacher image features, FLYP/CE plus the regulariser);
 - `setup`: the run's set-up that every other piece reads (`Run`, `prepare`, the data loaders);
-- `selection`: checkpoint selection on val (`finetune.select`);
+- `selection`: checkpoint selection on val (`finetune.select`), the val metrics after an epoch;
+- `tracking`: live tracking (`finetune.track`): log rows and val metrics to TensorBoard, W&B, MLflow;
 - `checkpoint`: checkpoints and resume (atomic writes, resume.pt, the final checkpoint and log);
 - `linear_probe`: the linear probe's driver (features once, fit, the probe file, the run's head);
 - `probe_cli`: the command line of the `probe` rule, one probe for every seed of lp and lpft;
-- `loop`: the training loop (epochs, steps, the non-finite loss stop);
+- `loop`: the training loop (epochs, steps, live tracking, the non-finite loss stop);
 - `train`: the run's entry, `train` (set-up, resume, probe, fine-tuning);
 - `__main__`: the command line, `python -m stages.finetune`.
 """

@@ -55,6 +55,7 @@ def main(argv=None) -> None:
 
     from .train import train   # torch is imported only once the arguments parse
     from .loop import NonFiniteLossError
+    from .tracking import TrackingError
     from ..datasets import DataError, DatasetConfigError
     from ..method.teacher_text import EmbeddingMismatchError
     try:
@@ -77,7 +78,7 @@ def main(argv=None) -> None:
         result = train(dataset_cfg, cfg, a.seed, embeddings, out_dir, progress=not a.no_progress, probe=a.probe,
                        keep_resume=a.keep_resume)
     except (FinetuneConfigError, EmbeddingMismatchError, DataError, DatasetConfigError,
-            NonFiniteLossError, FileNotFoundError, stage_config.ConfigError) as e:
+            NonFiniteLossError, TrackingError, FileNotFoundError, stage_config.ConfigError) as e:
         sys.exit(f"error: {e}")
     print(f"wrote {result['checkpoint']} ({result['epochs']} epochs, {result['steps']} steps)")
 

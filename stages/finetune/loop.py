@@ -1,6 +1,6 @@
 """The training loop: epochs (`fine_tune`: optimizer, resume state, per-epoch resume.pt, selection,
-an optional hook after each epoch) and steps (`train_epoch`), the losses' running means (`Meter`,
-read as a `MeterReading`) and the stop on a non-finite loss (`NonFiniteLossError`).
+live tracking, an optional hook after each epoch) and steps (`train_epoch`), the losses' running
+means (`Meter`, read as a `MeterReading`) and the stop on a non-finite loss (`NonFiniteLossError`).
 """
 
 from __future__ import annotations
@@ -16,10 +16,13 @@ from ..method.losses import diminishing_lambda
 from ..common.progress import progress as progress_bar
 from ..method.schedule import warmup_cosine_lr
 from . import distributed
+from ..datasets import DataError
 from .checkpoint import finish, save
-from .selection import Selection
+from .selection import Selection, val_metrics
 from .setup import Run, train_loader
 from .step import StepLoss, Student, TeacherImages, compute_loss, prepare_batch
+from .runs import FinetuneConfigError
+from .tracking import Tracker, open_tracker
 
 
 class NonFiniteLossError(RuntimeError):
@@ -100,36 +103,64 @@ def fine_tune(run: Run, state: dict | None, progress: bool, on_epoch: Callable[[
 
     total_steps = len(loader) * epochs
     step = start_epoch * len(loader)
+    tracker = None
+    if ctx.is_main:
+        tracker = open_tracker(cfg.track, run.out_dir, run.dataset_cfg.get("experiment") or "starft", cfg.name,
+                               run.seed, cfg.as_dict(), step if state is not None else None)
     bar = progress_bar(total=total_steps, initial=step, disable=not (progress and ctx.is_main),
                        desc=f"{cfg.name} seed {run.seed}", dynamic_ncols=True, mininterval=0.5)
-    for epoch in range(start_epoch, epochs):
-        sampler.set_epoch(epoch)
-        started = time.perf_counter()
-        lam = diminishing_lambda(cfg.lam, epoch, epochs, cfg.schedule) if method.uses_spurious else 0.0
-        step = train_epoch(run, model, opt, loader, to_batch, teacher_images, epoch, lam, step, total_steps, bar)
-        selection.after_epoch(run, epoch)
-        if ctx.is_main:
-            # saved before the line is printed: an epoch reported is an epoch a retry resumes after
-            save(run.resume_path, run.state(epoch + 1, step, run.weights(), optimizer=opt.state_dict(),
-                                            rng=torch.get_rng_state(), selection=selection.state_dict()))
-            row = run.log[-1]
-            print(f"{cfg.name} seed {run.seed} epoch {epoch + 1}/{epochs}: loss {row['loss']:.4f} "
-                  f"reg {row['regularizer'] or 0:.3e} lambda {lam:.3g} {row['images_per_s']:.0f} img/s"
-                  + (f" val worst-group {row['val_worst_group']:.2f}" if row.get("val_worst_group") is not None else "")
-                  # the epoch's wall time: loader start, selection and the resume checkpoint included
-                  # (img/s counts steps only)
-                  + f" ({time.perf_counter() - started:.2f} s)",
-                  file=sys.stderr)
-        distributed.barrier(ctx)
-        if on_epoch is not None:
-            on_epoch(epoch + 1)
-    bar.close()
+    try:
+        for epoch in range(start_epoch, epochs):
+            sampler.set_epoch(epoch)
+            started = time.perf_counter()
+            lam = diminishing_lambda(cfg.lam, epoch, epochs, cfg.schedule) if method.uses_spurious else 0.0
+            step = train_epoch(run, model, opt, loader, to_batch, teacher_images, epoch, lam, step, total_steps, bar,
+                               tracker)
+            selection.after_epoch(run, epoch)
+            if tracker is not None:
+                tracker.epoch(epoch + 1, step, tracked_val_metrics(run, selection, tracker))
+            if ctx.is_main:
+                # saved before the line is printed: an epoch reported is an epoch a retry resumes after
+                save(run.resume_path, run.state(epoch + 1, step, run.weights(), optimizer=opt.state_dict(),
+                                                rng=torch.get_rng_state(), selection=selection.state_dict()))
+                row = run.log[-1]
+                print(f"{cfg.name} seed {run.seed} epoch {epoch + 1}/{epochs}: loss {row['loss']:.4f} "
+                      f"reg {row['regularizer'] or 0:.3e} lambda {lam:.3g} {row['images_per_s']:.0f} img/s"
+                      + (f" val worst-group {row['val_worst_group']:.2f}"
+                         if row.get("val_worst_group") is not None else "")
+                      # the epoch's wall time: loader start, selection and the resume checkpoint included
+                      # (img/s counts steps only)
+                      + f" ({time.perf_counter() - started:.2f} s)",
+                      file=sys.stderr)
+            distributed.barrier(ctx)
+            if on_epoch is not None:
+                on_epoch(epoch + 1)
+    finally:
+        bar.close()
+        if tracker is not None:
+            tracker.close()
     return finish(run, selection, epochs, step)
 
 
+def tracked_val_metrics(run: Run, selection: Selection, tracker: Tracker) -> dict | None:
+    """The val metrics live tracking shows after an epoch: the selection's when it scored them
+    (scored once), else scored here; None, said once, when the training set has no val split."""
+    if selection.rule != "last":
+        return selection.last_metrics
+    if tracker.no_val is not None:
+        return None
+    try:
+        return val_metrics(run, "finetune.track")
+    except (DataError, FinetuneConfigError) as e:
+        tracker.no_val = str(e)
+        print(f"{run.cfg.name} seed {run.seed}: finetune.track: no val metrics ({e})", file=sys.stderr)
+        return None
+
+
 def train_epoch(run: Run, model, opt, loader, to_batch: Callable, teacher_images: TeacherImages, epoch: int,
-                lam: float, step: int, total_steps: int, bar) -> int:
-    """One pass over the training set; returns the global step count after it."""
+                lam: float, step: int, total_steps: int, bar, tracker: Tracker | None = None) -> int:
+    """One pass over the training set; returns the global step count after it. Each training-log
+    row also goes to `tracker` (live tracking), when there is one."""
     cfg, ctx, method = run.cfg, run.ctx, run.method
     meter = Meter(ctx)
     for i, raw in enumerate(loader):
@@ -161,5 +192,7 @@ def train_epoch(run: Run, model, opt, loader, to_batch: Callable, teacher_images
                             "images_per_s": m.steps * cfg.batch_size / m.seconds,
                             "superclass_share": (m.superclass_share if run.superclasses and method.uses_spurious
                                                  else None)})
+            if tracker is not None:
+                tracker.row(run.log[-1])
             bar.set_postfix(loss=f"{m.loss:.4f}", reg=f"{m.regularizer:.2e}", refresh=False)
     return step

@@ -64,6 +64,7 @@ class RunConfig:
     threads: int = _runtime()
     processes: int = _runtime()
     log_every: int = _runtime()
+    track: list = _runtime()
     train_split: str = _runtime()
     val_split: str = _runtime()
     decode: str = _runtime()

@@ -1,5 +1,6 @@
 """Checkpoint selection (`finetune.select`): the student's val metrics after an epoch
-(`val_metrics`) and which epoch's weights the checkpoint holds (`Selection`).
+(`val_metrics`, also what live tracking shows) and which epoch's weights the checkpoint holds
+(`Selection`).
 """
 
 from __future__ import annotations
@@ -11,21 +12,24 @@ from .setup import Run, split_loader
 
 
 @torch.no_grad()
-def val_metrics(run: Run) -> dict:
-    """Group metrics of the student on the val split, with its own head or the zero-shot head of
-    its text encoder, as the evaluate stage scores it."""
+def val_metrics(run: Run, purpose: str = "finetune.select: val_worst_group") -> dict:
+    """Metrics of the student on the val split (accuracy; group metrics for a set with groups),
+    with its own head or the zero-shot head of its text encoder, as the evaluate stage scores it.
+    The run's random streams are left as they were, so that scoring changes no later step."""
     from ..method.scoring import evaluate_splits, make_head
 
-    classnames = run.dataset_cfg["classnames"]
-    head = make_head(run.student_clip, run.clip.tokenizer, classnames, run.dataset_cfg["evaluate"]["templates"],
-                     run.ctx.device, None if run.head is None else run.head.state_dict())
-    split = run.cfg.val_split
-    val, loader = split_loader(run, split, run.dataset_cfg["evaluate"]["batch_size"],
-                               "finetune.select: val_worst_group")
-    train = run.train_set
-    train_counts = group_counts(*train.labels_and_attributes(), len(train.label_names), train.n_attributes)
-    metrics = evaluate_splits(run.student_clip, head, {split: val}, {split: loader}, run.ctx.device, train_counts,
-                              run.autocast_dtype)[split]
+    devices = [run.ctx.device] if run.ctx.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        classnames = run.dataset_cfg["classnames"]
+        head = make_head(run.student_clip, run.clip.tokenizer, classnames, run.dataset_cfg["evaluate"]["templates"],
+                         run.ctx.device, None if run.head is None else run.head.state_dict())
+        split = run.cfg.val_split
+        val, loader = split_loader(run, split, run.dataset_cfg["evaluate"]["batch_size"], purpose)
+        train = run.train_set
+        train_counts = (group_counts(*train.labels_and_attributes(), len(train.label_names), train.n_attributes)
+                        if train.group_names else None)
+        metrics = evaluate_splits(run.student_clip, head, {split: val}, {split: loader}, run.ctx.device,
+                                  train_counts, run.autocast_dtype)[split]
     run.student_clip.train()
     return metrics
 
@@ -38,13 +42,14 @@ class Selection:
         self.rule = rule
         self.history: list[dict] = []
         self.best: dict | None = None      # epoch, val_worst_group, model, head
+        self.last_metrics: dict | None = None   # the last epoch's val metrics, when scored (live tracking reads them)
 
     def after_epoch(self, run: Run, epoch: int) -> None:
         """Under rule `val_worst_group`, on the main process: score the val split after `epoch` (0-based),
         log it, and keep a CPU copy of the weights when they beat the best so far."""
         if self.rule == "last" or not run.ctx.is_main:
             return
-        m = val_metrics(run)
+        m = self.last_metrics = val_metrics(run)
         self.history.append({"epoch": epoch + 1, "val_worst_group": m["worst_group"], "val_average": m["average"]})
         run.log[-1]["val_worst_group"] = m["worst_group"]
         if self.best is None or m["worst_group"] > self.best["val_worst_group"]:

@@ -20,6 +20,7 @@ from .linear_probe import fit_linear_probe
 from .loop import fine_tune
 from .selection import Selection
 from .setup import open_split, prepare
+from .tracking import check_installed
 
 
 def train(dataset_cfg: dict, cfg: RunConfig, seed: int, embeddings: str | Path, out_dir: str | Path,
@@ -45,6 +46,8 @@ def train(dataset_cfg: dict, cfg: RunConfig, seed: int, embeddings: str | Path, 
 def _train(dataset_cfg: dict, cfg: RunConfig, seed: int, embeddings: Path, out_dir: Path, progress: bool,
            ctx: distributed.Context, probe=None, keep_resume=False, on_epoch=None) -> dict:
     method = cfg.base
+    if method.fine_tunes:
+        check_installed(cfg.track)   # before any model: a tracker the config names must be there
     train_set = open_split(dataset_cfg, cfg.train_split)   # its layout checked before any model
     if cfg.select == "val_worst_group" and not train_set.group_names:
         raise FinetuneConfigError(f"finetune.select: val_worst_group needs a data set with groups; "

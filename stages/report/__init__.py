@@ -15,4 +15,7 @@ Modules, top down (each imports only those below it):
 - robustness: effective robustness: the logit transform, the WiSE-FT curve joined on logit axes and each
   method's shift-mean gain over it ("above interpolation line");
 - tables: records as long and wide frames, mean ± std over seeds, format_pm, method order, table files.
+
+Beside them, table_file (`python -m stages.report.table_file`): one table file of a built report
+copied as a target of its own (rule report_table, results/tables/<name>/<table>.csv).
 """

@@ -43,7 +43,10 @@ rule oracle_pools:
 
 def check_options(wildcards):
     d = DATASETS[wildcards.dataset]
-    options = [f"--{key} {quoted_json(d[key])}" for key in ("classnames", "templates") if d[key] is not None]
+    # class names: the config's list, or its classnames_file as a {folder: name} mapping
+    names = stage_config.class_override(CONFIG, wildcards.dataset)
+    options = [f"--{key} {quoted_json(value)}" for key, value in (("classnames", names), ("templates", d["templates"]))
+               if value is not None]
     splits = stage_config.checked_splits(CONFIG, wildcards.dataset)
     return " ".join(options + [f"--splits {quoted_json(splits)}"])
 

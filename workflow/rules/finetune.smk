@@ -35,8 +35,18 @@ def finetune_json(wildcards):
 
 def run_json(wildcards):
     """The resolved run configuration: a change of its own hyper-parameters reruns the job, a
-    change of another method's or of the seed list does not."""
-    return quoted_json(ft_runs.run_config(job(wildcards)["finetune"], wildcards.method))
+    change of another method's or of the seed list does not. Less `track` (track_option)."""
+    run = ft_runs.run_config(job(wildcards)["finetune"], wildcards.method)
+    run.pop("track", None)
+    return quoted_json(run)
+
+
+def track_option(wildcards, output):
+    """Live tracking (finetune.track), apart from run_json: it changes no result, so turning it on
+    must not rerun finished runs. Taking `output` makes the param one Snakemake derives from the
+    job's files, which its params rerun trigger leaves out."""
+    track = job(wildcards)["finetune"]["track"]
+    return f"--set {shlex.quote('track=' + json.dumps(track))}" if track else ""
 
 
 def probe_dataset_json(wildcards):
@@ -120,6 +130,7 @@ rule finetune:
         launcher=finetune_launcher,
         out_dir=lambda w: stage_config.RUN_DIR.format(experiment=w.experiment, method=w.method, seed=w.seed),
         probe=lambda w, input: f"--probe {input.probe}" if input.probe else "",
+        track=track_option,
     threads: finetune_threads
     resources:
         gpu=lambda w: 0 if job(w)["finetune"]["device"] == "cpu" else job(w)["finetune"]["processes"],
@@ -131,5 +142,5 @@ rule finetune:
         # stage wrote its checkpoint (which Snakemake then removes) resumes at its last epoch.
         "{params.launcher} stages.finetune --dataset-config {params.cfg} --run-config {params.run}"
         " --method {wildcards.method} --seed {wildcards.seed} --embeddings {input.embeddings}"
-        " --out-dir {params.out_dir} {params.probe} --set threads={threads} --keep-resume > {log} 2>&1"
+        " --out-dir {params.out_dir} {params.probe} {params.track} --set threads={threads} --keep-resume > {log} 2>&1"
         " && rm -f {params.out_dir}/resume.pt"

@@ -1,5 +1,7 @@
 # The directory targets a user types: `snakemake --cores N results/<experiment>` (every table of
-# one experiment) or `results/<report>` (sections of several experiments, config `reports`).
+# one experiment) or `results/<report>` (sections of several experiments, config `reports`), and
+# one table of either, `results/tables/<name>/<table>.csv` (or .tex): a copy of the report's file,
+# since Snakemake forbids an output inside the report's directory output.
 
 
 def report_sections(name):
@@ -67,7 +69,7 @@ rule report:
         pools=report_pools,
     output:
         # `snakemake --report report.html results/<name>` shows these with their captions
-        report(directory("results/{name}"), patterns=["{figure}.png", "{table}.csv"],
+        report(directory(stage_config.REPORT_DIR), patterns=["{figure}.png", "{table}.csv"],
                caption="../report/results.rst", category="{name}", subcategory=report_category),
     params:
         spec=report_spec,
@@ -79,3 +81,16 @@ rule report:
         "python -m stages.report --name {wildcards.name} --spec {params.spec} {params.pretrain} {params.pools}"
         " --out {output}"
         " > {log} 2>&1"
+
+
+rule report_table:
+    input:
+        stage_config.REPORT_DIR,
+    output:
+        stage_config.REPORT_TABLE,
+    wildcard_constraints:
+        table=r"[A-Za-z0-9_]+\.(csv|tex)",
+    log:
+        "logs/reports/{name}_{table}.log",
+    shell:
+        "python -m stages.report.table_file --report {input} --table {wildcards.table} --out {output} 2> >(tee {log} >&2)"

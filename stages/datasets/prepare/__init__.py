@@ -55,13 +55,14 @@ def _work_folder(root: Path) -> Path:
     return work
 
 
-def _build(name: str, reader: str, spec: dict, work: Path, downloads: Path) -> tuple[Path, dict]:
+def _build(name: str, reader: str, spec: dict, work: Path, downloads: Path,
+           splits: list[str] | None = None) -> tuple[Path, dict]:
     key = f"datasets.{name}.prepare"
     kind = kind_of(reader, spec)
     if kind == "archives":
         archives = Path(spec.get("archives") or downloads)
         try:
-            return build_imagenet(archives, work, key), {"archives": str(archives)}
+            return build_imagenet(archives, work, key, splits), {"archives": str(archives)}
         except FileNotFoundError as e:
             raise PrepareError(f"{name}: {e}") from None
     if kind == "hub":
@@ -104,7 +105,8 @@ def prepare(name: str, reader: str, root: str | Path, spec: dict | None, downloa
             raise PrepareError(f"{name}: nothing to fetch it from in the config; {e}") from None
     work = _work_folder(root)
     try:
-        tree, source = _build(name, reader, spec or {}, work, downloads)
+        # the checked splits: those the data check opens below, so that their files are looked for first
+        tree, source = _build(name, reader, spec or {}, work, downloads, check_options.get("splits"))
         try:
             record = check(name, reader, tree, **check_options)
         except (DatasetLayoutError, DatasetConfigError) as e:

@@ -87,9 +87,9 @@ def verify(path: Path, remote: Remote) -> str:
 
 
 def _compare(path, remote: Remote, kind: str, got: str, want: str | None) -> str:
+    # what becomes of the file is the caller's to say: a transfer is deleted, a hand-placed archive kept
     if want is not None and got != want:
-        raise DownloadError(f"{remote.url}: {kind} {got} does not match {remote.key}.{kind} {want}; "
-                            f"the download was deleted")
+        raise DownloadError(f"{remote.url}: {kind} {got} does not match {remote.key}.{kind} {want}")
     return got
 
 
@@ -178,9 +178,9 @@ def fetch(remote: Remote, folder: str | Path) -> tuple[Path, str]:
                                 "the download was deleted")
         try:
             digest = _compare(part, remote, kind, h.hexdigest(), want)
-        except DownloadError:
+        except DownloadError as e:
             part.unlink()
-            raise
+            raise DownloadError(f"{e}; the download was deleted") from None
         os.replace(part, dest)
         return dest, digest
     raise DownloadError(f"{remote.url}: transfer failed {ATTEMPTS} times ({last!r}); rerun to resume "
