@@ -31,6 +31,9 @@ DATA_CHECK = "data/{dataset}/data_check.json"
 PREPARED = "data/{dataset}/prepared"                   # the mark of a data set fetched and laid out (rule prepare_data)
 RESIZED_COPY = "data/{dataset}/resized_{split}"        # a training split's pre-resized copy (rule resize_split)
 POOLS = "data/{experiment}/pools"                      # the spurious caption pools (rule describe)
+SMOLLM2_SAFETENSORS = "data/models/smollm2-135m-instruct"   # SmolLM2 de-quantised for vLLM (rule convert_smollm2)
+DESCRIBE_ENV = ".venv-describe"                      # the describe job's own environment (vLLM; python -m stages.describe env)
+DESCRIBE_PYTHON = f"{DESCRIBE_ENV}/bin/python"       # its interpreter: describe.python when the backend is vllm
 TEACHER_TEXT = "data/{experiment}/embeddings/teacher_text.parquet"   # the teacher's text embeddings (rule embed)
 RUN_DIR = "results/runs/{experiment}/{method}/seed{seed}"           # a run's checkpoint, log and evaluations
 
