@@ -18,6 +18,7 @@ from stages.describe.backends import TransformersBackend, make_backend
 from stages.describe.pool import generate_pool
 from stages.describe.prompts import load_prompt
 from stages.describe.sampling import SamplingSpec, to_generate_kwargs, to_vllm_kwargs
+from stages.describe.vllm_support import VLLMSetupError
 
 CLASSES = ["landbird", "waterbird"]
 ANSWER = "on a sandy beach\nnear a frozen lake"  # every fake answer: two instances, so step 2 runs
@@ -62,7 +63,7 @@ class FakeModel:
 def params(**describe):
     base = dict(backend="vllm", model="Qwen/Qwen2.5-0.5B-Instruct", n_samples=3, temperature=0.8, top_p=0.95,
                 max_tokens=64, max_words=12, min_pool=1, tensor_parallel_size=1, vllm_args={}, gguf_file=None,
-                gguf_sha256=None, device="cpu", files={}, types=["background"])
+                gguf_sha256=None, device="auto", files={}, types=["background"])
     return dict(base, **describe)
 
 
@@ -167,6 +168,15 @@ def test_vllms_cpu_build_gets_its_kv_cache_and_the_jobs_threads(monkeypatch, dis
             "device": backend.engine["vllm"]["device"]} == expected
     assert backend.engine["vllm"]["distribution"] == distribution
     assert env["VLLM_LOGGING_STREAM"] == "ext://sys.stderr"  # the stage's stdout stays its own
+
+
+def test_device_cpu_with_vllms_gpu_build_stops_before_the_engine(monkeypatch):
+    fake = vllm_fake.install(monkeypatch, distribution="vllm")
+    started = []
+    fake.LLM = type("Counting", (vllm_fake.FakeLLM,), {"__init__": lambda self, model, **kw: started.append(model)})
+    with pytest.raises(VLLMSetupError, match=r"^describe.device is cpu, but .* has vLLM's GPU build \(vllm 0.0\+fake\)"):
+        make_backend(params(device="cpu"), seed=0)
+    assert started == []
 
 
 @pytest.mark.parametrize("kwargs, message", [

@@ -33,7 +33,7 @@ def fake_vllm(monkeypatch):
 def params(**describe):
     base = {"backend": "vllm", "model": QWEN, "n_samples": 3, "temperature": 0.8, "top_p": 0.95, "max_tokens": 64,
             "max_words": 12, "min_pool": 1, "tensor_parallel_size": 1, "vllm_args": {}, "gguf_file": None,
-            "gguf_sha256": None, "device": "cpu", "files": {}, "types": ["background"]}
+            "gguf_sha256": None, "device": "auto", "files": {}, "types": ["background"]}
     return {**base, **describe}
 
 

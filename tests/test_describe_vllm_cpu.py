@@ -45,7 +45,8 @@ VLLM_ARGS = {"dtype": "bfloat16", "max_model_len": 1024, "enforce_eager": True}
 # check-vllm's own job (stages.describe.vllm_check.check_job), so that its pools and the rule's
 # differ only by what a test changes
 DESCRIBE = {"backend": "vllm", "model": SMOLLM2_SAFETENSORS, "python": str(DESCRIBE_ENV_PYTHON), "vllm_args": VLLM_ARGS,
-            "types": ["background"], "n_samples": 4, "max_tokens": 128, "min_pool": 3, "pools_of": None}
+            "device": "cpu", "types": ["background"], "n_samples": 4, "max_tokens": 128, "min_pool": 3,
+            "pools_of": None}
 OVERRIDES = {
     "datasets": {"toybirds": {"reader": "waterbirds", "root": "toybirds"}},
     "experiments": {"vllm_seed0": {"train": "toybirds", "seed": 0, "domain": "birds", "model": {"name": "unused"},
@@ -121,7 +122,8 @@ def test_the_describe_rule_writes_a_pool_with_vllms_cpu_engine(seed0, describe_p
 def test_check_vllm_passes_and_another_seed_gives_another_pool(seed0, describe_python, tmp_path):
     out = tmp_path / "check"
     proc = subprocess.run([sys.executable, "-m", "stages.describe", "check-vllm", "--model", SMOLLM2_SAFETENSORS,
-                           "--vllm-args", json.dumps(VLLM_ARGS), "--seed", "1", "--python", str(describe_python),
+                           "--vllm-args", json.dumps(VLLM_ARGS), "--device", "cpu", "--seed", "1",
+                           "--python", str(describe_python),
                            "--out-dir", str(out)], cwd=seed0, capture_output=True, text=True, timeout=900,
                           env={**os.environ, "PYTHONPATH": str(REPO)})
     assert proc.returncode == 0, proc.stderr[-5000:]
@@ -175,7 +177,7 @@ def test_a_describe_job_through_slurm_repeats_the_pool(seed0, tmp_path):
 
 
 def test_too_little_kv_cache_memory_stops_the_job_in_one_line(seed0, describe_python, tmp_path):
-    job = check_job(SMOLLM2_SAFETENSORS, vllm_args=VLLM_ARGS)  # the seed-0 job's describe section
+    job = check_job(SMOLLM2_SAFETENSORS, vllm_args=VLLM_ARGS, device="cpu")  # the seed-0 job's describe section
     job["describe"]["python"] = str(describe_python)
     out = tmp_path / "pools"
     proc = subprocess.run([sys.executable, "-m", "stages.describe", "generate", "--dataset", "vllm_seed0",

@@ -156,15 +156,20 @@ class VLLMBackend:
     name = "vllm"
 
     def __init__(self, model: str, tensor_parallel_size: int = 1, seed: int = 0, engine_args: dict | None = None,
-                 threads: int = 0):
+                 threads: int = 0, device: str = "auto"):
         from .vllm_support import kv_cache_problem, model_form, on_cpu, require_gguf_support, require_vllm
 
-        # before vllm is imported and anything loaded: vLLM installed here, a GGUF model it can
-        # read (a plugin in recent vLLM), a converted folder whose files are the ones converted
+        # before vllm is imported and anything loaded: vLLM installed here (the CPU build where
+        # describe.device says cpu), a GGUF model it can read (a plugin in recent vLLM), a
+        # converted folder whose files are the ones converted
         distribution = require_vllm(sys.executable)
+        cpu = on_cpu(distribution)
+        if device == "cpu" and not cpu:
+            raise VLLMSetupError(f"describe.device is cpu, but {sys.executable} has vLLM's GPU build ({distribution[0]} "
+                                 f"{distribution[1]}): build the describe environment with `python -m stages.describe "
+                                 "env cpu`, or set describe.device to auto")
         require_gguf_support(model, engine_args)
         form = model_form(model, engine_args, distribution)
-        cpu = on_cpu(distribution)
         env = vllm_environment(cpu=cpu, threads=threads)
         from vllm import LLM, SamplingParams
 
@@ -228,5 +233,5 @@ def make_backend(params: dict, seed: int, threads: int = 0) -> Backend:
                                    device=params.get("device", "auto"), threads=threads)
     if params["backend"] == "vllm":
         return VLLMBackend(params["model"], params.get("tensor_parallel_size", 1), seed=seed,
-                           engine_args=params.get("vllm_args"), threads=threads)
+                           engine_args=params.get("vllm_args"), threads=threads, device=params.get("device", "auto"))
     raise ValueError(f"describe.backend {params['backend']!r} does not generate (the file backend reads files)")

@@ -62,6 +62,9 @@ def problems(where: str, params: dict) -> list[str]:
                        "together with the base model's tokenizer in describe.vllm_args.tokenizer")
         if params["gguf_sha256"] is not None:
             out.append(f"{key}.gguf_sha256: backend vllm does not check gguf_sha256; set it to null")
+        if params["device"].startswith("cuda"):
+            out.append(f"{key}.device: backend vllm places its model itself: `auto` (the job requests "
+                       "tensor_parallel_size GPUs) or `cpu` (vLLM's CPU build, no GPU)")
         if params["model"].endswith(".gguf") and not params.get("vllm_args", {}).get("tokenizer"):
             out.append(f"{key}.vllm_args.tokenizer: a .gguf `model` needs the base model's tokenizer (HF id or "
                        "folder), e.g. vllm_args: {tokenizer: Qwen/Qwen2.5-7B-Instruct}")
@@ -77,10 +80,11 @@ def check(experiments: dict, where: str = "experiments") -> None:
 
 def gpus(params: dict) -> int:
     """GPUs the describe job of this section uses, for Snakemake's `gpu` resource: vLLM one per
-    tensor-parallel rank; transformers one when `device` names CUDA (`auto` asks for none and
-    uses a GPU only if the job sees one); the file backend none."""
+    tensor-parallel rank, none with `device: cpu` (vLLM's CPU build); transformers one when
+    `device` names CUDA (`auto` asks for none and uses a GPU only if the job sees one); the file
+    backend none."""
     if params["backend"] == "vllm":
-        return int(params["tensor_parallel_size"])
+        return 0 if params["device"] == "cpu" else int(params["tensor_parallel_size"])
     if params["backend"] == "transformers" and params["device"].startswith("cuda"):
         return 1
     return 0

@@ -4,7 +4,7 @@ works on this machine (a GPU, or the CPU with vLLM's CPU build), before a real r
     python -m stages.describe check-vllm --model Qwen/Qwen2.5-0.5B-Instruct
     python -m stages.describe check-vllm --model /models/qwen2.5-7b-instruct --tensor-parallel-size 2 \\
         --vllm-args '{"max_model_len": 4096}'
-    python -m stages.describe check-vllm --model data/models/smollm2-135m-instruct \\
+    python -m stages.describe check-vllm --model data/models/smollm2-135m-instruct --device cpu \\
         --vllm-args '{"max_model_len": 1024, "enforce_eager": true}'          # the CPU build
 
 It runs in the describe environment (`--python`, default .venv-describe/bin/python), as the
@@ -36,11 +36,11 @@ CLASSES = ["landbird", "waterbird"]
 
 
 def check_job(model: str, *, tensor_parallel_size: int = 1, vllm_args: dict | None = None, seed: int = 0,
-              n_samples: int = 4, max_tokens: int = 128, min_pool: int = 3) -> dict:
+              n_samples: int = 4, max_tokens: int = 128, min_pool: int = 3, device: str = "auto") -> dict:
     """A small describe job for `model`, validated like a real config (wrong vllm_args fail here)."""
     describe = {"backend": "vllm", "model": model, "tensor_parallel_size": tensor_parallel_size,
                 "vllm_args": vllm_args or {}, "n_samples": n_samples, "max_tokens": max_tokens,
-                "min_pool": min_pool, "types": ["background"]}
+                "min_pool": min_pool, "types": ["background"], "device": device}
     cfg = {"datasets": {"check": {"reader": "waterbirds", "root": "unused", "classnames": CLASSES}},
            "experiments": {"check": {"seed": seed, "domain": "birds", "train": "check", "model": {"name": "unused"},
                                      "describe": describe}}}
@@ -56,7 +56,7 @@ def _engine(job: dict):
 
     params = job["describe"]
     return VLLMBackend(params["model"], params["tensor_parallel_size"], seed=job["seed"],
-                       engine_args=params["vllm_args"], threads=params["threads"])
+                       engine_args=params["vllm_args"], threads=params["threads"], device=params["device"])
 
 
 def _content(pool) -> tuple[list[dict], list[dict]]:
@@ -124,6 +124,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--tensor-parallel-size", type=int, default=1)
     ap.add_argument("--vllm-args", default="{}", help="JSON object, as describe.vllm_args in the config")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", choices=["auto", "cpu"], default="auto", help="as describe.device (cpu: vLLM's CPU build)")
     ap.add_argument("--out-dir", help="where the test pool goes (default: a temporary folder)")
     ap.add_argument("--python", default=stage_config.DESCRIBE_PYTHON,
                     help="the interpreter of the environment with vLLM, as describe.python (default: %(default)s)")
@@ -134,7 +135,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         job = json.loads(args.job) if args.job else check_job(
             args.model, tensor_parallel_size=args.tensor_parallel_size, vllm_args=json.loads(args.vllm_args),
-            seed=args.seed)
+            seed=args.seed, device=args.device)
         run_under(args.python, ["check-vllm", *argv, "--job", json.dumps(job)])
         require_vllm(sys.executable)
     except (stage_config.ConfigError, DescribeEnvError, VLLMSetupError) as e:
