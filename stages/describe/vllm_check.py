@@ -52,11 +52,10 @@ def check_job(model: str, *, tensor_parallel_size: int = 1, vllm_args: dict | No
 
 
 def _engine(job: dict):
-    from .backends import VLLMBackend
+    """The job's engine, as the describe job makes it."""
+    from .backends import make_backend
 
-    params = job["describe"]
-    return VLLMBackend(params["model"], params["tensor_parallel_size"], seed=job["seed"],
-                       engine_args=params["vllm_args"], threads=params["threads"], device=params["device"])
+    return make_backend(job["describe"], job["seed"], job["describe"]["threads"])
 
 
 def _content(pool) -> tuple[list[dict], list[dict]]:
