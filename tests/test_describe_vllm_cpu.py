@@ -135,8 +135,9 @@ def test_check_vllm_passes_and_another_seed_gives_another_pool(seed0, describe_p
     assert re.findall(r"^PASS  (\w+)$", proc.stderr, flags=re.M) == list(report["steps"])
     # the same job but for its seed: another pool
     mine, theirs = (read_metadata(p / "background.descriptions.parquet") for p in (seed0 / POOL, out))
-    same = {k: v for k, v in mine["params"].items() if k != "python"}
-    assert same == {k: v for k, v in theirs["params"].items() if k != "python"}
+    # (the rule hands the stage its threads apart from the section, and its interpreter's full path)
+    same = {k: v for k, v in mine["params"].items() if k not in ("python", "threads")}
+    assert same == {k: v for k, v in theirs["params"].items() if k not in ("python", "threads")}
     assert {step: {k: v for k, v in s.items() if k != "seed"} for step, s in mine["sampling"].items()} == \
         {step: {k: v for k, v in s.items() if k != "seed"} for step, s in theirs["sampling"].items()}
     assert (mine["seed"], theirs["seed"]) == (0, 1)
@@ -167,12 +168,15 @@ def test_a_describe_job_through_slurm_repeats_the_pool(seed0, tmp_path):
         assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:] + (log.read_text()[-3000:] if log.exists()
                                                                             else "")
         (job,) = [j for j in slurm_jobs(env) if j["Comment"].startswith("rule_describe")]
-    assert job["JobState"] == "COMPLETED" and job["JOB_GRES"] == "(null)", job  # vLLM's CPU build: no GPU
-    assert job["NumCPUs"] == "2" and job["TimeLimit"] == "04:00:00", job
-    assert job["MinMemoryNode"] == f"{cfg['set-resources']['describe']['mem_mb']}M", job
     # the same seed, engine and threads: the same files, byte for byte
     again = {p.name: p.read_bytes() for p in (seed0 / POOL).iterdir()}
     assert again == local
+    # what the profile asks for the describe job reached SLURM: its memory and time, no GPU for
+    # vLLM's CPU build (describe.device: cpu)
+    assert job["JobState"] == "COMPLETED" and job["JOB_GRES"] == "(null)", job
+    assert job["NumCPUs"] == "2" and job["TimeLimit"] == "04:00:00", job
+    number, unit = re.fullmatch(r"([\d.]+)([MG])", job["MinMemoryNode"]).groups()
+    assert float(number) * {"M": 1, "G": 1024}[unit] == cfg["set-resources"]["describe"]["mem_mb"], job
     assert "Initializing a V1 LLM engine" in log.read_text()
 
 
