@@ -93,8 +93,8 @@ def worker(backend_name: str, the_job: dict, threads: int, out: Path) -> None:
     for spurious_type in params["types"]:
         pool = generate_pool(load_prompt(spurious_type), timed, params, domain=the_job["domain"],
                              classnames=the_job["classnames"], seed=the_job["seed"])
-        step1 = [r for r in pool.rejections if r.step == "instance"]
-        listed = len(step1) + len(pool.rows) + sum(r.step == "template" for r in pool.rejections)
+        step1 = [r for r in pool.rejections if r.stage == "instance"]
+        listed = len(step1) + len(pool.rows) + sum(r.stage == "template" for r in pool.rejections)
         pools[spurious_type] = {"lines": listed, "readable": listed - sum(r.reason in UNREADABLE for r in step1),
                                 "templates": [row["template"] for row in pool.rows],
                                 # the words of the kept phrases (the templates without their scaffold)

@@ -216,7 +216,10 @@ class VLLMBackend:
         # every field set: with an explicit SamplingParams vLLM ignores generation_config.json,
         # so anything left out would take vLLM's defaults rather than the model's
         params = self._sampling_params(**to_vllm_kwargs(spec))
-        results = self.llm.chat(conversations, sampling_params=params, use_tqdm=True)
+        # vLLM's own progress bar, unless tqdm is switched off: vLLM 0.32 then divides by the
+        # disabled bar's elapsed time, 0 (ZeroDivisionError in LLM._run_engine)
+        shown = os.environ.get("TQDM_DISABLE", "").lower() not in ("1", "true", "yes")
+        results = self.llm.chat(conversations, sampling_params=params, use_tqdm=shown)
         return [[o.text for o in r.outputs] for r in results]
 
 
