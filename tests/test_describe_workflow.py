@@ -1,13 +1,16 @@
 """The describe rule in Snakemake's own dry run: one job per experiment writing every type, the
-GPUs each backend requests, and describe config errors before any job."""
+GPUs each backend requests, vLLM's model converted first and its job in the describe environment
+(also through the SLURM profile), and describe config errors before any job."""
 
 import copy
+import importlib.util
 import re
 
 import pytest
 import yaml
-
 from pipeline import REDUCED, REDUCED_RUNS, make_workdir, reduced, snakemake
+
+from stages.config import DESCRIBE_PYTHON, SMOLLM2_SAFETENSORS
 
 
 def dry_run_jobs(stdout: str) -> list[dict]:
@@ -97,3 +100,42 @@ def test_the_pools_target_rebuilds_the_pools_when_the_class_names_change(tmp_pat
     run = snakemake(work, "data/synthbirds_intask/pools")
     assert "rule describe:" in run.stdout + run.stderr
     assert read_metadata(pools)["classnames"] == ["land bird", "water bird"]
+
+
+def test_vllm_converts_smollm2_first_and_runs_in_the_describe_environment(tmp_path):
+    work = make_workdir(tmp_path, REDUCED)
+    # waterbirds_intask's describe is vLLM (config/paper.yaml); here on SmolLM2 converted for it
+    write_overrides(work, {}, {"describe": {"model": SMOLLM2_SAFETENSORS, "types": ["background"]}})
+    dry = snakemake(work, "-n", "-p", "data/waterbirds_intask/pools")
+    jobs = {j["rule"]: j for j in dry_run_jobs(dry.stdout)}
+    assert {"fetch_smollm2", "convert_smollm2", "describe"} <= set(jobs), dry.stdout[-3000:]
+    assert jobs["convert_smollm2"]["output"] == [SMOLLM2_SAFETENSORS]
+    shell = dry.stdout.split("rule describe:")[1]
+    # the stage's command, with the interpreter it runs itself in: the describe environment
+    assert "python -m stages.describe generate --dataset waterbirds_intask" in shell
+    assert f'"python": "{DESCRIBE_PYTHON}"' in shell
+
+
+def test_the_slurm_profile_gives_the_describe_job_what_vllm_needs(tmp_path):
+    import subprocess
+    import sys
+
+    from pipeline import unavailable
+
+    if importlib.util.find_spec("snakemake_executor_plugin_slurm") is None:
+        unavailable("snakemake-executor-plugin-slurm is not installed: pip install -e '.[slurm]'")
+    work = make_workdir(tmp_path, REDUCED)
+    write_overrides(work, {}, {"describe": {"types": ["background"], "tensor_parallel_size": 2}})
+    # the profile's own settings (pipeline.snakemake's --cores 2 would cap the job's threads)
+    dry = subprocess.run([sys.executable, "-m", "snakemake", "-n", "-p", "--profile", "workflow/profiles/slurm",
+                          "data/waterbirds_intask/pools", "--configfile", "override.yaml"], cwd=work,
+                         capture_output=True, text=True, timeout=600)
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    (describe,) = [j for j in dry_run_jobs(dry.stdout) if j["rule"] == "describe"]
+    profile = yaml.safe_load((work / "workflow/profiles/slurm/config.yaml").read_text())
+    wanted = profile["set-resources"]["describe"]
+    assert describe["resources"]["gpu"] == "2"  # tensor_parallel_size GPUs: sbatch --gpus=2
+    assert describe["resources"]["mem_mb"] == str(wanted["mem_mb"]) and describe["resources"]["runtime"] == str(
+        wanted["runtime"])
+    assert f"--threads {profile['set-threads']['describe']}" in dry.stdout.split("rule describe:")[1]
+    assert f'"python": "{DESCRIBE_PYTHON}"' in dry.stdout.split("rule describe:")[1]

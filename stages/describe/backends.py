@@ -1,20 +1,23 @@
 """LLM backends behind one small interface: chat conversations in, answer texts out.
 
 Backends only generate. Prompt building, parsing and filtering live in `prompts`, `parse` and
-`pool`, and the sampling parameters in `sampling`, all shared, so the vLLM backend (which cannot
-be run on the CPU machines this project is tested on) is a thin wrapper around calls whose inputs
-and outputs the CPU backend exercises.
+`pool`, and the sampling parameters in `sampling`, all shared, so the vLLM backend is a thin
+wrapper around calls whose inputs and outputs the transformers backend exercises too. vLLM runs
+in an environment of its own (describe.python; `environment`), on a GPU or, with vLLM's CPU
+build, on the CPU (the slow tests run it there).
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Protocol
 
 from ..common.io import sha256_file
 from ..common.progress import progress
 from .sampling import SamplingSpec, to_generate_kwargs, to_vllm_kwargs
+from .vllm_support import VLLMSetupError
 
 Conversation = list[dict[str, str]]
 
@@ -118,39 +121,72 @@ class TransformersBackend:
 #   subprocess");
 # - no engine-core process: vLLM's documented switch that makes offline scheduling, and so the
 #   sampled answers, reproducible for a seed (docs.vllm.ai, "Reproducibility").
+# - vLLM's log on stderr (its default is stdout): the stage's own output stays its own (check-vllm
+#   prints its report there), and the rule sends both streams to the job's log.
 # setdefault: a user's own setting wins, and the metadata records what was in effect.
-VLLM_ENV_DEFAULTS = {"VLLM_WORKER_MULTIPROC_METHOD": "spawn", "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
-VLLM_ENV_RECORDED = (*VLLM_ENV_DEFAULTS, "VLLM_BATCH_INVARIANT", "HF_HUB_OFFLINE")
+VLLM_ENV_DEFAULTS = {"VLLM_WORKER_MULTIPROC_METHOD": "spawn", "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+                     "VLLM_LOGGING_STREAM": "ext://sys.stderr"}
+# On vLLM's CPU build the KV cache takes VLLM_CPU_KVCACHE_SPACE GiB; unset, vLLM reserves
+# gpu_memory_utilization (0.9) of the machine's memory and stops when that much is not free, as on
+# any shared machine. 1 GiB holds 46,000 tokens of SmolLM2-135M (18,000 of a 7B Qwen2.5).
+VLLM_CPU_ENV_DEFAULTS = {"VLLM_CPU_KVCACHE_SPACE": "1"}
+VLLM_ENV_RECORDED = (*VLLM_ENV_DEFAULTS, *VLLM_CPU_ENV_DEFAULTS, "OMP_NUM_THREADS", "VLLM_CPU_OMP_THREADS_BIND",
+                     "VLLM_BATCH_INVARIANT", "HF_HUB_OFFLINE")
 
 
-def vllm_environment() -> dict[str, str | None]:
-    """Set VLLM_ENV_DEFAULTS in os.environ where not set already (before vllm is imported); returns
-    the recorded variables as now in effect, None for those unset."""
-    for key, value in VLLM_ENV_DEFAULTS.items():
+def vllm_environment(cpu: bool = False, threads: int = 0) -> dict[str, str | None]:
+    """Set VLLM_ENV_DEFAULTS (and on the CPU build VLLM_CPU_ENV_DEFAULTS) in os.environ where not
+    set already (before vllm is imported); returns the recorded variables as now in effect, None
+    for those unset. On the CPU `threads` > 0 (the job's threads) sets OMP_NUM_THREADS, as the
+    transformers backend sets torch's threads: without it vLLM's CPU worker runs torch on 1 thread."""
+    for key, value in {**VLLM_ENV_DEFAULTS, **(VLLM_CPU_ENV_DEFAULTS if cpu else {})}.items():
         os.environ.setdefault(key, value)
+    if cpu and threads > 0:
+        os.environ["OMP_NUM_THREADS"] = str(threads)
     return {key: os.environ.get(key) for key in VLLM_ENV_RECORDED}
 
 
 class VLLMBackend:
-    """vLLM on one or more GPUs (`tensor_parallel_size`); `model` is an HF id or a local folder
-    holding config.json, tokenizer and weights; `engine_args` (describe.vllm_args) go to `LLM`
-    unchanged. Checked on a GPU by `python -m stages.describe check-vllm` (docs/describe.md)."""
+    """vLLM on one or more GPUs (`tensor_parallel_size`), or on the CPU with vLLM's CPU build;
+    `model` is an HF id or a local folder holding config.json, tokenizer and weights (SmolLM2:
+    the folder `convert` wrote); `engine_args` (describe.vllm_args) go to `LLM` unchanged. Runs in
+    the describe job's own environment (describe.python); checked by `python -m stages.describe
+    check-vllm` (docs/describe.md)."""
 
     name = "vllm"
 
-    def __init__(self, model: str, tensor_parallel_size: int = 1, seed: int = 0, engine_args: dict | None = None):
-        from .vllm_support import require_gguf_support
+    def __init__(self, model: str, tensor_parallel_size: int = 1, seed: int = 0, engine_args: dict | None = None,
+                 threads: int = 0, device: str = "auto"):
+        from .vllm_support import kv_cache_problem, model_form, on_cpu, require_gguf_support, require_vllm
 
-        # before vllm is imported and anything loaded: a GGUF model needs a plugin in recent vLLM
+        # before vllm is imported and anything loaded: vLLM installed here (the CPU build where
+        # describe.device says cpu), a GGUF model it can read (a plugin in recent vLLM), a
+        # converted folder whose files are the ones converted
+        distribution = require_vllm(sys.executable)
+        cpu = on_cpu(distribution)
+        if device == "cpu" and not cpu:
+            raise VLLMSetupError(f"describe.device is cpu, but {sys.executable} has vLLM's GPU build ({distribution[0]} "
+                                 f"{distribution[1]}): build the describe environment with `python -m stages.describe "
+                                 "env cpu`, or set describe.device to auto")
         require_gguf_support(model, engine_args)
-        env = vllm_environment()
+        form = model_form(model, engine_args, distribution)
+        env = vllm_environment(cpu=cpu, threads=threads)
         from vllm import LLM, SamplingParams
 
         self._sampling_params = SamplingParams
         self.model_id = model
         llm_args = llm_kwargs(model, tensor_parallel_size, seed, engine_args)
-        self.engine = {"llm_args": llm_args, "env": env}
-        self.llm = LLM(**llm_args)
+        self.engine = {"llm_args": llm_args, "env": env, "model_form": form,
+                       "vllm": {"distribution": distribution[0], "version": distribution[1],
+                                "device": "cpu" if cpu else "gpu"}}
+        try:
+            self.llm = LLM(**llm_args)
+        except ValueError as e:  # what vLLM raises when the KV cache does not fit: one line naming the setting
+            problem = kv_cache_problem(str(e), cpu=cpu, kvcache_space=os.environ.get("VLLM_CPU_KVCACHE_SPACE"),
+                                       engine_args=engine_args)
+            if problem is None:
+                raise
+            raise VLLMSetupError(problem) from e
 
     def close(self) -> None:
         """Shut the engine down and free its GPU memory, so that another engine can start in this
@@ -180,7 +216,10 @@ class VLLMBackend:
         # every field set: with an explicit SamplingParams vLLM ignores generation_config.json,
         # so anything left out would take vLLM's defaults rather than the model's
         params = self._sampling_params(**to_vllm_kwargs(spec))
-        results = self.llm.chat(conversations, sampling_params=params, use_tqdm=True)
+        # vLLM's own progress bar, unless tqdm is switched off: vLLM 0.32 then divides by the
+        # disabled bar's elapsed time, 0 (ZeroDivisionError in LLM._run_engine)
+        shown = os.environ.get("TQDM_DISABLE", "").lower() not in ("1", "true", "yes")
+        results = self.llm.chat(conversations, sampling_params=params, use_tqdm=shown)
         return [[o.text for o in r.outputs] for r in results]
 
 
@@ -197,5 +236,5 @@ def make_backend(params: dict, seed: int, threads: int = 0) -> Backend:
                                    device=params.get("device", "auto"), threads=threads)
     if params["backend"] == "vllm":
         return VLLMBackend(params["model"], params.get("tensor_parallel_size", 1), seed=seed,
-                           engine_args=params.get("vllm_args"))
+                           engine_args=params.get("vllm_args"), threads=threads, device=params.get("device", "auto"))
     raise ValueError(f"describe.backend {params['backend']!r} does not generate (the file backend reads files)")

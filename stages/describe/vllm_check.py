@@ -1,9 +1,14 @@
-"""`python -m stages.describe check-vllm`: one command that tells a user with a GPU whether the
-vLLM backend works there, before a real run.
+"""`python -m stages.describe check-vllm`: one command that tells a user whether the vLLM backend
+works on this machine (a GPU, or the CPU with vLLM's CPU build), before a real run.
 
     python -m stages.describe check-vllm --model Qwen/Qwen2.5-0.5B-Instruct
     python -m stages.describe check-vllm --model /models/qwen2.5-7b-instruct --tensor-parallel-size 2 \\
         --vllm-args '{"max_model_len": 4096}'
+    python -m stages.describe check-vllm --model data/models/smollm2-135m-instruct --device cpu \\
+        --vllm-args '{"max_model_len": 1024, "enforce_eager": true}'          # the CPU build
+
+It runs in the describe environment (`--python`, default .venv-describe/bin/python), as the
+describe job does.
 
 It loads the model with the same code path as the pipeline (`VLLMBackend`, schema-validated
 `vllm_args`), builds one small pool through the shared prompts, parser and filters and writes it;
@@ -24,17 +29,18 @@ from pathlib import Path
 
 from .. import config as stage_config
 from . import checks
-from .vllm_support import installed_version
+from .environment import DescribeEnvError, run_under
+from .vllm_support import VLLMSetupError, require_vllm, vllm_distribution
 
 CLASSES = ["landbird", "waterbird"]
 
 
 def check_job(model: str, *, tensor_parallel_size: int = 1, vllm_args: dict | None = None, seed: int = 0,
-              n_samples: int = 4, max_tokens: int = 128, min_pool: int = 3) -> dict:
+              n_samples: int = 4, max_tokens: int = 128, min_pool: int = 3, device: str = "auto") -> dict:
     """A small describe job for `model`, validated like a real config (wrong vllm_args fail here)."""
     describe = {"backend": "vllm", "model": model, "tensor_parallel_size": tensor_parallel_size,
                 "vllm_args": vllm_args or {}, "n_samples": n_samples, "max_tokens": max_tokens,
-                "min_pool": min_pool, "types": ["background"]}
+                "min_pool": min_pool, "types": ["background"], "device": device}
     cfg = {"datasets": {"check": {"reader": "waterbirds", "root": "unused", "classnames": CLASSES}},
            "experiments": {"check": {"seed": seed, "domain": "birds", "train": "check", "model": {"name": "unused"},
                                      "describe": describe}}}
@@ -46,11 +52,10 @@ def check_job(model: str, *, tensor_parallel_size: int = 1, vllm_args: dict | No
 
 
 def _engine(job: dict):
-    from .backends import VLLMBackend
+    """The job's engine, as the describe job makes it."""
+    from .backends import make_backend
 
-    params = job["describe"]
-    return VLLMBackend(params["model"], params["tensor_parallel_size"], seed=job["seed"],
-                       engine_args=params["vllm_args"])
+    return make_backend(job["describe"], job["seed"], job["describe"]["threads"])
 
 
 def _content(pool) -> tuple[list[dict], list[dict]]:
@@ -73,7 +78,7 @@ def run(job: dict, out_dir: str | Path, spurious_type: str = "background") -> di
     from .output import read_metadata, write_outputs
 
     params = job["describe"]
-    report: dict = {"model": params["model"], "vllm": installed_version("vllm"), "steps": {}}
+    report: dict = {"model": params["model"], "vllm": vllm_distribution(), "steps": {}}
     start = time.perf_counter()
     backend = _engine(job)
     report["load_s"] = round(time.perf_counter() - start, 1)
@@ -91,7 +96,7 @@ def run(job: dict, out_dir: str | Path, spurious_type: str = "background") -> di
     write_outputs(pool, out, out.with_name(f"{spurious_type}.preview.md"), dataset="check", job=job)
     meta = read_metadata(out)
     report["parquet"] = str(out)
-    report["steps"]["provenance"] = (meta["backend"] == "vllm" and "vllm" in meta["versions"]
+    report["steps"]["provenance"] = (meta["backend"] == "vllm" and meta["engine"]["vllm"]["distribution"] in meta["versions"]
                                      and meta["sampling"]["instances"]["repetition_penalty"] == 1.0)
 
     # A fresh engine, same arguments and seed: the same pool means a rerun of the job repeats it
@@ -111,23 +116,29 @@ def run(job: dict, out_dir: str | Path, spurious_type: str = "background") -> di
 
 def main(argv: list[str] | None = None) -> None:
     """The command line: run the check, print its report as JSON and PASS/FAIL per step; exit 1 if any failed."""
+    argv = sys.argv[2:] if argv is None else argv  # `python -m stages.describe check-vllm ...`
     ap = argparse.ArgumentParser(prog="python -m stages.describe check-vllm", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", required=True, help="instruct model: HF id or local folder in HF layout")
     ap.add_argument("--tensor-parallel-size", type=int, default=1)
     ap.add_argument("--vllm-args", default="{}", help="JSON object, as describe.vllm_args in the config")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", choices=["auto", "cpu"], default="auto", help="as describe.device (cpu: vLLM's CPU build)")
     ap.add_argument("--out-dir", help="where the test pool goes (default: a temporary folder)")
+    ap.add_argument("--python", default=stage_config.DESCRIBE_PYTHON,
+                    help="the interpreter of the environment with vLLM, as describe.python (default: %(default)s)")
+    # the job validated by the process that ran this command again in the describe environment
+    # (validating needs stages.datasets, whose torchvision that environment lacks)
+    ap.add_argument("--job", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    if installed_version("vllm") is None:
-        sys.exit("vllm is not installed here: pip install -e '.[vllm]'")
     try:
-        job = check_job(args.model, tensor_parallel_size=args.tensor_parallel_size,
-                        vllm_args=json.loads(args.vllm_args), seed=args.seed)
-    except stage_config.ConfigError as e:
+        job = json.loads(args.job) if args.job else check_job(
+            args.model, tensor_parallel_size=args.tensor_parallel_size, vllm_args=json.loads(args.vllm_args),
+            seed=args.seed, device=args.device)
+        run_under(args.python, ["check-vllm", *argv, "--job", json.dumps(job)])
+        require_vllm(sys.executable)
+    except (stage_config.ConfigError, DescribeEnvError, VLLMSetupError) as e:
         sys.exit(str(e))
-    from .vllm_support import VLLMSetupError
-
     with tempfile.TemporaryDirectory() as tmp:
         try:
             report = run(job, args.out_dir or tmp)
