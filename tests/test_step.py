@@ -229,3 +229,19 @@ def test_a_superclass_mask_reaches_the_regulariser_and_the_share_is_measured():
     # two superclasses: the superclass mask is the class mask, and no kept caption shares a superclass
     two = toy_step("starft", torch.device("cpu"), superclasses=Superclasses(torch.tensor([0, 1]), mask=True))
     assert two.regularizer.item() == plain.regularizer.item() and two.superclass_share.item() == 0.0
+
+
+def test_the_runs_table_gives_the_kl_targets_superclass_share_by_method():
+    """The share is the mean over a method's seeds; a method without a KL target gets a dash, and
+    the column is absent where no run recorded a share (no superclasses declared)."""
+    from stages.report.notes import SHARE, run_settings
+
+    def record(method, seed, share=None):
+        cfg = {"method": method, "name": method, "lambda": 0.5, "schedule": "diminishing", "kl_scale": "student",
+               "spurious_types": None, "spurious_sampling": "type_then_template", "epochs": 2}
+        return {"method": method, "seed": seed, "train_config": cfg, "kl_target_superclass_share": share}
+
+    records = [record("starft", 0, 0.70), record("starft", 1, 0.75), record("flyp", 0), record("flyp", 1)]
+    table = run_settings(records, ["flyp", "starft"]).set_index("Method")
+    assert table.loc["starft", SHARE] == "72.5%" and table.loc["flyp", SHARE] == "–"
+    assert SHARE not in run_settings([record("starft", 0), record("flyp", 0)], ["flyp", "starft"]).columns

@@ -44,9 +44,10 @@ def run_settings(records: list[dict], order: list[str]) -> pd.DataFrame:
         row["Checkpoint"].append(selected)
         if r.get("kl_target_superclass_share") is not None:
             row.setdefault(SHARE, []).append(r["kl_target_superclass_share"])
+    with_share = any(SHARE in row for row in rows.values())
     for row in rows.values():
-        if SHARE in row:
-            row[SHARE] = f"{100 * np.mean(row[SHARE]):.1f}%"
+        if with_share:   # a row without a KL target has no share: a dash, as its other empty cells
+            row[SHARE] = f"{100 * np.mean(row[SHARE]):.1f}%" if SHARE in row else "–"
         chosen = row["Checkpoint"]
         if not isinstance(chosen, list):
             continue
@@ -57,7 +58,7 @@ def run_settings(records: list[dict], order: list[str]) -> pd.DataFrame:
         else:
             row["Checkpoint"] = "best val worst-group: epoch " + ", ".join(str(s["epoch"]) for s in chosen) + " by seed"
     columns = ["Method", "Trains", "Regulariser", "Spurious captions", "Checkpoint"]
-    if any(SHARE in row for row in rows.values()):
+    if with_share:
         columns.insert(3, SHARE)
     return pd.DataFrame([rows[m] for m in order if m in rows], columns=columns)
 
