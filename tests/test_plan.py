@@ -165,3 +165,30 @@ def test_a_run_too_large_for_a_node_stops_the_dry_run(tmp_path):
     assert proc.returncode != 0
     out = proc.stdout + proc.stderr
     assert "config key experiments.imagenet.finetune.processes" in out and "9 GPUs" in out, out[-2000:]
+
+
+def test_the_bill_is_the_hand_computed_gpu_hours_and_lp_costs_none():
+    from stages.plan.bill import bill
+
+    cfg = config()
+    runs = [("finetune", {"experiment": "x", "method": m, "seed": str(s)}) for m in ("lp", "flyp", "starft")
+            for s in (0, 1)]
+    table, totals, _ = bill(cfg, runs + [("check_data", {"dataset": "imagenet"})])
+    per_run = {m: 3 * (plan.STARTUP_S + IMAGENET_TRAIN * 2 * cost / (RATE * 3)) / 3600
+               for m, cost in (("flyp", 1.0), ("starft", plan.REGULARIZER_COST))}
+    assert totals["gpu_hours"] == pytest.approx(2 * per_run["flyp"] + 2 * per_run["starft"])
+    assert table[table["job"].str.startswith("finetune x lp")]["gpu_hours"].tolist() == [0, 0]
+    # every trained run writes one fp32 checkpoint
+    params = model_size.size("ViT-B-16-quickgelu")["params"]
+    assert table[table["rule"] == "finetune"]["disk_gb"].sum() == pytest.approx(6 * params * 4 / 1e9)
+    # ImageNet's three archives, and the model's weights once
+    assert totals["download_gb"] == pytest.approx((147_897_477_120 + 6_744_924_160 + 2_568_145 + params * 4) / 1e9)
+
+
+def test_the_dry_run_parser_reads_rules_and_wildcards():
+    from stages.plan.bill import parse_dry_run
+
+    text = ("Building DAG of jobs...\nrule finetune:\n    input: a\n    wildcards: experiment=x, method=flyp, seed=1\n"
+            "    threads: 13\nlocalrule all:\n    input: b\nrule report:\n    wildcards: name=x\n")
+    assert parse_dry_run(text) == [("finetune", {"experiment": "x", "method": "flyp", "seed": "1"}), ("all", {}),
+                                   ("report", {"name": "x"})]

@@ -63,6 +63,7 @@ CPU_PROCESS_BYTES = 1 * GIB  # a CPU job's own: docs/scale.md measured 0.6-1.3 G
 WORKER_BYTES = GIB // 2      # estimate: a loader worker's own pages (the image list, PIL buffers)
 MEM_MARGIN = 1.25
 STARTUP_S = 300              # imports, model load, the caption table, the workers' start (estimate)
+TARGET_START_S = 30          # a target's reader and zero-shot head (ImageNet's: 1,000 x 80 prompts), estimate
 PROBE_FIT_S = 1200           # L-BFGS over the l2 grid on ImageNet's features (estimate; docs/finetune.md)
 MIN_RUNTIME_MIN = 10
 # the training split's images of the published sets (their own documentation; carved splits as
@@ -217,11 +218,12 @@ def finetune(config: dict, job: dict, method: str) -> Request:
                    runtime_min=_runtime(work, config["cluster"]), work_s=work, notes=tuple(notes))
 
 
-def _forward_rate(config: dict, experiment: dict, loader_workers: int, on_gpu: bool) -> float:
-    """Images per second of a forward pass over a data set: the device's, or the loader's if lower."""
+def _forward_rate(config: dict, experiment: dict, loader_workers: int, on_gpu: bool, passes: int = 1) -> float:
+    """Images per second of a forward pass over a data set: the model's (on its GPU, or on the
+    workers' cores + 1), each image scored `passes` times, or the loader's decoding if lower."""
     model_rate, _ = _train_rate(config, experiment, 1, loader_workers + 1, on_gpu)
     decode_rate = DECODE_PER_CORE[0] * max(1, loader_workers)
-    return min(model_rate * FORWARD_SPEEDUP, decode_rate)
+    return min(model_rate * FORWARD_SPEEDUP / passes, decode_rate)
 
 
 def probe(config: dict, job: dict) -> Request:
@@ -251,8 +253,10 @@ def evaluate(config: dict, experiment: str, method: str, targets: list[str]) -> 
     params, _, _ = _model(config, e)
     counts = [evaluated_images(config["datasets"][t]) for t in targets]
     n = sum(c or 0 for c in counts)
+    # WiSE-FT decodes each batch once and scores it at every alpha: the loader's rate holds once,
+    # the model's is divided by the alphas
     passes = len(e["finetune"]["wiseft_alphas"]) if method == "wiseft" else 1
-    work = STARTUP_S / 2 * len(targets) + n * passes / _forward_rate(config, e, ev["num_workers"], on_gpu)
+    work = STARTUP_S + TARGET_START_S * len(targets) + n / _forward_rate(config, e, ev["num_workers"], on_gpu, passes)
     # the model, the zero-shot weights beside it (WiSE-FT), the heads
     mem = (PROCESS_BYTES if on_gpu else CPU_PROCESS_BYTES) + params * 4 * 3 + ev["num_workers"] * WORKER_BYTES
     notes = (f"{n:,} images x {passes} passes",) + (("some targets' sizes unknown",) if None in counts else ())
