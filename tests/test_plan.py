@@ -192,3 +192,8 @@ def test_the_dry_run_parser_reads_rules_and_wildcards():
             "    threads: 13\nlocalrule all:\n    input: b\nrule report:\n    wildcards: name=x\n")
     assert parse_dry_run(text) == [("finetune", {"experiment": "x", "method": "flyp", "seed": "1"}), ("all", {}),
                                    ("report", {"name": "x"})]
+
+
+def test_gradient_checkpointing_costs_one_more_forward():
+    plain, recomputed = finetune_request(config(), "flyp"), finetune_request(config(grad_checkpointing=True), "flyp")
+    assert recomputed.work_s - plan.STARTUP_S == pytest.approx((plain.work_s - plan.STARTUP_S) * 4 / 3)

@@ -68,6 +68,7 @@ class RunConfig:
     train_split: str = _runtime()
     val_split: str = _runtime()
     decode: str = _runtime()
+    grad_checkpointing: bool = _runtime()
 
     @classmethod
     def from_dict(cls, cfg: dict) -> RunConfig:

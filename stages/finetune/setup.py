@@ -130,6 +130,8 @@ def prepare(dataset_cfg: dict, cfg: RunConfig, seed: int, embeddings: Path, out_
     captions.trim = can_trim_text(teacher)
 
     student_clip = copy.deepcopy(teacher).train()
+    if cfg.grad_checkpointing:   # open_clip's own switch: every block of both towers recomputed
+        student_clip.set_grad_checkpointing(True)
     head = None
     if method.has_head:
         zs = zeroshot_class_weights(emb, dataset_cfg["evaluate"]["templates"], len(classnames), embeddings)

@@ -52,6 +52,9 @@ CPU_RATE_PER_CORE = (0.47, "measured here: bench/step_time.py --model ViT-B-16 -
 # The regulariser's step against FLYP's: step_time.py's starft / flyp on the H200, 1.110 with 2
 # classes, 1.096 with 1,000 (bench/results/gpu_check_h200.txt).
 REGULARIZER_COST = 1.11
+# finetune.grad_checkpointing recomputes the forward in the backward: one forward more, ~1/3 of a
+# step (bench/grad_checkpointing.py measured x 1.13 for ViT-B/32 on the CPU; the GPU is unmeasured)
+CHECKPOINTING_COST = 4 / 3
 # A forward pass (evaluation, the probe's features) against a training step: ~1/3 of its FLOPs
 # (backward ~2x forward). An estimate: the loader usually limits these jobs first.
 FORWARD_SPEEDUP = 3.0
@@ -208,7 +211,8 @@ def finetune(config: dict, job: dict, method: str) -> Request:
         notes.append(f"{job['data']['dataset']}'s {run['train_split']} size unknown before its data check: 6 h")
     else:
         rate, source = _train_rate(config, experiment, processes, cpus, on_gpu and not tiny)
-        cost = REGULARIZER_COST if base.uses_spurious else 1.0
+        cost = ((REGULARIZER_COST if base.uses_spurious else 1.0)
+                * (CHECKPOINTING_COST if run["grad_checkpointing"] else 1))
         work = STARTUP_S + n * run["epochs"] * cost / rate
         notes.append(f"{n:,} images x {run['epochs']} epochs x {cost} / {rate:,.0f} images/s ({source})")
         if run["select"] == "val_worst_group":
