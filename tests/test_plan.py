@@ -197,3 +197,17 @@ def test_the_dry_run_parser_reads_rules_and_wildcards():
 def test_gradient_checkpointing_costs_one_more_forward():
     plain, recomputed = finetune_request(config(), "flyp"), finetune_request(config(grad_checkpointing=True), "flyp")
     assert recomputed.work_s - plan.STARTUP_S == pytest.approx((plain.work_s - plan.STARTUP_S) * 4 / 3)
+
+
+def test_the_loader_workers_follow_decode_unless_stated():
+    """null num_workers: 12 per process with PIL decoding, 2 with device decoding or a CPU run."""
+    from stages.finetune.runs import RunConfig, run_config
+
+    unset = {"num_workers": None}
+    assert finetune_request(config(**unset), "flyp").cpus == 3 * (12 + 1)
+    assert finetune_request(config(**unset, decode="device"), "flyp").cpus == 3 * (2 + 1)
+    assert finetune_request(config(**unset, device="cpu"), "flyp").cpus == 3 * (2 + 1)
+    # the stage resolves it the same way (its job parameters and its request agree)
+    section = config(**unset, decode="device")["experiments"]["x"]["finetune"]
+    assert run_config(section, "flyp")["num_workers"] == 2
+    assert RunConfig.from_dict({**run_config(section, "flyp"), "num_workers": None, "decode": "cpu"}).num_workers == 12

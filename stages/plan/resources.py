@@ -134,8 +134,9 @@ def evaluated_images(dataset: dict) -> int | None:
 
 
 def workers(run: dict) -> int:
-    """The training loader's workers of a run configuration (its `num_workers`)."""
-    return run["num_workers"]
+    """The training loader's workers of a run configuration or finetune section (null resolved
+    by `decode`, as the stage resolves it)."""
+    return ft_runs.loader_workers(run)
 
 
 def _on_gpu(device: str, tiny: bool) -> bool:
@@ -239,11 +240,11 @@ def probe(config: dict, job: dict) -> Request:
     params, _, _ = _model(config, config['experiments'][job['experiment']])
     n = split_images(dataset, ft["train_split"]) or 0
     features = n * 1024 * 2   # float16 features, up to 1,024 dimensions (ViT-L); 1.31 GB for ImageNet at 512
-    work = STARTUP_S + n / _forward_rate(config, config['experiments'][job['experiment']], ft["num_workers"],
+    work = STARTUP_S + n / _forward_rate(config, config['experiments'][job['experiment']], workers(ft),
                                          on_gpu and not tiny) + (PROBE_FIT_S if n > 1e5 else 60)
     mem = (PROCESS_BYTES if on_gpu else CPU_PROCESS_BYTES) + params * 4 * 2 + 3 * features \
-        + ft["num_workers"] * WORKER_BYTES
-    return Request(gpus=int(on_gpu), cpus=ft["threads"] or ft["num_workers"] + 1, mem_mb=_mem_mb(mem),
+        + workers(ft) * WORKER_BYTES
+    return Request(gpus=int(on_gpu), cpus=ft["threads"] or workers(ft) + 1, mem_mb=_mem_mb(mem),
                    runtime_min=_runtime(work, config["cluster"]), work_s=work)
 
 
