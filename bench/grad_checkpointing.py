@@ -68,10 +68,12 @@ def main(argv=None) -> None:
         out = subprocess.run([sys.executable, __file__, "--model", a.model, "--batch", str(a.batch), "--threads",
                               str(a.threads), "--child", mode], capture_output=True, text=True, check=True)
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    print(f"model {a.model} (random init), batch {a.batch}, CPU float32, {a.threads} threads, one FLYP forward + backward")
+    print(f"model {a.model} (random init), batch {a.batch}, CPU float32, {a.threads} threads, "
+          "one FLYP forward + backward")
     print(f"{'grad_checkpointing':>20} {'peak above start (MiB)':>24} {'step (s)':>10} {'loss':>10}")
     for r in rows:
-        print(f"{str(r['checkpointing']):>20} {r['peak_above_start_mib']:>24.0f} {r['seconds']:>10.1f} {r['loss']:>10.5f}")
+        print(f"{str(r['checkpointing']):>20} {r['peak_above_start_mib']:>24.0f} {r['seconds']:>10.1f} "
+              f"{r['loss']:>10.5f}")
     off, on = rows
     print(f"saved: {off['peak_above_start_mib'] - on['peak_above_start_mib']:.0f} MiB "
           f"({1 - on['peak_above_start_mib'] / off['peak_above_start_mib']:.0%}), "

@@ -211,3 +211,27 @@ def test_the_loader_workers_follow_decode_unless_stated():
     section = config(**unset, decode="device")["experiments"]["x"]["finetune"]
     assert run_config(section, "flyp")["num_workers"] == 2
     assert RunConfig.from_dict({**run_config(section, "flyp"), "num_workers": None, "decode": "cpu"}).num_workers == 12
+
+
+@pytest.mark.slow   # ~10 s idle, 24 s on the shared machine: Snakemake's dry run of the paper's config
+def test_the_bill_command_prints_the_total_of_snakemakes_jobs(tmp_path):
+    """`python -m stages.plan` over the dry run of a reduced ImageNet experiment (one seed, two
+    methods): its total is the in-process bill of the same jobs."""
+    from stages.plan.bill import bill
+
+    override = {"experiments": {"imagenet": {"finetune": {"methods": ["zeroshot", "lp", "starft"], "seeds": [0]}}}}
+    (tmp_path / "w").mkdir()
+    work = make_workdir(tmp_path / "w", override)
+    proc = subprocess.run([sys.executable, "-m", "stages.plan", "results/imagenet", "--configfile", "override.yaml"],
+                          cwd=work, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    full = stage_config.load(work / "config/synthbirds.yaml", work / "config/paper.yaml", work / "override.yaml")
+    jobs = [("finetune", {"experiment": "imagenet", "method": m, "seed": "0"}) for m in ("lp", "starft")]
+    gpu_hours = bill(full, jobs)[1]["gpu_hours"]
+    total = re.search(r"total: (\d+) jobs, ([\d.,]+) GPU-hours", proc.stdout)
+    # the finetune rows' GPU-hours, plus the evaluations', probe's, embed's and describe's
+    finetune_row = re.search(r"^finetune\s+2\s+([\d.]+)", proc.stdout, flags=re.M)
+    assert float(finetune_row[1]) == pytest.approx(gpu_hours, abs=0.01), proc.stdout
+    # 12 data checks, describe, embed, probe, 2 runs, 3 evaluations (zeroshot, lp, starft), report
+    assert int(total[1]) == 12 + 1 + 1 + 1 + 2 + 3 + 1, proc.stdout
