@@ -11,6 +11,7 @@ import pandas as pd
 
 from .. import config as stage_config
 from .bill import bill, by_rule, parse_dry_run
+from .resources import gpu_rate
 
 # the Snakefile's own configfiles, merged in its order before the user's
 DEFAULT_CONFIGS = ("config/synthbirds.yaml", "config/paper.yaml")
@@ -30,7 +31,7 @@ def main(argv=None) -> None:
     if proc.returncode != 0:
         sys.exit(f"{' '.join(cmd)} failed:\n{(proc.stdout + proc.stderr)[-3000:]}")
     table, totals, fetched = bill(config, parse_dry_run(proc.stdout + proc.stderr))
-    rate, source = __import__("stages.plan.resources", fromlist=["gpu_rate"]).gpu_rate(config["cluster"])
+    rate, source = gpu_rate(config["cluster"])
     with pd.option_context("display.width", 160, "display.max_rows", 500):
         print(f"# the bill of {' '.join(a.targets)} (what is left to do); GPU {config['cluster']['gpu']}: "
               f"{rate:,.0f} images/s ({source})")
@@ -43,6 +44,8 @@ def main(argv=None) -> None:
     print(f"total: {totals['jobs']} jobs, {totals['gpu_hours']:,.1f} GPU-hours, {totals['cpu_hours']:,.1f} CPU-hours, "
           f"peak memory {totals['peak_mem_gb']:,.0f} GB, disk written {totals['disk_gb']:,.1f} GB, "
           f"downloads {totals['download_gb']:,.1f} GB{unknown}")
+    print("(disk written: the runs' checkpoints and the probe's features; each data set takes about its download "
+          "once extracted, the archives deleted; a run's resume.pt, ~3x its checkpoint, lives until the run ends)")
 
 
 if __name__ == "__main__":

@@ -66,6 +66,8 @@ CPU_PROCESS_BYTES = 1 * GIB  # a CPU job's own: docs/scale.md measured 0.6-1.3 G
 WORKER_BYTES = GIB // 2      # estimate: a loader worker's own pages (the image list, PIL buffers)
 MEM_MARGIN = 1.25
 STARTUP_S = 300              # imports, model load, the caption table, the workers' start (estimate)
+# the synthetic world's jobs start in ~4 s on a CPU and score a target in ~1.5 s (README, measured)
+TINY_STARTUP_S, TINY_TARGET_S = 5, 2
 TARGET_START_S = 30          # a target's reader and zero-shot head (ImageNet's: 1,000 x 80 prompts), estimate
 PROBE_FIT_S = 1200           # L-BFGS over the l2 grid on ImageNet's features (estimate; docs/finetune.md)
 MIN_RUNTIME_MIN = 10
@@ -205,8 +207,9 @@ def finetune(config: dict, job: dict, method: str) -> Request:
     mem = processes * (per_process + weights + workers(run) * WORKER_BYTES) + shm if base.fine_tunes \
         else per_process + weights
     n = split_images(dataset, run["train_split"])
+    startup = TINY_STARTUP_S if tiny else STARTUP_S
     if not base.fine_tunes:
-        work = STARTUP_S   # lp: reads its probe, writes the checkpoint
+        work = startup   # lp: reads its probe, writes the checkpoint
     elif n is None:
         work = 6 * 3600
         notes.append(f"{job['data']['dataset']}'s {run['train_split']} size unknown before its data check: 6 h")
@@ -214,7 +217,7 @@ def finetune(config: dict, job: dict, method: str) -> Request:
         rate, source = _train_rate(config, experiment, processes, cpus, on_gpu and not tiny)
         cost = ((REGULARIZER_COST if base.uses_spurious else 1.0)
                 * (CHECKPOINTING_COST if run["grad_checkpointing"] else 1))
-        work = STARTUP_S + n * run["epochs"] * cost / rate
+        work = startup + n * run["epochs"] * cost / rate
         notes.append(f"{n:,} images x {run['epochs']} epochs x {cost} / {rate:,.0f} images/s ({source})")
         if run["select"] == "val_worst_group":
             val = split_images(dataset, run["val_split"]) or 0
@@ -261,7 +264,8 @@ def evaluate(config: dict, experiment: str, method: str, targets: list[str]) -> 
     # WiSE-FT decodes each batch once and scores it at every alpha: the loader's rate holds once,
     # the model's is divided by the alphas
     passes = len(e["finetune"]["wiseft_alphas"]) if method == "wiseft" else 1
-    work = STARTUP_S + TARGET_START_S * len(targets) + n / _forward_rate(config, e, ev["num_workers"], on_gpu, passes)
+    start, per_target = (TINY_STARTUP_S, TINY_TARGET_S) if tiny else (STARTUP_S, TARGET_START_S)
+    work = start + per_target * len(targets) + n / _forward_rate(config, e, ev["num_workers"], on_gpu, passes)
     # the model, the zero-shot weights beside it (WiSE-FT), the heads
     mem = (PROCESS_BYTES if on_gpu else CPU_PROCESS_BYTES) + params * 4 * 3 + ev["num_workers"] * WORKER_BYTES
     notes = (f"{n:,} images x {passes} passes",) + (("some targets' sizes unknown",) if None in counts else ())
