@@ -66,7 +66,9 @@ def test_a_run_asks_processes_x_workers_plus_one_cpus_and_its_gpus():
     # lp trains no weights (the probe job fits its head): no GPU, one CPU
     lp = finetune_request(cfg, "lp")
     assert (lp.gpus, lp.cpus) == (0, 1)
-    assert finetune_request(config(device="cpu"), "flyp").gpus == 0
+    # on the CPU the run computes on every core a node has (capped by --cores on one machine)
+    assert (finetune_request(config(device="cpu"), "flyp").gpus, finetune_request(config(device="cpu"), "flyp").cpus) \
+        == (0, 96)
 
 
 def test_a_runs_time_is_its_work_over_the_stated_rate():
@@ -199,6 +201,12 @@ def test_gradient_checkpointing_costs_one_more_forward():
     assert recomputed.work_s - plan.STARTUP_S == pytest.approx((plain.work_s - plan.STARTUP_S) * 4 / 3)
 
 
+def ft_workers(cfg: dict) -> int:
+    from stages.finetune.runs import run_config
+
+    return run_config(cfg["experiments"]["x"]["finetune"], "flyp")["num_workers"]
+
+
 def test_the_loader_workers_follow_decode_unless_stated():
     """null num_workers: 12 per process with PIL decoding, 2 with device decoding or a CPU run."""
     from stages.finetune.runs import RunConfig, run_config
@@ -206,7 +214,8 @@ def test_the_loader_workers_follow_decode_unless_stated():
     unset = {"num_workers": None}
     assert finetune_request(config(**unset), "flyp").cpus == 3 * (12 + 1)
     assert finetune_request(config(**unset, decode="device"), "flyp").cpus == 3 * (2 + 1)
-    assert finetune_request(config(**unset, device="cpu"), "flyp").cpus == 3 * (2 + 1)
+    assert finetune_request(config(**unset, device="cpu", threads=5), "flyp").cpus == 5
+    assert ft_workers(config(**unset, device="cpu")) == 2
     # the stage resolves it the same way (its job parameters and its request agree)
     section = config(**unset, decode="device")["experiments"]["x"]["finetune"]
     assert run_config(section, "flyp")["num_workers"] == 2

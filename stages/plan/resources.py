@@ -99,11 +99,6 @@ class Request:
     work_s: float                 # expected wall seconds, before the margin
     notes: tuple = field(default=())   # where the numbers come from
 
-    @property
-    def resources(self) -> dict:
-        """Snakemake's resources of the job."""
-        return {"gpu": self.gpus, "mem_mb": self.mem_mb, "runtime": self.runtime_min}
-
 
 def gpu_rate(cluster: dict) -> tuple[float, str]:
     """Images per second of FLYP's ViT-B/16 step on one GPU of the cluster's kind, and its source."""
@@ -170,7 +165,8 @@ def _model(config: dict, experiment: dict) -> tuple[int, float, int]:
 
 
 def _tiny(config: dict, job: dict) -> bool:
-    """The synthetic world's teacher: built by the pretrain rule, run on the CPU by every rule."""
+    """Whether the experiment's teacher is the synthetic world's tiny CLIP (built by the pretrain
+    rule): its steps are timed at the CPU's rate, its embed and evaluate jobs ask for no GPU."""
     return stage_config.synthetic_teacher(config, job) is not None
 
 
@@ -196,9 +192,11 @@ def finetune(config: dict, job: dict, method: str) -> Request:
     # the GPUs of a run follow its device alone (even a tiny model trains where `device` says);
     # its rate does not: the tiny CLIP's steps are timed at the CPU's
     on_gpu = run["device"] != "cpu" and base.fine_tunes
-    # lp trains nothing: it reads its probe and writes the checkpoint, without a loader
-    cpus = run["threads"] or (processes * (workers(run) + 1) if base.fine_tunes else 1)
-    params, _, side = _model(config, config['experiments'][job['experiment']])
+    # lp trains nothing: it reads its probe and writes the checkpoint, without a loader; a run on
+    # the CPU computes on every core it gets (a node's, capped by --cores on one machine)
+    cpus = run["threads"] or (1 if not base.fine_tunes else config["cluster"]["cores_per_node"]
+                              if run["device"] == "cpu" else processes * (workers(run) + 1))
+    params, _, side = _model(config, experiment)
     notes = []
     per_process = CPU_PROCESS_BYTES if not on_gpu else PROCESS_BYTES
     weights = params * 4 * (2 if on_gpu else 5)
@@ -247,7 +245,8 @@ def probe(config: dict, job: dict) -> Request:
                                          on_gpu and not tiny) + (PROBE_FIT_S if n > 1e5 else 60)
     mem = (PROCESS_BYTES if on_gpu else CPU_PROCESS_BYTES) + params * 4 * 2 + 3 * features \
         + workers(ft) * WORKER_BYTES
-    return Request(gpus=int(on_gpu), cpus=ft["threads"] or workers(ft) + 1, mem_mb=_mem_mb(mem),
+    cpus = ft["threads"] or (config["cluster"]["cores_per_node"] if not on_gpu else workers(ft) + 1)
+    return Request(gpus=int(on_gpu), cpus=cpus, mem_mb=_mem_mb(mem),
                    runtime_min=_runtime(work, config["cluster"]), work_s=work)
 
 
