@@ -183,6 +183,10 @@ def test_the_bill_is_the_hand_computed_gpu_hours_and_lp_costs_none():
     # every trained run writes one fp32 checkpoint
     params = model_size.size("ViT-B-16-quickgelu")["params"]
     assert table[table["rule"] == "finetune"]["disk_gb"].sum() == pytest.approx(6 * params * 4 / 1e9)
+    # the probe's float16 features of a 512-d CLIP: README's 1.31 GB for ImageNet
+    probe = bill(cfg, [("probe", {"experiment": "x", "probe": "0123456789"})])[0]
+    assert probe["disk_gb"].item() == pytest.approx(IMAGENET_TRAIN * 512 * 2 / 1e9) == pytest.approx(1.31, abs=0.01)
+    assert probe["gpus"].item() == 1 and probe["cpus"].item() == 5 + 1
     # ImageNet's three archives, and the model's weights once
     assert totals["download_gb"] == pytest.approx((147_897_477_120 + 6_744_924_160 + 2_568_145 + params * 4) / 1e9)
 

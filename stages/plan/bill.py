@@ -63,7 +63,7 @@ def job_cost(config: dict, rule: str, wildcards: dict) -> dict:
         elif rule == "probe":
             req = plan.probe(config, job)
             n = plan.split_images(config["datasets"][job["data"]["dataset"]], job["finetune"]["train_split"]) or 0
-            row["disk_gb"] = n * 512 * 2 / GB   # float16 features of a 512-d CLIP (ViT-B/16)
+            row["disk_gb"] = plan.feature_bytes(config, config["experiments"][exp], n) / GB
         elif rule == "embed":
             req = plan.embed(config, job)
         else:

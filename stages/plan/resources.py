@@ -164,6 +164,14 @@ def _model(config: dict, experiment: dict) -> tuple[int, float, int]:
     return (size or {}).get("params", 0), (size or {}).get("work", 1.0), model_size.image_size(name)
 
 
+def feature_bytes(config: dict, experiment: dict, images: int) -> int:
+    """The probe's cached features: float16 embeddings of `images` (1.31 GB for ImageNet at 512)."""
+    world = stage_config.synthetic_teacher(config, experiment)
+    cfg = (config["datasets"][world]["pretrain"] if world else
+           model_size.open_clip_config(experiment["model"]["name"])) or {}
+    return images * cfg.get("embed_dim", 1024) * 2   # unknown model: ViT-L's 1,024 dimensions, an upper bound
+
+
 def _tiny(config: dict, job: dict) -> bool:
     """Whether the experiment's teacher is the synthetic world's tiny CLIP (built by the pretrain
     rule): its steps are timed at the CPU's rate, its embed and evaluate jobs ask for no GPU."""
@@ -240,7 +248,7 @@ def probe(config: dict, job: dict) -> Request:
     dataset = config["datasets"][job["data"]["dataset"]]
     params, _, _ = _model(config, config['experiments'][job['experiment']])
     n = split_images(dataset, ft["train_split"]) or 0
-    features = n * 1024 * 2   # float16 features, up to 1,024 dimensions (ViT-L); 1.31 GB for ImageNet at 512
+    features = feature_bytes(config, config["experiments"][job["experiment"]], n)
     work = STARTUP_S + n / _forward_rate(config, config['experiments'][job['experiment']], workers(ft),
                                          on_gpu and not tiny) + (PROBE_FIT_S if n > 1e5 else 60)
     mem = (PROCESS_BYTES if on_gpu else CPU_PROCESS_BYTES) + params * 4 * 2 + 3 * features \
