@@ -181,6 +181,40 @@ def test_star_regularizer_of_a_real_step_is_the_formula_with_labels_and_teacher_
     assert float(loss.detach()) == pytest.approx(float(loss_ft.detach()) + 0.5 * want, rel=1e-3)
 
 
+def test_grad_checkpointing_keeps_the_loss_and_every_gradient(world3):
+    """finetune.grad_checkpointing turns on open_clip's switch in both towers of the student, and a
+    real StarFT step (the 3-class world's whole training set) gives the same loss and gradients.
+
+    Tolerance: recomputation replays each block's forward on the same inputs with the same float32
+    CPU kernels, so its activations are the very values the plain pass keeps (no dropout in CLIP;
+    non-reentrant checkpointing restores the RNG anyway) and the backward sums the same terms in the
+    same order: equal to float32's rounding. rtol 1e-6 (~8 ulps) admits only a reordered sum,
+    nothing a wrong recomputation (a missing block, another input) could hide under.
+    """
+    tmp, cfg, emb = world3
+    ctx = distributed.Context()
+    losses, grads = [], []
+    for on in (False, True):
+        rc = run_cfg(cfg["finetune"], "starft", grad_checkpointing=on)
+        run = prepare(cfg, rc, 0, Path(emb), tmp / f"checkpointing_{on}", ctx, open_split(cfg, "train"))
+        assert run.student_clip.visual.transformer.grad_checkpointing is on
+        assert run.student_clip.transformer.grad_checkpointing is on
+        assert not run.teacher.transformer.grad_checkpointing   # the frozen teacher keeps no graph
+        loader, sampler, to_batch = train_loader(run)
+        sampler.set_epoch(0)
+        batch = prepare_batch(to_batch(next(iter(loader))), run.captions, run.method, ctx.device)
+        loss = compute_loss(Student(run.student_clip, run.head), TeacherImages(run.teacher, 16, False),
+                            run.teacher_text, run.tau0, run.method, batch, 0.5, ctx, run.autocast, rc.kl_scale)[0]
+        loss.backward()
+        losses.append(loss.detach())
+        grads.append({n: p.grad for n, p in run.student_clip.named_parameters() if p.grad is not None})
+    torch.testing.assert_close(losses[1], losses[0], rtol=1e-6, atol=0)
+    assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 20   # both towers' blocks
+    for name in grads[0]:
+        scale = float(grads[0][name].abs().max())
+        torch.testing.assert_close(grads[1][name], grads[0][name], rtol=1e-6, atol=1e-6 * scale, msg=name)
+
+
 # ---------------------------------------------------------------------------------------------
 # 2. lambda's diminishing schedule
 

@@ -91,6 +91,16 @@ def slurm_jobs(env) -> dict[str, dict]:
     return jobs
 
 
+def planned_finetune(work: Path, experiment: str, method: str):
+    """The request stages.plan computes for a finetune job of the work folder's configuration, merged
+    as the Snakefile merges it (its two configfiles, then --configfile override.yaml)."""
+    from stages import config as stage_config
+    from stages.plan import resources as plan
+
+    full = stage_config.load(work / "config/synthbirds.yaml", work / "config/paper.yaml", work / "override.yaml")
+    return plan.finetune(full, stage_config.train_job(full, experiment), method)
+
+
 def megabytes(size: str) -> float:
     """scontrol's memory sizes ("16000M", "62.50G") in MB."""
     number, unit = re.fullmatch(r"([\d.]+)([MGT])", size).groups()
@@ -160,11 +170,14 @@ def test_synthbirds_through_the_slurm_profile(slurm_cluster, tmp_path):
     job_env = job_log.read_text()
     assert re.search(rf"'SLURM_GPUS': '({GPU_MODEL}:)?2'", job_env), job_env[-3000:]
     assert "'CUDA_VISIBLE_DEVICES': '0,1'" in job_env, job_env[-3000:]
-    # the profile's sizes reached SLURM: finetune's threads as CPUs, its memory and wall time
-    assert finetune["NumCPUs"] == str(cfg["set-threads"]["finetune"]), finetune
-    assert megabytes(finetune["MinMemoryNode"]) == cfg["set-resources"]["finetune"]["mem_mb"], finetune
-    hours, minutes = divmod(cfg["set-resources"]["finetune"]["runtime"], 60)
-    assert finetune["TimeLimit"] == f"{hours:02d}:{minutes:02d}:00", finetune  # runtime in minutes
+    # the computed request reached SLURM (stages.plan.resources, from the run's own configuration):
+    # processes x (loader workers + 1) CPUs, its memory and wall time
+    want = planned_finetune(work, "synthbirds_intask", "flyp")
+    assert want.gpus == 2, want
+    assert finetune["NumCPUs"] == str(want.cpus), (finetune, want)
+    assert megabytes(finetune["MinMemoryNode"]) == want.mem_mb, (finetune, want)
+    hours, minutes = divmod(want.runtime_min, 60)
+    assert finetune["TimeLimit"] == f"{hours:02d}:{minutes:02d}:00", (finetune, want)  # runtime in minutes
 
     # the same report as a local run
     out = work / "results/synthbirds_intask"
@@ -232,7 +245,7 @@ def test_a_run_cut_by_its_time_limit_finishes_on_retry_from_its_last_epoch(slurm
     t0 = time.monotonic()
     proc = snakemake(work, "--profile", "workflow/profiles/slurm", target, "--slurm-init-seconds-before-status-checks",
                      "2", "--set-resources", "finetune:runtime=1", "--retries", "10",
-                     # as many threads as the local run that timed the epoch (the profile's 8 would
+                     # as many threads as the local run that timed the epoch (the computed request would
                      # oversubscribe this machine's cores and stretch every epoch)
                      "--set-threads", "finetune=2", env=slurm_cluster, timeout=2400)
     log = work / "logs/synthbirds_intask/finetune_flyp_seed0.log"

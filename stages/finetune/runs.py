@@ -68,6 +68,7 @@ class RunConfig:
     train_split: str = _runtime()
     val_split: str = _runtime()
     decode: str = _runtime()
+    grad_checkpointing: bool = _runtime()
 
     @classmethod
     def from_dict(cls, cfg: dict) -> RunConfig:
@@ -85,6 +86,7 @@ class RunConfig:
         errors = sorted(_validator().iter_errors(cfg), key=lambda e: list(e.absolute_path))
         if errors:
             raise FinetuneConfigError("; ".join(f"finetune.{stage_config.key_path(e)}: {e.message}" for e in errors))
+        cfg["num_workers"] = loader_workers(cfg)
         return cls(**{f.name: cfg[_key(f)] for f in dataclasses.fields(cls)})
 
     def as_dict(self) -> dict:
@@ -120,6 +122,21 @@ def _validator():
     return stage_config.FillingValidator(sub)
 
 
+# the loader's workers when finetune.num_workers is null: PIL decoding feeds ~130-190 images/s per
+# core (README "Keeping the GPU fed", bench/loader.py), ~12 cores per GPU at FLYP's 1,600 images/s;
+# decode: device leaves the workers only file reads, and on the CPU they would compete with training
+CPU_DECODE_WORKERS, FEW_WORKERS = 12, 2
+
+
+def loader_workers(cfg: dict) -> int:
+    """The data-loader workers of a run configuration or finetune section: its `num_workers`, or
+    when null the default its `decode` and `device` call for."""
+    if cfg.get("num_workers") is not None:
+        return cfg["num_workers"]
+    cpu_decoding = cfg.get("decode", "cpu") == "cpu" and cfg.get("device", "auto") != "cpu"
+    return CPU_DECODE_WORKERS if cpu_decoding else FEW_WORKERS
+
+
 def run_config(finetune: dict, name: str) -> dict:
     """The flat configuration of run `name` of an experiment's (validated) finetune section: its
     base method and every hyper-parameter, as a dict (the Snakefile's job parameter)."""
@@ -139,6 +156,8 @@ def run_config(finetune: dict, name: str) -> dict:
     cfg = {k: finetune[k] for k in HPARAMS + RUNTIME if k in finetune}
     cfg.update(overrides)
     cfg.update(name=name, method=base)
+    if "num_workers" in cfg:   # resolved here so that the job's parameters and its request agree
+        cfg["num_workers"] = loader_workers(cfg)
     return cfg
 
 

@@ -31,7 +31,7 @@ from . import distributed
 from .captions import Captions, inputs_fingerprint, zeroshot_class_weights
 from .decode import DeviceCropDecoder, EncodedTrainSet, collate_encoded, mean_file_bytes
 from .runs import FinetuneConfigError, RunConfig
-from .shm import check_loader_memory
+from .shm import LABEL_BYTES, PREFETCH, check_loader_memory
 from .step import Superclasses, set_trainable
 from .trainset import (
     DecodedCache,
@@ -47,8 +47,6 @@ from .trainset import (
 CHECKPOINT, RESUME, LOG = "checkpoint.pt", "resume.pt", "train_log.csv"
 LOG_COLUMNS = ("phase", "step", "epoch", "loss", "loss_ft", "regularizer", "lambda", "lr", "logit_scale",
                "images_per_s", "l2", "holdout_accuracy", "val_worst_group", "superclass_share")
-PREFETCH = 2        # batches each loader worker prepares ahead (shm.check_loader_memory counts them)
-LABEL_BYTES = 40    # a sample's int64 fields beside its pixels (label, index, caption row, ...), at most 5
 
 
 @dataclass
@@ -132,6 +130,8 @@ def prepare(dataset_cfg: dict, cfg: RunConfig, seed: int, embeddings: Path, out_
     captions.trim = can_trim_text(teacher)
 
     student_clip = copy.deepcopy(teacher).train()
+    if cfg.grad_checkpointing:   # open_clip's own switch: every block of both towers recomputed
+        student_clip.set_grad_checkpointing(True)
     head = None
     if method.has_head:
         zs = zeroshot_class_weights(emb, dataset_cfg["evaluate"]["templates"], len(classnames), embeddings)

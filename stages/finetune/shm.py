@@ -23,6 +23,10 @@ from .runs import FinetuneConfigError
 
 SHM_PATH = "/dev/shm"
 GIB = 1 << 30
+# Here rather than beside the loaders (setup) so that the resource plan (stages.plan) can size a
+# job's memory by the same numbers without importing torch.
+PREFETCH = 2        # batches each loader worker prepares ahead (check_loader_memory counts them)
+LABEL_BYTES = 40    # a sample's int64 fields beside its pixels (label, index, caption row, ...), at most 5
 
 
 class SharedMemoryError(FinetuneConfigError):

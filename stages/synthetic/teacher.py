@@ -19,19 +19,8 @@ from .scenes import SCENE_WORDS
 from .source import CLASSNAMES as SOURCE_CLASSNAMES
 from .source import RENDITION_SETS, with_defaults
 from .species import SPECIES_BY_NAME, render, render_sample
+from .tiny_config import CONTEXT_LENGTH, tiny_clip_config  # noqa: F401  (the pretrain stage's names)
 
-CONTEXT_LENGTH = 24
-
-
-def tiny_clip_config(cfg: dict, image_size: int) -> dict:
-    """open_clip model_cfg of the tiny CLIP (ViT on 32x32 images, small text transformer)."""
-    return {
-        "embed_dim": cfg["embed_dim"],
-        "vision_cfg": {"image_size": image_size, "layers": cfg["layers"], "width": cfg["width"],
-                       "patch_size": cfg["patch_size"], "head_width": 32, "mlp_ratio": 4.0},
-        "text_cfg": {"context_length": CONTEXT_LENGTH, "vocab_size": 49408, "width": cfg["width"],
-                     "heads": max(1, cfg["width"] // 32), "layers": cfg["text_layers"]},
-    }
 
 
 def to_tensor(images: np.ndarray) -> torch.Tensor:

@@ -33,7 +33,9 @@ rule embed:
         pools=spurious_pools,
     threads: 1
     resources:
-        gpu=lambda w: uses_gpu(w, job(w)["finetune"]["device"]),
+        gpu=lambda w: request("embed", w).gpus,
+        mem_mb=lambda w: request("embed", w).mem_mb,
+        runtime=lambda w: request("embed", w).runtime_min,
     log:
         "logs/{experiment}/embed.log",
     shell:

@@ -72,10 +72,13 @@ rule evaluate:
         cfg=evaluate_json,
         checkpoint=lambda w, input: f"--checkpoint {input.checkpoint}" if input.checkpoint else "",
         wiseft=lambda w: "--wiseft" if w.method == "wiseft" else "",
-    # one CPU thread: the model runs on the GPU, or (tiny synthetic models) beside other jobs
-    threads: 1
+    # the loader's workers and the scoring process (stages.plan.resources): one CPU for the tiny
+    # synthetic models, which load in the scoring process beside other jobs
+    threads: lambda w: request("evaluate", w).cpus
     resources:
-        gpu=lambda w: uses_gpu(w, EXPERIMENTS[w.experiment]["evaluate"]["device"]),
+        gpu=lambda w: request("evaluate", w).gpus,
+        mem_mb=lambda w: request("evaluate", w).mem_mb,
+        runtime=lambda w: request("evaluate", w).runtime_min,
     log:
         "logs/{experiment}/evaluate_{method}_seed{seed}.log",
     shell:

@@ -5,6 +5,7 @@
 from stages.finetune import probe_config as ft_probe
 from stages.finetune import runs as ft_runs
 from stages.method.registry import EVAL_ONLY, METHODS
+from stages.plan import resources as plan
 
 for _name, _job in JOBS.items():
     try:
@@ -25,6 +26,29 @@ for _name, _job in JOBS.items():
                     ft_runs.check_schedule(_run, _world["n_train"], _run.processes)
                 except ft_runs.FinetuneConfigError as e:
                     raise WorkflowError(f"config key experiments.{_name}.{e}") from None
+    # every job's request against one node of `cluster`, before any job (stages.plan.resources)
+    try:
+        plan.check_experiment(CONFIG, _job)
+    except plan.ResourceError as e:
+        raise WorkflowError(str(e)) from None
+
+
+_REQUESTS = {}
+
+
+def request(kind, wildcards):
+    """The job's SLURM request (stages.plan.resources), computed once per job."""
+    key = (kind, wildcards.experiment, wildcards.get("method"), wildcards.get("targets"))
+    if key not in _REQUESTS:
+        if kind == "finetune":
+            _REQUESTS[key] = plan.finetune(CONFIG, job(wildcards), wildcards.method)
+        elif kind == "probe":
+            _REQUESTS[key] = plan.probe(CONFIG, job(wildcards))
+        elif kind == "embed":
+            _REQUESTS[key] = plan.embed(CONFIG, job(wildcards))
+        else:
+            _REQUESTS[key] = plan.evaluate(CONFIG, wildcards.experiment, wildcards.method, list(job_targets(wildcards)))
+    return _REQUESTS[key]
 
 
 def finetune_json(wildcards):
@@ -68,10 +92,6 @@ def finetune_launcher(wildcards):
     return "python -m" if n == 1 else f"torchrun --standalone --nproc_per_node {n} -m"
 
 
-def finetune_threads(wildcards):
-    return job(wildcards)["finetune"]["threads"] or workflow.cores
-
-
 def run_probe(wildcards):
     """The probe file an lp or lpft run (or variant) reads; none for other methods."""
     run = ft_runs.run_config(job(wildcards)["finetune"], wildcards.method)
@@ -102,9 +122,11 @@ rule probe:
     params:
         cfg=probe_dataset_json,
         run=lambda w: quoted_json(probe_job(w)),
-    threads: finetune_threads
+    threads: lambda w: request("probe", w).cpus
     resources:
-        gpu=lambda w: 0 if job(w)["finetune"]["device"] == "cpu" else 1,
+        gpu=lambda w: request("probe", w).gpus,
+        mem_mb=lambda w: request("probe", w).mem_mb,
+        runtime=lambda w: request("probe", w).runtime_min,
     log:
         "logs/{experiment}/probe_{probe}.log",
     shell:
@@ -131,9 +153,13 @@ rule finetune:
         out_dir=lambda w: stage_config.RUN_DIR.format(experiment=w.experiment, method=w.method, seed=w.seed),
         probe=lambda w, input: f"--probe {input.probe}" if input.probe else "",
         track=track_option,
-    threads: finetune_threads
+    # processes x (loader workers + 1) CPUs, the GPUs a run that trains weights uses, memory and
+    # time from its work (stages.plan.resources; capped by --cores on one machine)
+    threads: lambda w: request("finetune", w).cpus
     resources:
-        gpu=lambda w: 0 if job(w)["finetune"]["device"] == "cpu" else job(w)["finetune"]["processes"],
+        gpu=lambda w: request("finetune", w).gpus,
+        mem_mb=lambda w: request("finetune", w).mem_mb,
+        runtime=lambda w: request("finetune", w).runtime_min,
     log:
         "logs/{experiment}/finetune_{method}_seed{seed}.log",
     shell:
