@@ -62,3 +62,17 @@ def test_run_time_keys_do_not_part_runs(synth):
 ], ids=["pool types", "val split", "model"])
 def test_what_the_run_reads_besides_its_settings_parts_runs(synth, override):
     assert sharing.shared_runs(owners(synth, override), "synthworld_ablation") == {}
+
+
+def test_a_probe_is_shared_across_pools_but_not_across_probe_keys(synth):
+    def probe_owner(override):
+        cfg = validate(merge(copy.deepcopy(synth), override))
+        o = sharing.probe_owners(cfg)
+        return {e: owner for (e, _), owner in o.items()}
+
+    lp = {"synthworld": {"finetune": {"methods": ["zeroshot", "lp"]}},
+          "synthworld_oracle": {"finetune": {"methods": ["zeroshot", "lpft"]}}}
+    # the oracle experiment has pools of its own, which the probe does not read
+    assert probe_owner({"experiments": lp}) == {"synthworld": "synthworld", "synthworld_oracle": "synthworld"}
+    merge(lp, {"synthworld_oracle": {"finetune": {"lp_l2_grid": [0.5]}}})
+    assert probe_owner({"experiments": lp}) == {"synthworld": "synthworld", "synthworld_oracle": "synthworld_oracle"}
