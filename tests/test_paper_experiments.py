@@ -4,6 +4,7 @@ both targets; the ablation's configuration end to end on tiny trees in the publi
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 
@@ -14,7 +15,7 @@ from helpers import make_tiny_clip
 from pipeline import REDUCED, make_workdir, snakemake
 from trees import write_imagenet, write_imagenet_v2, write_waterbirds
 
-from stages.config import load, report_methods
+from stages.config import load, merge, report_methods
 from stages.finetune.runs import HPARAMS, RUNTIME, run_config
 from stages.method.registry import run_label
 
@@ -102,8 +103,12 @@ def distinct_runs(cfg: dict) -> set:
 
 
 def test_imagenet_and_ablation_dags(tmp_path, paper):
-    work = make_workdir(tmp_path, REDUCED)
-    dry = snakemake(work, "-n", "results/imagenet", "results/imagenet_ablation").stdout
+    # an override of imagenet reaches imagenet_ablation, which inherits it (and stays a run-time key)
+    work = make_workdir(tmp_path, merge(copy.deepcopy(REDUCED), {"experiments": {"imagenet": {"finetune": {
+        "processes": 8}}}}))
+    dry = snakemake(work, "-n", "-p", "results/imagenet", "results/imagenet_ablation").stdout
+    assert re.search(r"wildcards: experiment=imagenet_ablation, method=starft_lam5, seed=0\n.*\n.*gpu=8\n"
+                     r"Shell command: torchrun --standalone --nproc_per_node 8 ", dry)
     trained = set(re.findall(r"results/runs/(imagenet\w*)/(\w+)/seed(\d)/checkpoint\.pt", dry))
     imagenet = ["lp", "ft", "lpft", "flyp", "flyp_kl", "flyp_kl_student", "starft", "starft_all"]
     # the ablation's seed-0 runs of the same settings as imagenet's are imagenet's: trained once
