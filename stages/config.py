@@ -90,6 +90,8 @@ def validate(config: dict, schema: dict | None = None) -> dict:
     set's class names and templates are known before any job (stages.datasets.static_*)."""
     schema = schema or load_schema()
     config = copy.deepcopy(config)
+    if isinstance(config.get("experiments"), dict):
+        config["experiments"] = resolve_inheritance(config["experiments"])
     # Absent optional sections are created first so that their defaults are filled in and
     # every run records a complete configuration.
     for experiment in (config.get("experiments") or {}).values():
@@ -114,6 +116,38 @@ def validate(config: dict, schema: dict | None = None) -> dict:
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
     return config
+
+
+def resolve_inheritance(experiments: dict) -> dict:
+    """`experiments` with each `inherit: <parent>` resolved: the parent's settings (themselves
+    resolved) deep-merged with the experiment's own keys (`merge`: a mapping merges key by key, a
+    list or a value replaces), `inherit` kept as a record. Resolved on the merged configuration,
+    before defaults are filled, so that a --configfile override of the parent reaches its children
+    and a child's default never hides its parent's setting. ConfigError, one line naming the key,
+    for a parent that is no experiment and for a cycle."""
+    resolved: dict[str, Any] = {}
+
+    def resolve(name: str, chain: list[str]) -> Any:
+        if name in resolved:
+            return resolved[name]
+        e = experiments[name]
+        parent = e.get("inherit") if isinstance(e, dict) else None
+        if parent is None:
+            resolved[name] = e
+            return e
+        key = f"config key experiments.{name}.inherit"
+        if not isinstance(parent, str) or parent not in experiments:
+            raise ConfigError(f"{key}: {parent!r} is not an experiment; known: {', '.join(sorted(experiments))}")
+        if parent in chain:
+            cycle = " -> ".join([*chain[chain.index(parent):], parent])
+            raise ConfigError(f"config key experiments.{parent}.inherit: inheritance cycle {cycle}")
+        base = resolve(parent, [*chain, parent])
+        if not isinstance(base, dict):
+            raise ConfigError(f"{key}: experiment {parent} is not a mapping")
+        resolved[name] = merge(copy.deepcopy(base), e)
+        return resolved[name]
+
+    return {name: resolve(name, [name]) for name in experiments}
 
 
 def _cross_references(config: dict) -> list[str]:

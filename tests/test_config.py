@@ -232,3 +232,56 @@ def test_a_class_names_file_that_cannot_be_read_is_named_with_its_line(tmp_path,
     cfg["datasets"]["mine"] = {"reader": "imagefolder", "root": "y", "classnames_file": str(names)}
     with pytest.raises(ConfigError, match=r"config key datasets\.mine\.classnames_file: .*" + message):
         validate(cfg)
+
+
+def raw(*paths, override=None):
+    """The configuration files merged as Snakemake merges --configfile's, before validation."""
+    from stages.config import merge
+
+    cfg = {}
+    for p in paths:
+        merge(cfg, yaml.safe_load(open(p)))
+    return merge(cfg, override or {})
+
+
+def test_an_override_of_the_parent_reaches_the_child_and_the_childs_own_keys_win():
+    override = {"experiments": {"imagenet": {"finetune": {"processes": 8, "seeds": [0, 1, 2, 3], "lr": 2e-5},
+                                             "evaluate": {"num_workers": 3}}}}
+    exps = validate(raw("config/synthbirds.yaml", "config/paper.yaml", override=override))["experiments"]
+    child, parent = exps["imagenet_ablation"], exps["imagenet"]
+    assert child["inherit"] == "imagenet"
+    assert child["finetune"]["processes"] == parent["finetune"]["processes"] == 8
+    assert child["finetune"]["lr"] == 2e-5 and child["evaluate"]["num_workers"] == 3
+    assert child["finetune"]["seeds"] == [0]                   # its own list replaces the parent's
+    assert child["evaluate"]["groups"] == ["waterbirds"] and child["evaluate"]["zeroshot"] == []
+    # mappings merge key by key: the parent's variants and the child's
+    assert {"starft_all", "flyp_kl_student", "starft_lam5"} <= set(child["finetune"]["variants"])
+    # an override of the child stays the child's
+    exps = validate(raw("config/synthbirds.yaml", "config/paper.yaml", override={
+        "experiments": {"imagenet_ablation": {"finetune": {"processes": 4}}}}))["experiments"]
+    assert exps["imagenet_ablation"]["finetune"]["processes"] == 4 and exps["imagenet"]["finetune"]["processes"] == 1
+
+
+def test_inheritance_chains_and_a_default_of_the_child_does_not_hide_the_parents_setting():
+    cfg = base()
+    cfg["experiments"]["toy"]["finetune"] = {"epochs": 3}
+    cfg["experiments"]["mid"] = {"inherit": "toy", "finetune": {"lr": 0.5}}
+    cfg["experiments"]["leaf"] = {"inherit": "mid", "seed": 4}
+    leaf = validate(cfg)["experiments"]["leaf"]
+    assert (leaf["finetune"]["epochs"], leaf["finetune"]["lr"], leaf["seed"], leaf["train"]) == (3, 0.5, 4, "d")
+
+
+@pytest.mark.parametrize("links, message", [
+    ({"toy": "nope"}, r"^config key experiments\.toy\.inherit: 'nope' is not an "
+                      r"experiment; known: a, b, toy$"),
+    ({"a": "b", "b": "a"}, r"^config key experiments\.a\.inherit: inheritance cycle "
+                           r"a -> b -> a$"),
+    ({"toy": "toy"}, r"config key experiments\.toy\.inherit: inheritance cycle toy -> toy$"),
+], ids=["unknown parent", "cycle", "itself"])
+def test_an_unknown_parent_and_a_cycle_are_named(links, message):
+    cfg = base()
+    cfg["experiments"].update(a={"train": "d", "model": {"name": "RN50"}}, b={"train": "d", "model": {"name": "RN50"}})
+    for name, parent in links.items():
+        cfg["experiments"][name]["inherit"] = parent
+    with pytest.raises(ConfigError, match=message):
+        validate(cfg)

@@ -4,6 +4,7 @@ both targets; the ablation's configuration end to end on tiny trees in the publi
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 
@@ -14,8 +15,8 @@ from helpers import make_tiny_clip
 from pipeline import REDUCED, make_workdir, snakemake
 from trees import write_imagenet, write_imagenet_v2, write_waterbirds
 
-from stages.config import load, report_methods
-from stages.finetune.runs import HPARAMS, run_config
+from stages.config import load, merge, report_methods
+from stages.finetune.runs import HPARAMS, RUNTIME, run_config
 from stages.method.registry import run_label
 
 
@@ -82,14 +83,43 @@ def test_a_row_is_labelled_by_what_it_changes(paper):
                                          "epochs": 3}}}, "v") == "starft, texture + quality pools, epochs 3"
 
 
-def test_imagenet_and_ablation_dags(tmp_path):
-    work = make_workdir(tmp_path, REDUCED)
-    dry = snakemake(work, "-n", "results/imagenet", "results/imagenet_ablation").stdout
+def distinct_runs(cfg: dict) -> set:
+    """The distinct trainings of the imagenet experiments, computed here from the config alone: what a
+    run reads (data set, teacher, whose pools of which types), its resolved run config less the keys
+    that only say how to run it (RUNTIME, but for the splits it trains and selects on) and its seed."""
+    out = set()
+    for name in ("imagenet", "imagenet_ablation"):
+        e = cfg["experiments"][name]
+        ft = e["finetune"]
+        for m in ft["methods"]:
+            if m in ("zeroshot", "wiseft"):
+                continue
+            run = {k: v for k, v in run_config(ft, m).items() if k not in RUNTIME or k.endswith("_split")}
+            pools = e["describe"]["pools_of"] or name
+            for seed in ft["seeds"]:
+                out.add(json.dumps([e["train"], e["model"], pools, sorted(e["describe"]["types"]), run, seed],
+                                   sort_keys=True))
+    return out
+
+
+def test_imagenet_and_ablation_dags(tmp_path, paper):
+    # an override of imagenet reaches imagenet_ablation, which inherits it (and stays a run-time key)
+    work = make_workdir(tmp_path, merge(copy.deepcopy(REDUCED), {"experiments": {"imagenet": {"finetune": {
+        "processes": 8}}}}))
+    dry = snakemake(work, "-n", "-p", "results/imagenet", "results/imagenet_ablation").stdout
+    assert re.search(r"wildcards: experiment=imagenet_ablation, method=starft_lam5, seed=0\n.*\n.*gpu=8\n"
+                     r"Shell command: torchrun --standalone --nproc_per_node 8 ", dry)
     trained = set(re.findall(r"results/runs/(imagenet\w*)/(\w+)/seed(\d)/checkpoint\.pt", dry))
     imagenet = ["lp", "ft", "lpft", "flyp", "flyp_kl", "flyp_kl_student", "starft", "starft_all"]
-    ablation = ["ft", "flyp", "starft", *(m for m in ABLATION if m not in ("ft", "flyp"))]
+    # the ablation's seed-0 runs of the same settings as imagenet's are imagenet's: trained once
+    ablation = [m for m in ABLATION if m not in ("ft", "flyp", "starft_all", "flyp_kl", "flyp_kl_student")]
     assert trained == ({("imagenet", m, s) for m in imagenet for s in "012"}
                        | {("imagenet_ablation", m, "0") for m in ablation})
+    jobs = len(re.findall(r"^\s*(?:local)?rule finetune:", dry, flags=re.MULTILINE))
+    assert jobs == len(trained) == len(distinct_runs(paper)) == 31
+    # the ablation evaluates imagenet's checkpoint of each shared run, with its own settings
+    assert re.search(r"input: [^\n]*results/runs/imagenet/starft/seed0/checkpoint\.pt[^\n]*\n\s*output: "
+                     r"results/runs/imagenet_ablation/starft/seed0/eval\n", dry)
     assert "results/runs/imagenet/wiseft/seed2/eval" in dry and "results/runs/imagenet_ablation/wiseft/seed0/eval" in dry
     # one LLM pass writes the pools of both experiments
     assert len(re.findall(r"^\s*(?:local)?rule describe:", dry, flags=re.MULTILINE)) == 1

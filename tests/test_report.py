@@ -449,3 +449,13 @@ def test_one_table_of_a_report_is_copied_and_a_missing_one_is_named(report, tmp_
     assert str(e.value).startswith(f"error: {report} has no table 'table_shift.csv'; its tables: ")
     assert "table_domain_shift.csv, table_domain_shift.tex" in str(e.value) and "metrics_long" not in str(e.value)
     assert not (tmp_path / "x.csv").exists()
+
+
+def test_runs_another_experiment_trained_are_named(tmp_path):
+    build([section(shared={"imagenet_base": {"ft": [0], "flyp": [0, 1]}})], "imagenet", tmp_path / "out")
+    md = (tmp_path / "out/report.md").read_text()
+    runs = md[md.index("### Runs"):md.index("### Domain shift")]
+    assert "Runs shared with experiment `imagenet_base`" in runs
+    assert "ft (seed 0), flyp (seed 0, 1)" in runs
+    build([section()], "imagenet", tmp_path / "alone")
+    assert "Runs shared" not in (tmp_path / "alone/report.md").read_text()

@@ -46,6 +46,17 @@ def section_prefixes(sections: list[dict]) -> list[str]:
     return out
 
 
+def shared_lines(shared: dict[str, dict[str, list[int]]]) -> list[str]:
+    """The note on a section's runs that another experiment trained ({owner: {method: [seeds]}}):
+    the same settings give one job and one checkpoint, evaluated here with this section's settings."""
+    lines = []
+    for owner, runs in shared.items():
+        listed = ", ".join(f"{m} (seed {', '.join(str(s) for s in seeds)})" for m, seeds in runs.items())
+        lines += [f"Runs shared with experiment `{owner}` (the same data, teacher, hyper-parameters and seed: "
+                  f"trained once, by `{owner}`; evaluated here with this experiment's settings): {listed}.", ""]
+    return lines
+
+
 def section_lines(section: dict, out: Out, styles: dict[str, dict]) -> list[str]:
     """The Markdown of one section; writes its tables and figures under `out`."""
     cfg, records = section["config"], section["records"]
@@ -63,6 +74,7 @@ def section_lines(section: dict, out: Out, styles: dict[str, dict]) -> list[str]
              "### Runs", "", "What each row is: its training, regulariser and spurious captions as the runs "
              "recorded them, and which checkpoint was evaluated (`finetune.select`).", "",
              run_settings(records, v.order).to_markdown(index=False), ""]
+    lines += shared_lines(section.get("shared") or {})
     if choices:
         lines += ["Chosen by the runs: " + "; ".join(
             f"{c['what']} of {', '.join(c['methods'])} on `{c['dataset']}` {c['split']}" for c in choices)
@@ -87,7 +99,8 @@ def build(sections: list[dict], name: str, out: Path, notes: list[str] | None = 
     """Write report.md, the tables, figures and metrics_long.csv of `sections` into `out`.
 
     A section: {"title", "experiment", "config" (the experiment's validated config), "records"
-    (its runs' evaluation records)}. datasets: the targets' configs (`datasets.<name>`: the
+    (its runs' evaluation records), optionally "shared" ({owner: {method: [seeds]}}, the runs another
+    experiment trained)}. datasets: the targets' configs (`datasets.<name>`: the
     protocol table's templates).
     """
     # one colour per method in every figure of the report, whichever section it is in

@@ -10,12 +10,13 @@
 # every split record its spuriosity drift.
 
 def run_checkpoint(wildcards):
+    """The checkpoint a run's evaluation (or export) reads; none for zero-shot."""
     if wildcards.method == "zeroshot":
         return []
     ft = EXPERIMENTS[wildcards.experiment]["finetune"]
     source = ft["wiseft_of"] if wildcards.method == "wiseft" else wildcards.method
-    run_dir = stage_config.RUN_DIR.format(experiment=wildcards.experiment, method=source, seed=wildcards.seed)
-    return [f"{run_dir}/checkpoint.pt"]
+    # the run's owner's: another experiment's when it trains the same settings (finetune.smk)
+    return [f"{owned_run_dir(wildcards.experiment, source, wildcards.seed)}/checkpoint.pt"]
 
 
 def experiment_targets(experiment):

@@ -1,9 +1,12 @@
 # One fine-tuning job per (experiment, method, seed) on the experiment's training set; see
 # docs/finetune.md. `wiseft` has no job: the evaluate rule interpolates the checkpoint of
 # `finetune.wiseft_of`. The linear probe of lp and LP-FT is a job of its own (rule `probe`), one
-# per experiment and probe configuration, read by every seed.
+# per experiment and probe configuration, read by every seed. A run two experiments ask for with
+# the same settings is trained once, by the first (stages/finetune/sharing.py): the other's
+# evaluate and export jobs read its checkpoint (run_checkpoint, evaluate.smk); a probe likewise.
 from stages.finetune import probe_config as ft_probe
 from stages.finetune import runs as ft_runs
+from stages.finetune import sharing as ft_sharing
 from stages.method.registry import EVAL_ONLY, METHODS
 from stages.plan import resources as plan
 
@@ -50,6 +53,29 @@ def request(kind, wildcards):
             _REQUESTS[key] = plan.evaluate(CONFIG, wildcards.experiment, wildcards.method, list(job_targets(wildcards)))
     return _REQUESTS[key]
 
+# (experiment, method, seed) -> the experiment that trains the run; (experiment, probe) -> the
+# experiment whose probe job fits it
+RUN_OWNERS = ft_sharing.run_owners(CONFIG, JOBS)
+PROBE_OWNERS = ft_sharing.probe_owners(CONFIG, JOBS)
+
+
+def owned_run_dir(experiment, method, seed):
+    """The folder of the checkpoint of run (method, seed) of `experiment`: its owner's."""
+    owner = RUN_OWNERS.get((experiment, method, int(seed)), experiment)
+    return stage_config.RUN_DIR.format(experiment=owner, method=method, seed=seed)
+
+
+def own_run(wildcards):
+    """Refuse to train a run another experiment owns: asking for its checkpoint by path would
+    otherwise train the same settings twice."""
+    owner = RUN_OWNERS.get((wildcards.experiment, wildcards.method, int(wildcards.seed)), wildcards.experiment)
+    if owner != wildcards.experiment:
+        raise WorkflowError(f"run {wildcards.method} seed {wildcards.seed} of experiment {wildcards.experiment} "
+                            f"has the settings of experiment {owner}'s: it is trained once, as "
+                            + stage_config.RUN_DIR.format(experiment=owner, method=wildcards.method,
+                                                          seed=wildcards.seed))
+    return []
+
 
 def finetune_json(wildcards):
     """The job keys a run reads (its hyper-parameters come separately, resolved)."""
@@ -95,7 +121,10 @@ def finetune_launcher(wildcards):
 def run_probe(wildcards):
     """The probe file an lp or lpft run (or variant) reads; none for other methods."""
     run = ft_runs.run_config(job(wildcards)["finetune"], wildcards.method)
-    return [ft_probe.probe_path(wildcards.experiment, run)] if METHODS[run["method"]].linear_probe else []
+    if not METHODS[run["method"]].linear_probe:
+        return []
+    owner = PROBE_OWNERS.get((wildcards.experiment, ft_probe.probe_id(run)), wildcards.experiment)
+    return [ft_probe.probe_path(owner, run)]
 
 
 def probe_job(wildcards):
@@ -141,6 +170,7 @@ rule finetune:
         model=model_input,
         probe=run_probe,
         resized_copy=resized_copy,
+        own=own_run,
     output:
         checkpoint=f"{stage_config.RUN_DIR}/checkpoint.pt",
         log=f"{stage_config.RUN_DIR}/train_log.csv",

@@ -26,9 +26,18 @@ def section_metrics(section):
     return [f"{folder}/{t}.json" for folder in section_evals(section) for t in targets]
 
 
+def section_shared(section):
+    """The section's runs that another experiment trains (finetune.smk RUN_OWNERS), for the
+    report's note: {owner: {method: [seeds]}}."""
+    shown = set(stage_config.report_methods(EXPERIMENTS[section["experiment"]], section["methods"]))
+    shared = ft_sharing.shared_runs(RUN_OWNERS, section["experiment"])
+    return {owner: {m: seeds for m, seeds in runs.items() if m in shown} for owner, runs in shared.items()
+            if shown & set(runs)}
+
+
 def report_spec(wildcards):
     sections = [{"title": s["title"], "experiment": s["experiment"], "config": EXPERIMENTS[s["experiment"]],
-                 "metrics": section_metrics(s)} for s in report_sections(wildcards.name)]
+                 "metrics": section_metrics(s), "shared": section_shared(s)} for s in report_sections(wildcards.name)]
     # what the protocol table reads of each target's data set (its templates: the config's, else the
     # reader's; whether this workflow generates it); only that, so that a change elsewhere in
     # `datasets` does not rerun the report
