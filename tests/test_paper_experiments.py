@@ -103,11 +103,12 @@ def distinct_runs(cfg: dict) -> set:
 
 
 def test_imagenet_and_ablation_dags(tmp_path, paper):
-    # an override of imagenet reaches imagenet_ablation, which inherits it (and stays a run-time key)
+    # an override of imagenet reaches imagenet_ablation, which inherits it (and stays a run-time key);
+    # 8 processes x (11 workers + 1) fill the default node's 96 cores (the default 12 would not fit)
     work = make_workdir(tmp_path, merge(copy.deepcopy(REDUCED), {"experiments": {"imagenet": {"finetune": {
-        "processes": 8}}}}))
+        "processes": 8, "num_workers": 11}}}}))
     dry = snakemake(work, "-n", "-p", "results/imagenet", "results/imagenet_ablation").stdout
-    assert re.search(r"wildcards: experiment=imagenet_ablation, method=starft_lam5, seed=0\n.*\n.*gpu=8\n"
+    assert re.search(r"wildcards: experiment=imagenet_ablation, method=starft_lam5, seed=0\n.*\n.*gpu=8,.*\n"
                      r"Shell command: torchrun --standalone --nproc_per_node 8 ", dry)
     trained = set(re.findall(r"results/runs/(imagenet\w*)/(\w+)/seed(\d)/checkpoint\.pt", dry))
     imagenet = ["lp", "ft", "lpft", "flyp", "flyp_kl", "flyp_kl_student", "starft", "starft_all"]
