@@ -13,6 +13,7 @@ import shlex
 from pathlib import Path
 
 from stages import config as stage_config
+from stages import preflight
 from stages.datasets import EVAL_SPLITS
 from stages.synthetic.source import SETS as SOURCE_SETS
 from stages.synthetic.vocabulary import ORACLE_TYPES
@@ -24,6 +25,10 @@ try:
     CONFIG = stage_config.validate(config)
 except stage_config.ConfigError as e:
     raise WorkflowError(str(e)) from None
+# the teacher against open_clip's registry, so that a misspelt model fails the dry run, not a GPU
+# job (stages/preflight.py; the rules preflight and preflight_describe check the rest)
+if _model_problems := preflight.model_problems(CONFIG):
+    raise WorkflowError("\n".join(_model_problems))
 DATASETS, EXPERIMENTS, REPORTS = CONFIG["datasets"], CONFIG["experiments"], CONFIG["reports"]
 # what the describe, embed and fine-tune stages read of each experiment (training set resolved)
 JOBS = {name: stage_config.train_job(CONFIG, name) for name in EXPERIMENTS}

@@ -121,6 +121,10 @@ def test_imagenet_and_ablation_dags(tmp_path, paper):
     assert re.search(r"input: [^\n]*results/runs/imagenet/starft/seed0/checkpoint\.pt[^\n]*\n\s*output: "
                      r"results/runs/imagenet_ablation/starft/seed0/eval\n", dry)
     assert "results/runs/imagenet/wiseft/seed2/eval" in dry and "results/runs/imagenet_ablation/wiseft/seed0/eval" in dry
+    # every probe and fine-tuning job waits on its experiment's pre-flight (a local job), one per experiment
+    assert len(re.findall(r"^\s*(?:local)?rule preflight:", dry, flags=re.MULTILINE)) == 2
+    inputs = re.findall(r"rule (?:finetune|probe):\n\s*input: ([^\n]*)", dry)
+    assert len(inputs) == jobs + 1 and all(re.match(r"data/imagenet(_ablation)?/preflight\.json, ", i) for i in inputs)
     # one LLM pass writes the pools of both experiments
     assert len(re.findall(r"^\s*(?:local)?rule describe:", dry, flags=re.MULTILINE)) == 1
 
