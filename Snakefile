@@ -14,6 +14,7 @@ from pathlib import Path
 
 from stages import config as stage_config
 from stages import preflight
+from stages.method import clip_cache
 from stages.datasets import EVAL_SPLITS
 from stages.synthetic.source import SETS as SOURCE_SETS
 from stages.synthetic.vocabulary import ORACLE_TYPES
@@ -56,9 +57,15 @@ def data_check(dataset):
 
 
 def model_input(wildcards):
-    """The teacher's files when this workflow builds them (a synthetic world's tiny CLIP)."""
-    world = stage_config.synthetic_teacher(CONFIG, EXPERIMENTS[wildcards.experiment])
-    return [stage_config.WORLD_CLIP.format(world=world)] if world else []
+    """The teacher's files when this workflow builds them (a synthetic world's tiny CLIP) or fetches
+    them (rule fetch_clip: an open_clip registry model's weights, downloaded once, before any job
+    that loads them; ancient(): fetching them again changes no result)."""
+    e = EXPERIMENTS[wildcards.experiment]
+    world = stage_config.synthetic_teacher(CONFIG, e)
+    if world:
+        return [stage_config.WORLD_CLIP.format(world=world)]
+    fetched = clip_cache.fetched_marker(e["model"])
+    return [ancient(fetched)] if fetched else []
 
 
 def alternatives(names):

@@ -11,9 +11,11 @@ So, each problem one line naming the config key:
   check and the experiment's probe and fine-tuning jobs; a synthetic world's sizes are known at
   parse time and checked there, workflow/rules/finetune.smk);
 - `describe_problems`: the interpreter of a vLLM describe job (rule `preflight_describe`, before
-  the describe job).
+  the describe job);
+- and the teacher's weights, downloaded once into the workflow's cache (rule `fetch_clip`,
+  stages/method/clip_cache.py), so that no GPU job downloads.
 
-`python -m stages.preflight schedule|describe ...` runs the last two for the rules.
+`python -m stages.preflight schedule|describe|fetch-clip ...` runs the rules' part.
 """
 
 from __future__ import annotations
@@ -117,8 +119,8 @@ def describe_problems(experiment: str, describe: dict) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """The rules' command line: `schedule` (rule preflight) and `describe` (rule preflight_describe);
-    each writes `--out` (a JSON record) only when every check passes, else prints one line per
+    """The rules' command line: `schedule` (rule preflight), `describe` (rule preflight_describe) and
+    `fetch-clip` (rule fetch_clip); each writes `--out` (a JSON record) only when every check passes, else prints one line per
     problem and exits 1."""
     p = argparse.ArgumentParser(prog="python -m stages.preflight", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -128,12 +130,23 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--data-check", required=True)
     s.add_argument("--split", required=True, help="the training split (finetune.train_split)")
     s.add_argument("--out", required=True)
+    f = sub.add_parser("fetch-clip", help="download a teacher's open_clip weights into the workflow's cache")
+    f.add_argument("--name", required=True)
+    f.add_argument("--pretrained", required=True)
+    f.add_argument("--cache-dir", required=True)
+    f.add_argument("--out", required=True)
     d = sub.add_parser("describe", help="the describe job's interpreter")
     d.add_argument("--experiment", required=True)
     d.add_argument("--describe", required=True, help="JSON: the experiment's describe section")
     d.add_argument("--out", required=True)
     a = p.parse_args(argv)
-    if a.command == "schedule":
+    if a.command == "fetch-clip":
+        from .method.clip_cache import fetch_pretrained
+
+        path = fetch_pretrained(a.name, a.pretrained, a.cache_dir)
+        problems, record = [], {"name": a.name, "pretrained": a.pretrained, "file": str(path),
+                                "bytes": path.stat().st_size}
+    elif a.command == "schedule":
         runs = json.loads(a.runs)
         check = json.loads(Path(a.data_check).read_text())
         problems = schedule_problems(a.experiment, runs, check, a.split)

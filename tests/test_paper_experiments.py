@@ -125,6 +125,11 @@ def test_imagenet_and_ablation_dags(tmp_path, paper):
     assert len(re.findall(r"^\s*(?:local)?rule preflight:", dry, flags=re.MULTILINE)) == 2
     inputs = re.findall(r"rule (?:finetune|probe):\n\s*input: ([^\n]*)", dry)
     assert len(inputs) == jobs + 1 and all(re.match(r"data/imagenet(_ablation)?/preflight\.json, ", i) for i in inputs)
+    # the teacher's weights are fetched once, by a local job, before any job that loads them
+    fetched = "data/models/open_clip/fetched/ViT-B-16-quickgelu/openai.json"
+    assert re.findall(r"^\s*(?:local)?rule fetch_clip:\n\s*output: (\S+)", dry, flags=re.MULTILINE) == [fetched]
+    loading = re.findall(r"rule (?:finetune|probe|evaluate|embed):\n\s*input: ([^\n]*)", dry)
+    assert len(loading) > jobs and all(fetched in i.split(", ") for i in loading)
     # one LLM pass writes the pools of both experiments
     assert len(re.findall(r"^\s*(?:local)?rule describe:", dry, flags=re.MULTILINE)) == 1
 

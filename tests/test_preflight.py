@@ -127,3 +127,84 @@ def test_the_preflight_rule_stops_before_any_gpu_job(tmp_path):
             "(run flyp, 3 processes)") in out
     assert (work / "data/tiny/data_check.json").is_file() and not (work / "data/tiny/preflight.json").exists()
     assert "rule finetune:" not in out   # never started
+
+
+@pytest.mark.parametrize("model, marker", [
+    ({"name": "ViT-B/16", "pretrained": "openai"}, "data/models/open_clip/fetched/ViT-B-16/openai.json"),
+    ({"name": "ViT-B-16-quickgelu", "pretrained": None}, None),     # random weights: nothing to fetch
+    ({"name": "hf-hub:timm/vit_base_patch16_clip_224.openai", "pretrained": None}, None),
+    ({"name": "local-dir:data/synthbirds/clip", "pretrained": None}, None),
+], ids=["registry", "no tag", "hf-hub", "local-dir"])
+def test_only_a_registry_teacher_is_fetched(model, marker):
+    from stages.method.clip_cache import fetched_marker
+
+    assert fetched_marker(model) == marker
+
+
+@pytest.fixture
+def weights_server():
+    """A real HTTP server on 127.0.0.1 publishing one weights file."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.server.requests.append(self.path)
+            body = self.server.files.get(self.path)
+            if body is None:
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    srv.files, srv.requests = {"/weights/tiny-test.pt": b"not really a checkpoint" * 100}, []
+    srv.url = f"http://127.0.0.1:{srv.server_address[1]}"
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+def test_the_teacher_is_fetched_once_into_the_cache_the_jobs_read(weights_server, tmp_path, monkeypatch):
+    """rule fetch_clip's command against a registry entry served over HTTP: the file lands where
+    open_clip's own download (which create_model_and_transforms runs) finds it, and is not fetched
+    again."""
+    from open_clip import pretrained as registry
+
+    monkeypatch.setitem(registry._PRETRAINED, "RN50", {**registry._PRETRAINED["RN50"], "localtest": registry._pcfg(
+        url=weights_server.url + "/weights/tiny-test.pt")})
+    cache, out = tmp_path / "cache", tmp_path / "fetched/RN50/localtest.json"
+    preflight.main(["fetch-clip", "--name", "RN50", "--pretrained", "localtest", "--cache-dir", str(cache),
+                    "--out", str(out)])
+    record = json.loads(out.read_text())
+    assert record["file"] == str(cache / "tiny-test.pt") and record["bytes"] == 2300
+    assert (cache / "tiny-test.pt").read_bytes() == weights_server.files["/weights/tiny-test.pt"]
+    assert weights_server.requests == ["/weights/tiny-test.pt"]
+    # what a job's load_clip then does: open_clip's download with the same cache finds the file
+    assert registry.download_pretrained(registry.get_pretrained_cfg("RN50", "localtest"),
+                                        cache_dir=str(cache)) == str(cache / "tiny-test.pt")
+    assert weights_server.requests == ["/weights/tiny-test.pt"]   # no second request
+
+
+def test_every_job_loads_the_teacher_from_the_workflows_cache(monkeypatch):
+    import open_clip
+
+    from stages.method import models
+    from stages.method.clip_cache import CLIP_CACHE
+
+    seen = {}
+
+    def create(name, **kwargs):
+        seen.update(kwargs)
+        return None, None, None
+
+    monkeypatch.setattr(open_clip, "create_model_and_transforms", create)
+    models.load_clip("RN50", "openai")
+    assert seen["cache_dir"] == CLIP_CACHE == "data/models/open_clip" and seen["pretrained"] == "openai"

@@ -158,6 +158,23 @@ rule preflight:
         " --data-check {input.data_check} --split {params.split} --out {output} 2> >(tee {log} >&2)"
 
 
+# A teacher from open_clip's registry is downloaded once, on the node that runs Snakemake, into the
+# cache every job reads (stages/method/clip_cache.py): no GPU job downloads, and compute nodes need
+# no internet. Every job that loads the teacher takes the record as input (model_input).
+rule fetch_clip:
+    output:
+        clip_cache.CLIP_FETCHED,
+    wildcard_constraints:
+        model="[A-Za-z0-9][A-Za-z0-9_.+-]*",
+        pretrained="[A-Za-z0-9][A-Za-z0-9_.+-]*",
+    localrule: True
+    log:
+        "logs/models/fetch_clip_{model}_{pretrained}.log",
+    shell:
+        "python -m stages.preflight fetch-clip --name {wildcards.model} --pretrained {wildcards.pretrained}"
+        " --cache-dir {clip_cache.CLIP_CACHE} --out {output} 2> >(tee {log} >&2)"
+
+
 rule probe:
     input:
         preflight=preflight_input,
