@@ -125,6 +125,11 @@ def test_imagenet_and_ablation_dags(tmp_path, paper):
     assert len(re.findall(r"^\s*(?:local)?rule preflight:", dry, flags=re.MULTILINE)) == 2
     inputs = re.findall(r"rule (?:finetune|probe):\n\s*input: ([^\n]*)", dry)
     assert len(inputs) == jobs + 1 and all(re.match(r"data/imagenet(_ablation)?/preflight\.json, ", i) for i in inputs)
+    # the ablation's report names the runs imagenet trained for it (imagenet's own names none)
+    specs = dict(re.findall(r"python -m stages\.report --name (\w+) --spec '(\{.*?\})' ", dry))
+    assert [s["shared"] for s in json.loads(specs["imagenet_ablation"])["sections"]] == [
+        {"imagenet": {m: [0] for m in ("ft", "flyp", "starft", "starft_all", "flyp_kl", "flyp_kl_student")}}]
+    assert [s["shared"] for s in json.loads(specs["imagenet"])["sections"]] == [{}]
     # the teacher's weights are fetched once, by a local job, before any job that loads them
     fetched = "data/models/open_clip/fetched/ViT-B-16-quickgelu/openai.json"
     assert re.findall(r"^\s*(?:local)?rule fetch_clip:\n\s*output: (\S+)", dry, flags=re.MULTILINE) == [fetched]
