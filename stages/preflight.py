@@ -82,10 +82,12 @@ def model_problems(config: dict) -> list[str]:
     return problems
 
 
-def schedule_problems(experiment: str, runs: dict[str, dict], data_check: dict, split: str) -> list[str]:
+def schedule_problems(experiment: str, runs: dict[str, dict], data_check: dict, split: str,
+                      variants: dict[str, dict] | None = None) -> list[str]:
     """Every run (name -> resolved run configuration, stages.finetune.runs.run_config) whose batch,
     warm-up or steps do not fit the `split` images the data check counted, split over the run's
-    processes (`check_schedule`)."""
+    processes (`check_schedule`). `variants` (finetune.variants): a key a variant sets is named
+    as the variant's."""
     from .finetune.runs import FinetuneConfigError, RunConfig, check_schedule
 
     n = (data_check["splits"].get(split) or {}).get("n_images")
@@ -99,9 +101,13 @@ def schedule_problems(experiment: str, runs: dict[str, dict], data_check: dict, 
         try:
             check_schedule(run, n, run.processes)
         except FinetuneConfigError as e:
-            # the message names the finetune key (a variant may set it: the run's name says which)
+            message = str(e)
+            key = re.match(r"finetune\.(\w+)", message)
+            if key and key[1] in (variants or {}).get(name, {}):
+                message = f"finetune.variants.{name}.{message[len('finetune.'):]}"
             plural = "es" if run.processes != 1 else ""
-            problems.append(f"config key experiments.{experiment}.{e} (run {name}, {run.processes} process{plural})")
+            problems.append(f"config key experiments.{experiment}.{message} (run {name}, {run.processes} "
+                            f"process{plural})")
     return problems
 
 
@@ -129,6 +135,7 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--runs", required=True, help="JSON: run name -> resolved run configuration")
     s.add_argument("--data-check", required=True)
     s.add_argument("--split", required=True, help="the training split (finetune.train_split)")
+    s.add_argument("--variants", default="{}", help="JSON: finetune.variants (to name a key a variant sets)")
     s.add_argument("--out", required=True)
     f = sub.add_parser("fetch-clip", help="download a teacher's open_clip weights into the workflow's cache")
     f.add_argument("--name", required=True)
@@ -149,7 +156,7 @@ def main(argv: list[str] | None = None) -> None:
     elif a.command == "schedule":
         runs = json.loads(a.runs)
         check = json.loads(Path(a.data_check).read_text())
-        problems = schedule_problems(a.experiment, runs, check, a.split)
+        problems = schedule_problems(a.experiment, runs, check, a.split, json.loads(a.variants))
         record = {"experiment": a.experiment, "split": a.split,
                   "n_images": (check["splits"].get(a.split) or {}).get("n_images"), "runs": sorted(runs)}
     else:

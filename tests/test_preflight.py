@@ -88,6 +88,16 @@ def test_a_schedule_the_data_cannot_hold_stops_the_preflight(eighteen, tmp_path,
     assert not (tmp_path / "out").exists()       # no record: the probe and fine-tuning jobs wait on it
 
 
+def test_a_key_a_variant_sets_is_named_as_the_variants(eighteen):
+    root, check = eighteen
+    ft = toy_config(root, "RN50", batch_size=8, variants={"big": {"method": "flyp", "batch_size": 32}},
+                    methods=["flyp", "big"])["experiments"]["tiny"]["finetune"]
+    runs = {m: run_config(ft, m) for m in ("flyp", "big")}
+    assert preflight.schedule_problems("tiny", runs, check, "train", ft["variants"]) == [
+        "config key experiments.tiny.finetune.variants.big.batch_size=32 exceeds the 18 training images "
+        "(run big, 1 process)"]
+
+
 def test_a_schedule_that_fits_is_recorded(eighteen, tmp_path):
     root, check = eighteen
     proc = schedule(root, check, tmp_path, batch_size=8, processes=2, epochs=2, warmup_steps=1)

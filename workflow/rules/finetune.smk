@@ -150,12 +150,14 @@ rule preflight:
     params:
         runs=preflight_runs,
         split=lambda w: EXPERIMENTS[w.experiment]["finetune"]["train_split"],
+        variants=lambda w: quoted_json(EXPERIMENTS[w.experiment]["finetune"]["variants"]),
     localrule: True
     log:
         "logs/{experiment}/preflight.log",
     shell:
         "python -m stages.preflight schedule --experiment {wildcards.experiment} --runs {params.runs}"
-        " --data-check {input.data_check} --split {params.split} --out {output} 2> >(tee {log} >&2)"
+        " --data-check {input.data_check} --split {params.split} --variants {params.variants}"
+        " --out {output} 2> >(tee {log} >&2)"
 
 
 # A teacher from open_clip's registry is downloaded once, on the node that runs Snakemake, into the
