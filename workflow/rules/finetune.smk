@@ -130,11 +130,11 @@ def preflight_input(wildcards):
 
 
 def preflight_runs(wildcards):
-    """The resolved configuration of every run the experiment trains itself (a shared run is its
-    owner's to check)."""
+    """The resolved configuration of every run the experiment trains itself, under one seed at
+    least (a run shared under every seed is its owner's to check)."""
     e, name = EXPERIMENTS[wildcards.experiment], wildcards.experiment
     runs = {m: ft_runs.run_config(e["finetune"], m) for m in ft_sharing.trained_runs(e)
-            if all(RUN_OWNERS[(name, m, s)] == name for s in e["finetune"]["seeds"])}
+            if any(RUN_OWNERS[(name, m, s)] == name for s in e["finetune"]["seeds"])}
     return quoted_json(runs)
 
 
