@@ -123,6 +123,9 @@ def test_imagenet_and_ablation_dags(tmp_path, paper):
     assert "results/runs/imagenet/wiseft/seed2/eval" in dry and "results/runs/imagenet_ablation/wiseft/seed0/eval" in dry
     # every probe and fine-tuning job waits on its experiment's pre-flight (a local job), one per experiment
     assert len(re.findall(r"^\s*(?:local)?rule preflight:", dry, flags=re.MULTILINE)) == 2
+    checked = dict(re.findall(r"stages\.preflight schedule --experiment (\w+) --runs '(\{.*?\})' ", dry))
+    assert sorted(json.loads(checked["imagenet_ablation"])) == sorted(ablation)   # imagenet checks the shared ones
+    assert sorted(json.loads(checked["imagenet"])) == sorted(imagenet)
     inputs = re.findall(r"rule (?:finetune|probe):\n\s*input: ([^\n]*)", dry)
     assert len(inputs) == jobs + 1 and all(re.match(r"data/imagenet(_ablation)?/preflight\.json, ", i) for i in inputs)
     # the ablation's report names the runs imagenet trained for it (imagenet's own names none)
