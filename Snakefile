@@ -13,6 +13,8 @@ import shlex
 from pathlib import Path
 
 from stages import config as stage_config
+from stages import preflight
+from stages.method import clip_cache
 from stages.datasets import EVAL_SPLITS
 from stages.synthetic.source import SETS as SOURCE_SETS
 from stages.synthetic.vocabulary import ORACLE_TYPES
@@ -24,6 +26,10 @@ try:
     CONFIG = stage_config.validate(config)
 except stage_config.ConfigError as e:
     raise WorkflowError(str(e)) from None
+# the teacher against open_clip's registry, so that a misspelt model fails the dry run, not a GPU
+# job (stages/preflight.py; the rules preflight and preflight_describe check the rest)
+if _model_problems := preflight.model_problems(CONFIG):
+    raise WorkflowError("\n".join(_model_problems))
 DATASETS, EXPERIMENTS, REPORTS = CONFIG["datasets"], CONFIG["experiments"], CONFIG["reports"]
 # what the describe, embed and fine-tune stages read of each experiment (training set resolved)
 JOBS = {name: stage_config.train_job(CONFIG, name) for name in EXPERIMENTS}
@@ -51,9 +57,15 @@ def data_check(dataset):
 
 
 def model_input(wildcards):
-    """The teacher's files when this workflow builds them (a synthetic world's tiny CLIP)."""
-    world = stage_config.synthetic_teacher(CONFIG, EXPERIMENTS[wildcards.experiment])
-    return [stage_config.WORLD_CLIP.format(world=world)] if world else []
+    """The teacher's files when this workflow builds them (a synthetic world's tiny CLIP) or fetches
+    them (rule fetch_clip: an open_clip registry model's weights, downloaded once, before any job
+    that loads them; ancient(): fetching them again changes no result)."""
+    e = EXPERIMENTS[wildcards.experiment]
+    world = stage_config.synthetic_teacher(CONFIG, e)
+    if world:
+        return [stage_config.WORLD_CLIP.format(world=world)]
+    fetched = clip_cache.fetched_marker(e["model"])
+    return [ancient(fetched)] if fetched else []
 
 
 def alternatives(names):

@@ -51,6 +51,8 @@ def test_the_tree_is_read_by_the_real_imagenet_readers(tree):
 def test_its_config_builds_the_dag_of_every_measured_stage(scale, tree, tmp_path):
     tmp, _ = tree
     (tmp / "data" / "pool.txt").write_text("\n".join(scale.POOL) + "\n")
+    # the Snakefile refuses a local-dir: teacher that is not there (the rehearsal writes it first)
+    (tmp / "clip").mkdir(exist_ok=True)
     scale.make_workdir(tmp_path, scale.overrides(tmp / "data", f"local-dir:{tmp / 'clip'}", 2, 128))
     proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", f"results/{scale.EXPERIMENT}", "--cores", "2",
                            "--configfile", "override.yaml"], check=False, cwd=tmp_path, capture_output=True,

@@ -49,7 +49,8 @@ DESCRIBE = {"backend": "vllm", "model": SMOLLM2_SAFETENSORS, "python": str(DESCR
             "pools_of": None}
 OVERRIDES = {
     "datasets": {"toybirds": {"reader": "waterbirds", "root": "toybirds"}},
-    "experiments": {"vllm_seed0": {"train": "toybirds", "seed": 0, "domain": "birds", "model": {"name": "unused"},
+    "experiments": {"vllm_seed0": {"train": "toybirds", "seed": 0, "domain": "birds",
+                                   "model": {"name": "RN50"},   # an open_clip name (the Snakefile checks it); never loaded
                                    "describe": DESCRIBE}},
 }
 POOL = "data/vllm_seed0/pools"

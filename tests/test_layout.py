@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent / "stages"
 # the layers, lowest first; a module may import from its own layer's folder and the layers below
 LAYERS = {"common": 0, "method": 1, "datasets": 2, "synthetic": 3, "config": 4}
 STAGES = ("describe", "embed", "pretrain", "finetune", "evaluate", "export", "report")   # layer 5, each on its own
-SUPPORT = ("toys", "plan")   # layer 6, above every stage: toy inputs for the tests and benchmarks; the jobs' resource plan
+SUPPORT = ("toys", "plan", "preflight")   # layer 6, above every stage: toy inputs for the tests and benchmarks; the jobs' resource plan; the checks of several stages' settings
 
 
 def module_name(path: Path) -> str:

@@ -122,6 +122,23 @@ def test_imagenet_and_ablation_dags(tmp_path, paper):
     assert re.search(r"input: [^\n]*results/runs/imagenet/starft/seed0/checkpoint\.pt[^\n]*\n\s*output: "
                      r"results/runs/imagenet_ablation/starft/seed0/eval\n", dry)
     assert "results/runs/imagenet/wiseft/seed2/eval" in dry and "results/runs/imagenet_ablation/wiseft/seed0/eval" in dry
+    # every probe and fine-tuning job waits on its experiment's pre-flight (a local job), one per experiment
+    assert len(re.findall(r"^\s*(?:local)?rule preflight:", dry, flags=re.MULTILINE)) == 2
+    checked = dict(re.findall(r"stages\.preflight schedule --experiment (\w+) --runs '(\{.*?\})' ", dry))
+    assert sorted(json.loads(checked["imagenet_ablation"])) == sorted(ablation)   # imagenet checks the shared ones
+    assert sorted(json.loads(checked["imagenet"])) == sorted(imagenet)
+    inputs = re.findall(r"rule (?:finetune|probe):\n\s*input: ([^\n]*)", dry)
+    assert len(inputs) == jobs + 1 and all(re.match(r"data/imagenet(_ablation)?/preflight\.json, ", i) for i in inputs)
+    # the ablation's report names the runs imagenet trained for it (imagenet's own names none)
+    specs = dict(re.findall(r"python -m stages\.report --name (\w+) --spec '(\{.*?\})' ", dry))
+    assert [s["shared"] for s in json.loads(specs["imagenet_ablation"])["sections"]] == [
+        {"imagenet": {m: [0] for m in ("ft", "flyp", "starft", "starft_all", "flyp_kl", "flyp_kl_student")}}]
+    assert [s["shared"] for s in json.loads(specs["imagenet"])["sections"]] == [{}]
+    # the teacher's weights are fetched once, by a local job, before any job that loads them
+    fetched = "data/models/open_clip/fetched/ViT-B-16-quickgelu/openai.json"
+    assert re.findall(r"^\s*(?:local)?rule fetch_clip:\n\s*output: (\S+)", dry, flags=re.MULTILINE) == [fetched]
+    loading = re.findall(r"rule (?:finetune|probe|evaluate|embed):\n\s*input: ([^\n]*)", dry)
+    assert len(loading) > jobs and all(fetched in i.split(", ") for i in loading)
     # one LLM pass writes the pools of both experiments
     assert len(re.findall(r"^\s*(?:local)?rule describe:", dry, flags=re.MULTILINE)) == 1
 

@@ -76,3 +76,14 @@ def test_a_probe_is_shared_across_pools_but_not_across_probe_keys(synth):
     assert probe_owner({"experiments": lp}) == {"synthworld": "synthworld", "synthworld_oracle": "synthworld"}
     merge(lp, {"synthworld_oracle": {"finetune": {"lp_l2_grid": [0.5]}}})
     assert probe_owner({"experiments": lp}) == {"synthworld": "synthworld", "synthworld_oracle": "synthworld_oracle"}
+
+
+def test_a_shared_run_is_not_trained_under_the_other_experiment(tmp_path):
+    """Asking for the duplicate's checkpoint by path names the owner's instead of training it twice."""
+    from pipeline import REDUCED, make_workdir, snakemake
+
+    work = make_workdir(tmp_path, REDUCED)
+    proc = snakemake(work, "-n", "results/runs/synthworld_ablation/flyp/seed0/checkpoint.pt", check=False)
+    assert proc.returncode != 0
+    assert ("run flyp seed 0 of experiment synthworld_ablation has the settings of experiment synthworld's: it is "
+            "trained once, as results/runs/synthworld/flyp/seed0") in proc.stdout + proc.stderr

@@ -17,6 +17,7 @@ from open_clip.transformer import text_global_pool
 from safetensors.torch import save_file
 
 from ..common.io import sha256_file
+from .clip_cache import CLIP_CACHE
 
 LOCAL_DIR = "local-dir:"
 WEIGHTS_FILE = "open_clip_model.safetensors"
@@ -34,12 +35,14 @@ class Clip:
 
 
 def load_clip(name: str, pretrained: str | None = None, device: str | torch.device = "cpu",
-              **model_kwargs) -> Clip:
-    """Create an open_clip model with its transforms, tokenizer and identity (for fingerprints)."""
+              cache_dir: str | None = CLIP_CACHE, **model_kwargs) -> Clip:
+    """Create an open_clip model with its transforms, tokenizer and identity (for fingerprints).
+    Pretrained weights are read from `cache_dir` (the workflow's, where rule fetch_clip put them;
+    open_clip downloads them there if they are missing)."""
     if name.startswith(LOCAL_DIR) and not Path(name[len(LOCAL_DIR):]).is_dir():
         raise FileNotFoundError(f"model folder {name[len(LOCAL_DIR):]} not found (from model name {name!r})")
     model, preprocess_train, preprocess_val = open_clip.create_model_and_transforms(
-        name, pretrained=pretrained, device=device, **model_kwargs)
+        name, pretrained=pretrained, device=device, cache_dir=cache_dir, **model_kwargs)
     tokenizer = open_clip.get_tokenizer(name)
     return Clip(model, preprocess_train, preprocess_val, tokenizer, model_identity(name, pretrained))
 

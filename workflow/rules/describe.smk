@@ -48,6 +48,8 @@ def describe_inputs(wildcards):
     if d["backend"] == "file":
         inputs["templates"] = [d["files"][t] for t in d["types"]]  # every type has one (checks.problems)
         return inputs
+    if d["backend"] == "vllm":   # its own interpreter, checked before the (GPU) job (rule preflight_describe)
+        inputs["preflight"] = ancient(stage_config.PREFLIGHT_DESCRIBE.format(experiment=wildcards.experiment))
     inputs["prompts"] = [f"prompts/{t}.yaml" for t in d["types"]]
     if d["model"] == stage_config.SMOLLM2_SAFETENSORS:
         inputs["model"] = ancient(d["model"])  # SmolLM2 converted for vLLM by convert_smollm2
@@ -85,6 +87,21 @@ rule convert_smollm2:
         "logs/models/convert_smollm2.log",
     shell:
         "python -m stages.describe convert --gguf {input} --dest {output} > {log} 2>&1"
+
+
+# A vLLM describe job runs in an environment of its own (describe.python): checked on the node that
+# runs Snakemake before the job is queued for a GPU (stages/preflight.py).
+rule preflight_describe:
+    output:
+        stage_config.PREFLIGHT_DESCRIBE,
+    params:
+        describe=lambda w: quoted_json(describe_params(w)),
+    localrule: True
+    log:
+        "logs/{experiment}/preflight_describe.log",
+    shell:
+        "python -m stages.preflight describe --experiment {wildcards.experiment} --describe {params.describe}"
+        " --out {output} 2> >(tee {log} >&2)"
 
 
 # The pools of every type are one directory output: a rule's outputs cannot depend on a wildcard

@@ -140,8 +140,66 @@ def probe_job(wildcards):
     raise WorkflowError(f"experiment {wildcards.experiment} has no lp or lpft run with probe {wildcards.probe}")
 
 
+def preflight_input(wildcards):
+    """The experiment's pre-flight record (rule preflight) on real data; none for a synthetic
+    world, whose schedules are checked above, at parse time. ancient(): a rerun of the check
+    (its runs' settings changed) does not by itself retrain anything."""
+    if job(wildcards).get("synthetic"):
+        return []
+    return [ancient(stage_config.PREFLIGHT.format(experiment=wildcards.experiment))]
+
+
+def preflight_runs(wildcards):
+    """The resolved configuration of every run the experiment trains itself, under one seed at
+    least (a run shared under every seed is its owner's to check)."""
+    e, name = EXPERIMENTS[wildcards.experiment], wildcards.experiment
+    runs = {m: ft_runs.run_config(e["finetune"], m) for m in ft_sharing.trained_runs(e)
+            if any(RUN_OWNERS[(name, m, s)] == name for s in e["finetune"]["seeds"])}
+    return quoted_json(runs)
+
+
+# Before any probe or fine-tuning job of the experiment, on the node that runs Snakemake: every
+# run's batch, warm-up and steps against the training split's image count in the data check and
+# the process count (stages/preflight.py), one line naming the key, instead of a failure once a
+# GPU job has waited in the queue and loaded its model.
+rule preflight:
+    input:
+        data_check=lambda w: data_check(EXPERIMENTS[w.experiment]["train"]),
+    output:
+        stage_config.PREFLIGHT,
+    params:
+        runs=preflight_runs,
+        split=lambda w: EXPERIMENTS[w.experiment]["finetune"]["train_split"],
+        variants=lambda w: quoted_json(EXPERIMENTS[w.experiment]["finetune"]["variants"]),
+    localrule: True
+    log:
+        "logs/{experiment}/preflight.log",
+    shell:
+        "python -m stages.preflight schedule --experiment {wildcards.experiment} --runs {params.runs}"
+        " --data-check {input.data_check} --split {params.split} --variants {params.variants}"
+        " --out {output} 2> >(tee {log} >&2)"
+
+
+# A teacher from open_clip's registry is downloaded once, on the node that runs Snakemake, into the
+# cache every job reads (stages/method/clip_cache.py): no GPU job downloads, and compute nodes need
+# no internet. Every job that loads the teacher takes the record as input (model_input).
+rule fetch_clip:
+    output:
+        clip_cache.CLIP_FETCHED,
+    wildcard_constraints:
+        model="[A-Za-z0-9][A-Za-z0-9_.+-]*",
+        pretrained="[A-Za-z0-9][A-Za-z0-9_.+-]*",
+    localrule: True
+    log:
+        "logs/models/fetch_clip_{model}_{pretrained}.log",
+    shell:
+        "python -m stages.preflight fetch-clip --name {wildcards.model} --pretrained {wildcards.pretrained}"
+        " --cache-dir {clip_cache.CLIP_CACHE} --out {output} 2> >(tee {log} >&2)"
+
+
 rule probe:
     input:
+        preflight=preflight_input,
         data_check=lambda w: data_check(EXPERIMENTS[w.experiment]["train"]),
         model=model_input,
     output:
@@ -165,6 +223,7 @@ rule probe:
 
 rule finetune:
     input:
+        preflight=preflight_input,
         data_check=lambda w: data_check(EXPERIMENTS[w.experiment]["train"]),
         embeddings=stage_config.TEACHER_TEXT,
         model=model_input,
