@@ -60,25 +60,32 @@ def _save(fig, ax, path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def _grouped_bars(ax, stats: pd.DataFrame, columns: list, labels: list[str], ylabel: str,
+                  styles: dict[str, dict] | None) -> None:
+    """One cluster of bars per column of `stats` (methods x (column, mean|std)), one bar per method
+    (std as error bars), on a 0-100 axis with the methods' legend below."""
+    methods = list(stats.index)
+    styles = styles or method_styles(methods)
+    x = np.arange(len(columns))
+    width = 0.8 / max(1, len(methods))
+    for i, m in enumerate(methods):
+        means = [stats.loc[m, (c, "mean")] for c in columns]
+        stds = np.nan_to_num([stats.loc[m, (c, "std")] for c in columns])
+        ax.bar(x + (i - (len(methods) - 1) / 2) * width, means, width, yerr=stds, capsize=2, label=m,
+               color=styles[m]["color"], hatch=styles[m]["hatch"], edgecolor="white", linewidth=0)
+    ax.set_xticks(x, labels)
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(0, 100)
+    ax.legend(fontsize=7, ncol=min(7, len(methods)), loc="upper center", bbox_to_anchor=(0.5, -0.12))
+    ax.grid(axis="y", alpha=0.3)
+
+
 def plot_groups(stats: pd.DataFrame, groups: list[str], path: Path, title: str,
                 styles: dict[str, dict] | None = None) -> None:
     """Bar chart of each method's per-group accuracy (mean, std as error bars) from `stats`
     (methods x (group, mean|std)), saved to `path`."""
-    methods = list(stats.index)
-    styles = styles or method_styles(methods)
-    x = np.arange(len(groups))
-    width = 0.8 / max(1, len(methods))
     fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(groups), 3.6))
-    for i, m in enumerate(methods):
-        means = [stats.loc[m, (g, "mean")] for g in groups]
-        stds = np.nan_to_num([stats.loc[m, (g, "std")] for g in groups])
-        ax.bar(x + (i - (len(methods) - 1) / 2) * width, means, width, yerr=stds, capsize=2, label=m,
-               color=styles[m]["color"], hatch=styles[m]["hatch"], edgecolor="white", linewidth=0)
-    ax.set_xticks(x, groups)
-    ax.set_ylabel("accuracy (%)")
-    ax.set_ylim(0, 100)
-    ax.legend(fontsize=7, ncol=min(7, len(methods)), loc="upper center", bbox_to_anchor=(0.5, -0.12))
-    ax.grid(axis="y", alpha=0.3)
+    _grouped_bars(ax, stats, groups, groups, "accuracy (%)", styles)
     _save(fig, ax, path, title)
 
 
@@ -89,21 +96,8 @@ def plot_threshold(stats: pd.DataFrame, path: Path, title: str, styles: dict[str
             if (k, "mean") in stats.columns and stats[(k, "mean")].notna().any()]
     if len(keys) < 2:
         return False
-    methods = list(stats.index)
-    styles = styles or method_styles(methods)
-    x = np.arange(len(keys))
-    width = 0.8 / max(1, len(methods))
     fig, ax = plt.subplots(figsize=(1.6 + 1.6 * len(keys), 3.6))
-    for i, m in enumerate(methods):
-        means = [stats.loc[m, (k, "mean")] for k in keys]
-        stds = np.nan_to_num([stats.loc[m, (k, "std")] for k in keys])
-        ax.bar(x + (i - (len(methods) - 1) / 2) * width, means, width, yerr=stds, capsize=2, label=m,
-               color=styles[m]["color"], hatch=styles[m]["hatch"], edgecolor="white", linewidth=0)
-    ax.set_xticks(x, [GROUP_LABELS[k] for k in keys])
-    ax.set_ylabel("worst-group accuracy (%)")
-    ax.set_ylim(0, 100)
-    ax.legend(fontsize=7, ncol=min(7, len(methods)), loc="upper center", bbox_to_anchor=(0.5, -0.12))
-    ax.grid(axis="y", alpha=0.3)
+    _grouped_bars(ax, stats, keys, [GROUP_LABELS[k] for k in keys], "worst-group accuracy (%)", styles)
     _save(fig, ax, path, title)
     return True
 
