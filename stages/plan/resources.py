@@ -299,7 +299,8 @@ def check(req: Request, cluster: dict, what: str, key: str) -> Request:
     if req.cpus > cluster["cores_per_node"]:
         raise ResourceError(f"config key {key}.num_workers: {what} asks for {req.cpus} CPUs (processes x (num_workers "
                             f"+ 1), or threads), more than the {cluster['cores_per_node']} cores of a node "
-                            "(cluster.cores_per_node)")
+                            "(cluster.cores_per_node); fewer loader workers, decode: device or a resized copy "
+                            "of the training split need fewer")
     if req.mem_mb > cluster["mem_per_node_gb"] * 1000:
         raise ResourceError(f"config key {key}.batch_size: {what} asks for {req.mem_mb / 1000:,.0f} GB of memory, "
                             f"more than the {cluster['mem_per_node_gb']:,} GB of a node (cluster.mem_per_node_gb)")
