@@ -153,6 +153,7 @@ def slurm_jobs(env) -> list[dict]:
     return [dict(re.findall(r"(\S+?)=(\S*)", line)) for line in out.splitlines()]
 
 
+@pytest.mark.long   # a SLURM job that starts the engine again (~80 s); the rule's own test covers the pool
 def test_a_describe_job_through_slurm_repeats_the_pool(seed0, tmp_path):
     local = {p.name: p.read_bytes() for p in (seed0 / POOL).iterdir()}
     profile = seed0 / "workflow/profiles/slurm/config.yaml"

@@ -246,5 +246,6 @@ def test_the_bill_command_prints_the_total_of_snakemakes_jobs(tmp_path):
     # the finetune rows' GPU-hours, plus the evaluations', probe's, embed's and describe's
     finetune_row = re.search(r"^finetune\s+2\s+([\d.]+)", proc.stdout, flags=re.M)
     assert float(finetune_row[1]) == pytest.approx(gpu_hours, abs=0.01), proc.stdout
-    # 12 data checks, describe, embed, probe, 2 runs, 3 evaluations (zeroshot, lp, starft), report
-    assert int(total[1]) == 12 + 1 + 1 + 1 + 2 + 3 + 1, proc.stdout
+    # 12 data checks, the teacher's fetch, the pre-flights of the runs and of the describe
+    # environment, describe, embed, probe, 2 runs, 3 evaluations (zeroshot, lp, starft), report
+    assert int(total[1]) == 12 + 1 + 1 + 1 + 1 + 1 + 1 + 2 + 3 + 1, proc.stdout

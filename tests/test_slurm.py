@@ -216,7 +216,8 @@ def snakemake(work: Path, *args, env=None, timeout=600) -> subprocess.CompletedP
                           env=env, capture_output=True, text=True, timeout=timeout)
 
 
-@pytest.mark.slow
+# long: ~10 minutes, most of them waiting for SLURM to cut, requeue and restart the job
+@pytest.mark.long
 def test_a_run_cut_by_its_time_limit_finishes_on_retry_from_its_last_epoch(slurm_cluster, tmp_path):
     work = make_workdir(tmp_path, cut_config(epochs=3))
     (work / "pool.txt").write_text(POOL)
