@@ -4,6 +4,10 @@ folder) and a run stopped after its first epoch."""
 
 from __future__ import annotations
 
+import contextlib
+import threading
+from http.server import ThreadingHTTPServer
+
 from stages.finetune.runs import RunConfig, run_config
 from stages.toys import (  # noqa: F401  (re-exported for the test modules)
     CLASSNAMES,
@@ -40,3 +44,20 @@ def interrupt_after_first_epoch(go, method, out, **overrides):
     with pytest.raises(KeyboardInterrupt):
         go(method, out, on_epoch=stop_after_first_epoch, **overrides)
     assert (out / "resume.pt").exists()
+
+
+@contextlib.contextmanager
+def http_server(handler: type, **state):
+    """A real HTTP server on 127.0.0.1 (a free port) answering with `handler` in a thread, `state`
+    set as attributes of the server for the handler to read, its address at `.url`."""
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    for name, value in state.items():
+        setattr(srv, name, value)
+    srv.url = f"http://127.0.0.1:{srv.server_address[1]}"
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield srv
+    finally:
+        srv.shutdown()
+        srv.server_close()

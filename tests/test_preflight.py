@@ -154,8 +154,9 @@ def test_only_a_registry_teacher_is_fetched(model, marker):
 @pytest.fixture
 def weights_server():
     """A real HTTP server on 127.0.0.1 publishing one weights file."""
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from http.server import BaseHTTPRequestHandler
+
+    from helpers import http_server
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self):
@@ -172,14 +173,9 @@ def weights_server():
         def log_message(self, *args):
             pass
 
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    srv.files, srv.requests = {"/weights/tiny-test.pt": b"not really a checkpoint" * 100}, []
-    srv.url = f"http://127.0.0.1:{srv.server_address[1]}"
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
+    with http_server(Handler, files={"/weights/tiny-test.pt": b"not really a checkpoint" * 100},
+                     requests=[]) as srv:
+        yield srv
 
 
 def test_the_teacher_is_fetched_once_into_the_cache_the_jobs_read(weights_server, tmp_path, monkeypatch):

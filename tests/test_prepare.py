@@ -15,13 +15,13 @@ import stat
 import subprocess
 import sys
 import tarfile
-import threading
 import zipfile
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
 import trees
+from helpers import http_server
 
 from stages.datasets.datacheck import check
 from stages.datasets.prepare import PrepareError, prepare
@@ -68,14 +68,8 @@ class Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def server():
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    srv.files, srv.requests, srv.cut, srv.no_range = {}, [], set(), False
-    srv.url = f"http://127.0.0.1:{srv.server_address[1]}"
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
+    with http_server(Handler, files={}, requests=[], cut=set(), no_range=False) as srv:
+        yield srv
 
 
 def serve(srv, path: str, body: bytes, **entry) -> dict:
